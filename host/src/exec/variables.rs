@@ -1,0 +1,192 @@
+//! Variable storage of one device: values by shared name, with atomic updates.
+//!
+//! Every graph that declares a variable of the same name on the same device
+//! gets the same [`Variable`]; its value lives here, not in any graph.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::{Error, Result};
+use crate::tensor::{Tensor, TensorType};
+
+/// One variable's slot.
+#[derive(Debug)]
+pub struct Variable {
+    name: String,
+    device: String,
+    ty: TensorType,
+    value: Mutex<Option<Tensor>>,
+}
+
+impl Variable {
+    /// The shared name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The declared type.
+    pub fn tensor_type(&self) -> &TensorType {
+        &self.ty
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Tensor>> {
+        // A poisoned lock means a kernel panicked mid-update; the value it
+        // guards is still a whole tensor, so keep serving it.
+        self.value.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn uninitialized(&self) -> Error {
+        Error::precondition(format!(
+            "variable '{}' on {} is uninitialized: run its initializer (or global-variables-initializer) first",
+            self.name, self.device
+        ))
+    }
+
+    /// Whether it has a value.
+    pub fn is_initialized(&self) -> bool {
+        self.lock().is_some()
+    }
+
+    /// The current value; `failed-precondition` if it has none yet.
+    pub fn read(&self) -> Result<Tensor> {
+        self.lock().clone().ok_or_else(|| self.uninitialized())
+    }
+
+    /// Replaces the value (shape and dtype were checked when the graph was built).
+    pub fn assign(&self, value: Tensor) -> Result<Tensor> {
+        if !self.ty.accepts(&value) {
+            return Err(Error::invalid(format!(
+                "cannot assign {} to variable '{}' of type {}",
+                value.tensor_type(),
+                self.name,
+                self.ty
+            )));
+        }
+        *self.lock() = Some(value.clone());
+        Ok(value)
+    }
+
+    /// Read-modify-write under the variable's lock: concurrent updates never
+    /// lose one another.
+    pub fn update(&self, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+        let mut guard = self.lock();
+        let old = guard.as_ref().ok_or_else(|| self.uninitialized())?;
+        let new = f(old)?;
+        *guard = Some(new.clone());
+        Ok(new)
+    }
+}
+
+/// The variables of one device.
+#[derive(Debug)]
+pub struct VariableStore {
+    device: String,
+    vars: Mutex<HashMap<String, Arc<Variable>>>,
+}
+
+impl VariableStore {
+    /// An empty store for the device named `device`.
+    pub fn new(device: impl Into<String>) -> Self {
+        VariableStore {
+            device: device.into(),
+            vars: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Variable>>> {
+        self.vars.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The variable `name`, created uninitialized on first use. A graph that
+    /// declares an existing name with another type gets `invalid-argument`.
+    pub fn get_or_create(&self, name: &str, ty: &TensorType) -> Result<Arc<Variable>> {
+        let mut vars = self.lock();
+        if let Some(v) = vars.get(name) {
+            if v.ty != *ty {
+                return Err(Error::invalid(format!(
+                    "variable '{name}' on {} already exists as {}, but this graph declares it as {ty}",
+                    self.device, v.ty
+                )));
+            }
+            return Ok(v.clone());
+        }
+        let v = Arc::new(Variable {
+            name: name.to_string(),
+            device: self.device.clone(),
+            ty: ty.clone(),
+            value: Mutex::new(None),
+        });
+        vars.insert(name.to_string(), v.clone());
+        Ok(v)
+    }
+
+    /// The variable `name`, if any graph has declared it here.
+    pub fn get(&self, name: &str) -> Option<Arc<Variable>> {
+        self.lock().get(name).cloned()
+    }
+
+    /// The current values of all initialized variables, sorted by name.
+    pub fn snapshot(&self) -> Vec<(String, Tensor)> {
+        let mut out: Vec<(String, Tensor)> = self
+            .lock()
+            .values()
+            .filter_map(|v| v.lock().clone().map(|t| (v.name.clone(), t)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::DType;
+
+    #[test]
+    fn same_name_shares_one_slot() {
+        let store = VariableStore::new("/job:localhost/replica:0/task:0/device:CPU:0");
+        let ty = TensorType::scalar(DType::F32);
+        let a = store.get_or_create("var", &ty).unwrap();
+        let b = store.get_or_create("var", &ty).unwrap();
+        a.assign(Tensor::scalar_f32(3.0)).unwrap();
+        assert_eq!(b.read().unwrap(), Tensor::scalar_f32(3.0));
+        assert_eq!(store.snapshot(), vec![("var".to_string(), Tensor::scalar_f32(3.0))]);
+    }
+
+    #[test]
+    fn uninitialized_read_names_variable_and_device() {
+        let store = VariableStore::new("/job:ps/replica:0/task:0/device:CPU:0");
+        let v = store.get_or_create("w", &TensorType::scalar(DType::F32)).unwrap();
+        let err = v.read().unwrap_err().to_string();
+        assert!(err.starts_with("failed-precondition") && err.contains("'w' on /job:ps"), "{err}");
+    }
+
+    #[test]
+    fn redeclaring_with_another_type_is_rejected() {
+        let store = VariableStore::new("cpu");
+        store.get_or_create("v", &TensorType::known(DType::F32, &[2])).unwrap();
+        let err = store.get_or_create("v", &TensorType::known(DType::F32, &[3])).unwrap_err();
+        assert!(err.to_string().contains("already exists as f32[2]"), "{err}");
+    }
+
+    #[test]
+    fn concurrent_updates_lose_nothing() {
+        let store = Arc::new(VariableStore::new("cpu"));
+        let v = store.get_or_create("n", &TensorType::scalar(DType::F32)).unwrap();
+        v.assign(Tensor::scalar_f32(0.0)).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let v = v.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        v.update(|t| Ok(Tensor::scalar_f32(t.as_f32_vec().unwrap()[0] + 1.0))).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(v.read().unwrap(), Tensor::scalar_f32(4000.0));
+    }
+}

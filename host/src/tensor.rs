@@ -1,0 +1,364 @@
+//! Dense tensors: element types, shapes, and the little-endian byte form
+//! tensors take when they cross into guests or onto the wire.
+//!
+//! Storage is an [`ndarray::ArcArray`], so passing a tensor between nodes,
+//! into a variable or out of a fetch is a reference-count bump, not a copy.
+
+use std::fmt;
+
+use ndarray::{ArcArray, ArrayD, IxDyn};
+
+use crate::error::{Error, Result};
+
+/// Element type of a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// 32-bit float.
+    F32,
+    /// 64-bit float.
+    F64,
+    /// 32-bit signed integer.
+    I32,
+    /// 64-bit signed integer.
+    I64,
+    /// Boolean.
+    Bool,
+    /// Byte string (UTF-8 by convention), used for variable names.
+    String,
+}
+
+impl DType {
+    /// Whether arithmetic is defined on this type.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, DType::F32 | DType::F64 | DType::I32 | DType::I64)
+    }
+
+    /// Whether this is a floating-point type.
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F64)
+    }
+
+    /// Bytes per element in the wire form (strings are variable-length).
+    pub fn byte_width(self) -> Option<usize> {
+        match self {
+            DType::F32 | DType::I32 => Some(4),
+            DType::F64 | DType::I64 => Some(8),
+            DType::Bool => Some(1),
+            DType::String => None,
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+            DType::I32 => "i32",
+            DType::I64 => "i64",
+            DType::Bool => "bool",
+            DType::String => "string",
+        })
+    }
+}
+
+/// A dimension of a static shape: `None` where unknown until run time.
+pub type Dim = Option<usize>;
+
+/// The static type of an op output: element type and (partially known) shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorType {
+    /// Element type.
+    pub dtype: DType,
+    /// Dimensions; `None` for a dimension known only at run time.
+    pub shape: Vec<Dim>,
+}
+
+impl TensorType {
+    /// A fully known type.
+    pub fn known(dtype: DType, shape: &[usize]) -> Self {
+        TensorType {
+            dtype,
+            shape: shape.iter().map(|&d| Some(d)).collect(),
+        }
+    }
+
+    /// A scalar of `dtype`.
+    pub fn scalar(dtype: DType) -> Self {
+        TensorType {
+            dtype,
+            shape: Vec::new(),
+        }
+    }
+
+    /// Whether a concrete tensor fits this type.
+    pub fn accepts(&self, tensor: &Tensor) -> bool {
+        tensor.dtype() == self.dtype
+            && tensor.shape().len() == self.shape.len()
+            && self
+                .shape
+                .iter()
+                .zip(tensor.shape())
+                .all(|(want, got)| want.is_none_or(|w| w == *got))
+    }
+}
+
+impl fmt::Display for TensorType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.dtype, ShapeDisplay(&self.shape))
+    }
+}
+
+/// Formats a static shape as `[2, ?, 3]`.
+pub struct ShapeDisplay<'a>(pub &'a [Dim]);
+
+impl fmt::Display for ShapeDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[")?;
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            match d {
+                Some(n) => write!(f, "{n}")?,
+                None => f.write_str("?")?,
+            }
+        }
+        f.write_str("]")
+    }
+}
+
+/// A dense tensor value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Tensor {
+    /// f32 elements.
+    F32(ArcArray<f32, IxDyn>),
+    /// f64 elements.
+    F64(ArcArray<f64, IxDyn>),
+    /// i32 elements.
+    I32(ArcArray<i32, IxDyn>),
+    /// i64 elements.
+    I64(ArcArray<i64, IxDyn>),
+    /// bool elements.
+    Bool(ArcArray<bool, IxDyn>),
+    /// byte-string elements.
+    String(ArcArray<Vec<u8>, IxDyn>),
+}
+
+/// Runs `$body` with `$a` bound to the array inside any variant of a tensor.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! with_array {
+    ($t:expr, $a:ident => $body:expr) => {
+        match $t {
+            $crate::tensor::Tensor::F32($a) => $body,
+            $crate::tensor::Tensor::F64($a) => $body,
+            $crate::tensor::Tensor::I32($a) => $body,
+            $crate::tensor::Tensor::I64($a) => $body,
+            $crate::tensor::Tensor::Bool($a) => $body,
+            $crate::tensor::Tensor::String($a) => $body,
+        }
+    };
+}
+
+impl Tensor {
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Tensor::F32(_) => DType::F32,
+            Tensor::F64(_) => DType::F64,
+            Tensor::I32(_) => DType::I32,
+            Tensor::I64(_) => DType::I64,
+            Tensor::Bool(_) => DType::Bool,
+            Tensor::String(_) => DType::String,
+        }
+    }
+
+    /// The dimensions.
+    pub fn shape(&self) -> &[usize] {
+        with_array!(self, a => a.shape())
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        with_array!(self, a => a.len())
+    }
+
+    /// Whether the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Its static type.
+    pub fn tensor_type(&self) -> TensorType {
+        TensorType::known(self.dtype(), self.shape())
+    }
+
+    /// A scalar f32.
+    pub fn scalar_f32(v: f32) -> Self {
+        Tensor::F32(ArrayD::from_elem(IxDyn(&[]), v).into_shared())
+    }
+
+    /// An f32 tensor from a shape and row-major values.
+    pub fn from_f32(shape: &[usize], values: Vec<f32>) -> Result<Self> {
+        Ok(Tensor::F32(shaped(shape, values)?))
+    }
+
+    /// A tensor of `dtype` and `shape` filled with zeros (false, empty strings).
+    pub fn zeros(dtype: DType, shape: &[usize]) -> Self {
+        let dim = IxDyn(shape);
+        match dtype {
+            DType::F32 => Tensor::F32(ArrayD::zeros(dim).into_shared()),
+            DType::F64 => Tensor::F64(ArrayD::zeros(dim).into_shared()),
+            DType::I32 => Tensor::I32(ArrayD::zeros(dim).into_shared()),
+            DType::I64 => Tensor::I64(ArrayD::zeros(dim).into_shared()),
+            DType::Bool => Tensor::Bool(ArrayD::from_elem(dim, false).into_shared()),
+            DType::String => Tensor::String(ArrayD::from_elem(dim, Vec::new()).into_shared()),
+        }
+    }
+
+    /// A 1-D string tensor.
+    pub fn strings<S: AsRef<str>>(items: &[S]) -> Self {
+        let v: Vec<Vec<u8>> = items.iter().map(|s| s.as_ref().as_bytes().to_vec()).collect();
+        let n = v.len();
+        Tensor::String(ArrayD::from_shape_vec(IxDyn(&[n]), v).expect("1-D shape matches").into_shared())
+    }
+
+    /// The f32 elements in row-major order, or `None` for another dtype.
+    pub fn as_f32_vec(&self) -> Option<Vec<f32>> {
+        match self {
+            Tensor::F32(a) => Some(a.iter().copied().collect()),
+            _ => None,
+        }
+    }
+
+    /// Decodes the little-endian wire form; the error names the mismatch.
+    pub fn from_le_bytes(dtype: DType, shape: &[usize], data: &[u8]) -> Result<Self> {
+        let count: usize = shape.iter().product();
+        if let Some(width) = dtype.byte_width() {
+            let want = count.checked_mul(width).ok_or_else(|| Error::invalid(format!("tensor shape {shape:?} is too large")))?;
+            if data.len() != want {
+                return Err(Error::invalid(format!(
+                    "tensor of {dtype} with shape {shape:?} needs {want} bytes, got {}",
+                    data.len()
+                )));
+            }
+        }
+        Ok(match dtype {
+            DType::F32 => Tensor::F32(shaped(shape, decode(data, f32::from_le_bytes))?),
+            DType::F64 => Tensor::F64(shaped(shape, decode(data, f64::from_le_bytes))?),
+            DType::I32 => Tensor::I32(shaped(shape, decode(data, i32::from_le_bytes))?),
+            DType::I64 => Tensor::I64(shaped(shape, decode(data, i64::from_le_bytes))?),
+            DType::Bool => Tensor::Bool(shaped(shape, data.iter().map(|&b| b != 0).collect())?),
+            DType::String => Tensor::String(shaped(shape, decode_strings(data, count)?)?),
+        })
+    }
+
+    /// Encodes the elements in row-major little-endian order.
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        fn encode<T: Copy, const N: usize>(a: &ArcArray<T, IxDyn>, f: fn(T) -> [u8; N]) -> Vec<u8> {
+            let mut out = Vec::with_capacity(a.len() * N);
+            for &x in a.iter() {
+                out.extend_from_slice(&f(x));
+            }
+            out
+        }
+        match self {
+            Tensor::F32(a) => encode(a, f32::to_le_bytes),
+            Tensor::F64(a) => encode(a, f64::to_le_bytes),
+            Tensor::I32(a) => encode(a, i32::to_le_bytes),
+            Tensor::I64(a) => encode(a, i64::to_le_bytes),
+            Tensor::Bool(a) => a.iter().map(|&b| b as u8).collect(),
+            Tensor::String(a) => {
+                let mut out = Vec::new();
+                for s in a.iter() {
+                    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                    out.extend_from_slice(s);
+                }
+                out
+            }
+        }
+    }
+}
+
+fn shaped<T: Clone>(shape: &[usize], values: Vec<T>) -> Result<ArcArray<T, IxDyn>> {
+    let n = values.len();
+    ArrayD::from_shape_vec(IxDyn(shape), values)
+        .map(|a| a.into_shared())
+        .map_err(|_| Error::invalid(format!("{n} values do not fill shape {shape:?}")))
+}
+
+fn decode<T, const N: usize>(data: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
+    data.chunks_exact(N)
+        .map(|c| f(c.try_into().expect("chunk has N bytes")))
+        .collect()
+}
+
+fn decode_strings(mut data: &[u8], count: usize) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let bad = || Error::invalid(format!("string tensor element {i} is truncated"));
+        let len_bytes: [u8; 4] = data.get(..4).ok_or_else(bad)?.try_into().expect("4 bytes");
+        let len = u32::from_le_bytes(len_bytes) as usize;
+        let bytes = data.get(4..4 + len).ok_or_else(bad)?;
+        out.push(bytes.to_vec());
+        data = &data[4 + len..];
+    }
+    if !data.is_empty() {
+        return Err(Error::invalid(format!(
+            "string tensor has {} bytes after its {count} elements",
+            data.len()
+        )));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_round_trip_every_dtype() {
+        let cases = [
+            Tensor::from_f32(&[2, 2], vec![1.0, -2.5, 3.0, 0.0]).unwrap(),
+            Tensor::F64(ArrayD::from_elem(IxDyn(&[3]), 1.5).into_shared()),
+            Tensor::I32(ArrayD::from_shape_vec(IxDyn(&[2]), vec![-7, 9]).unwrap().into_shared()),
+            Tensor::I64(ArrayD::from_elem(IxDyn(&[]), i64::MIN).into_shared()),
+            Tensor::Bool(ArrayD::from_shape_vec(IxDyn(&[2]), vec![true, false]).unwrap().into_shared()),
+            Tensor::strings(&["var", "", "w/x"]),
+        ];
+        for t in cases {
+            let bytes = t.to_le_bytes();
+            let back = Tensor::from_le_bytes(t.dtype(), t.shape(), &bytes).unwrap();
+            assert_eq!(back, t);
+        }
+    }
+
+    #[test]
+    fn f32_bytes_are_little_endian() {
+        let t = Tensor::scalar_f32(1.0);
+        assert_eq!(t.to_le_bytes(), vec![0, 0, 0x80, 0x3f]);
+    }
+
+    #[test]
+    fn wrong_byte_count_names_shape_and_sizes() {
+        let err = Tensor::from_le_bytes(DType::F32, &[2, 3], &[0; 20]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("[2, 3]") && msg.contains("24") && msg.contains("20"), "{msg}");
+    }
+
+    #[test]
+    fn truncated_string_is_an_error() {
+        let err = Tensor::from_le_bytes(DType::String, &[1], &[5, 0, 0, 0, b'a']).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn tensor_type_accepts_unknown_dims() {
+        let ty = TensorType { dtype: DType::F32, shape: vec![None, Some(2)] };
+        assert!(ty.accepts(&Tensor::zeros(DType::F32, &[5, 2])));
+        assert!(!ty.accepts(&Tensor::zeros(DType::F32, &[5, 3])));
+        assert!(!ty.accepts(&Tensor::zeros(DType::F64, &[5, 2])));
+        assert_eq!(ty.to_string(), "f32[?, 2]");
+    }
+}
