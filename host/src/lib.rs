@@ -9,6 +9,7 @@
 //!   op validation and TensorFlow-style naming. No I/O.
 //! - [`exec`]: kernels, plans and the executor of one task's device.
 //! - [`cluster`]: cluster specs and device-to-task resolution.
+//! - [`task`]: a task: its identity, device and session targets.
 //! - [`runtime`]: wasmtime: the engine, the compiled-module cache and the
 //!   WIT interfaces guests import.
 //! - [`testing`]: a harness for component tests of worker programs.
@@ -20,6 +21,7 @@ pub mod error;
 pub mod exec;
 pub mod graph;
 pub mod runtime;
+pub mod task;
 pub mod tensor;
 pub mod testing;
 

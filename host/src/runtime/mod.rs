@@ -1,1 +1,338 @@
-//! wasmtime
+//! The wasmtime runtime: one engine per host (Cranelift, pooling allocator,
+//! epoch interruption, no component-model concurrency), a compiled-module
+//! cache, and running a worker component as a program of a task.
+//!
+//! A program's failures are its own: a trap, a panic or an `Err` from its
+//! `run` export ends that program with an [`ExitStatus`] that says why, and
+//! the runtime carries on.
+
+mod bindings;
+mod cache;
+mod convert;
+mod host_device;
+mod host_graph;
+mod host_session;
+mod host_variable;
+mod output;
+mod resources;
+mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+
+pub use cache::{ModuleCache, Source, module_hash};
+pub use output::{OutputChunk, OutputSink, StreamKind};
+
+use crate::error::{Error, Result};
+use crate::task::Task;
+use bindings::{TaskWorker, TaskWorkerPre};
+use state::ProgramState;
+
+impl bindings::types::Host for ProgramState {}
+
+/// How often the epoch advances; a running guest yields to the async
+/// executor at least this often, so it can be timed out or cancelled.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Settings of a host's runtime.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Where compiled modules are cached; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+    /// Program instances the pooling allocator holds slots for.
+    pub max_programs: u32,
+    /// Linear memory one program may grow to.
+    pub max_memory_bytes: usize,
+    /// Bytes of each output stream kept per program.
+    pub max_output_bytes: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: None,
+            max_programs: 64,
+            max_memory_bytes: 512 << 20,
+            max_output_bytes: 16 << 20,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// The default cache directory: `$WEFT_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/weft/modules`, else `~/.cache/weft/modules`.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        if let Some(dir) = std::env::var_os("WEFT_CACHE_DIR") {
+            return Some(dir.into());
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("weft").join("modules"))
+    }
+}
+
+/// A worker component, compiled and linked, ready to instantiate.
+#[derive(Clone)]
+pub struct Worker {
+    name: String,
+    hash: String,
+    source: Source,
+    load_time: Duration,
+    pre: TaskWorkerPre<ProgramState>,
+}
+
+impl Worker {
+    /// The name it was loaded under (usually its file name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The sha256 of its bytes.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Whether it was compiled now or loaded from the cache.
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    /// How long compiling (or loading) and linking took.
+    pub fn load_time(&self) -> Duration {
+        self.load_time
+    }
+}
+
+/// How a program ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// `run` returned `ok`.
+    Success,
+    /// `run` returned `err` with this message.
+    Failed(String),
+    /// The program trapped (a panic, `unreachable`, out of bounds, ...).
+    Trapped(String),
+}
+
+impl ExitStatus {
+    /// Whether the program succeeded.
+    pub fn success(&self) -> bool {
+        *self == ExitStatus::Success
+    }
+}
+
+/// A finished program's status and output.
+#[derive(Clone, Debug)]
+pub struct ProgramOutput {
+    /// How it ended.
+    pub status: ExitStatus,
+    /// Its standard output.
+    pub stdout: Vec<u8>,
+    /// Its standard error.
+    pub stderr: Vec<u8>,
+}
+
+struct EpochTicker(Arc<AtomicBool>);
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A host's wasmtime engine, linker and module cache.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<ProgramState>,
+    cache: Option<ModuleCache>,
+    config: RuntimeConfig,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// A runtime with the given settings.
+    pub fn new(config: RuntimeConfig) -> Result<Self> {
+        let mut cfg = Config::new();
+        // Component-model concurrency (WASIp3) doubles call costs; weft's WIT
+        // has no async functions. Baked into `.cwasm`, hence into cache keys.
+        cfg.concurrency_support(false);
+        cfg.epoch_interruption(true);
+        let n = config.max_programs.max(1);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(n)
+            .total_core_instances(n * 10)
+            .total_memories(n * 2)
+            .total_tables(n * 10)
+            .max_memory_size(config.max_memory_bytes);
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&cfg).map_err(|e| Error::wasm("creating the wasmtime engine", &e))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| Error::wasm("linking WASI", &e))?;
+        TaskWorker::add_to_linker::<ProgramState, HasSelf<ProgramState>>(&mut linker, |s| s)
+            .map_err(|e| Error::wasm("linking weft:runtime", &e))?;
+
+        let cache = config.cache_dir.as_ref().map(|d| ModuleCache::new(d, &engine)).transpose()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.clone();
+        let ticker_stop = stop.clone();
+        std::thread::Builder::new()
+            .name("weft-epoch".into())
+            .spawn(move || {
+                while !ticker_stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })
+            .map_err(|e| Error::io("starting the epoch thread", e))?;
+        Ok(Runtime { engine, linker, cache, config, _ticker: EpochTicker(stop) })
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The module cache, if any.
+    pub fn cache(&self) -> Option<&ModuleCache> {
+        self.cache.as_ref()
+    }
+
+    /// Reads and loads a worker component from a file.
+    pub fn load_file(&self, path: &Path) -> Result<Worker> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        self.load(&name, &bytes)
+    }
+
+    /// Checks, compiles (or loads from the cache) and links a worker
+    /// component. Blocking: call it off the async threads.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Worker> {
+        let start = Instant::now();
+        check_component_header(name, bytes)?;
+        let hash = module_hash(bytes);
+        let compile = || {
+            Component::new(&self.engine, bytes).map_err(|e| Error::InvalidModule {
+                module: name.to_string(),
+                reason: format!("it does not compile as a component: {e:#}"),
+            })
+        };
+        let (component, source) = match &self.cache {
+            Some(cache) => cache.get_or_compile(&self.engine, &hash, compile)?,
+            None => (compile()?, Source::Compiled),
+        };
+        let world_error = |e: wasmtime::Error| Error::InvalidModule {
+            module: name.to_string(),
+            reason: format!("it is not a weft:runtime/task-worker component: {e:#}"),
+        };
+        let pre = self.linker.instantiate_pre(&component).map_err(world_error)?;
+        let pre = TaskWorkerPre::new(pre).map_err(world_error)?;
+        Ok(Worker { name: name.to_string(), hash, source, load_time: start.elapsed(), pre })
+    }
+
+    /// Runs `worker` as a program of `task` with `args`. Output is captured
+    /// and, if `follow` is given, forwarded as it is written. Cancel-safe:
+    /// dropping the future stops the program within one epoch tick.
+    pub async fn run(
+        &self,
+        worker: &Worker,
+        task: Arc<Task>,
+        args: Vec<String>,
+        follow: Option<UnboundedSender<OutputChunk>>,
+    ) -> Result<ProgramOutput> {
+        let stdout = OutputSink::new(StreamKind::Stdout, self.config.max_output_bytes, follow.clone());
+        let stderr = OutputSink::new(StreamKind::Stderr, self.config.max_output_bytes, follow);
+        let mut argv = vec![worker.name.clone()];
+        argv.extend(args.iter().cloned());
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .args(&argv)
+            .env("WEFT_JOB", &task.id().job)
+            .env("WEFT_TASK", task.id().index.to_string())
+            .build();
+        let limits = StoreLimitsBuilder::new().memory_size(self.config.max_memory_bytes).build();
+        let state = ProgramState { wasi, table: Default::default(), task, limits };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+
+        let instance = worker
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| Error::wasm(format!("instantiating {}", worker.name), &e))?;
+        let status = match instance.call_run(&mut store, &args).await {
+            Ok(Ok(())) => ExitStatus::Success,
+            Ok(Err(message)) => ExitStatus::Failed(message),
+            Err(trap) => ExitStatus::Trapped(describe_trap(&trap, &stderr.contents())),
+        };
+        Ok(ProgramOutput { status, stdout: stdout.contents(), stderr: stderr.contents() })
+    }
+}
+
+/// Rejects bytes that are not a component before Cranelift sees them, with
+/// a message that says what they are instead.
+fn check_component_header(name: &str, bytes: &[u8]) -> Result<()> {
+    let invalid = |reason: String| Error::InvalidModule { module: name.to_string(), reason };
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        let start: String = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        return Err(invalid(format!(
+            "it is not a WebAssembly binary (starts with 0x{start}, expected 0x0061736d)"
+        )));
+    }
+    match bytes[4..8] {
+        [0x0d, 0x00, 0x01, 0x00] => Ok(()),
+        [0x01, 0x00, 0x00, 0x00] => Err(invalid(
+            "it is a core WebAssembly module, not a component: build the worker with \
+             `cargo build --target wasm32-wasip2`"
+                .into(),
+        )),
+        _ => Err(invalid(format!("unsupported WebAssembly version/layer {:02x?}", &bytes[4..8]))),
+    }
+}
+
+/// "trap: <reason>", plus the panic message when the guest printed one.
+fn describe_trap(trap: &wasmtime::Error, stderr: &[u8]) -> String {
+    let reason = match trap.downcast_ref::<wasmtime::Trap>() {
+        Some(t) => t.to_string(),
+        None => format!("{trap:#}"),
+    };
+    let text = String::from_utf8_lossy(stderr);
+    match text.lines().find(|l| l.contains("panicked at")) {
+        Some(line) => {
+            let detail = text.lines().skip_while(|l| !l.contains("panicked at")).nth(1).unwrap_or("").trim();
+            format!("program panicked ({}: {detail}); {reason}", line.trim().trim_end_matches(':'))
+        }
+        None => reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_check_names_what_the_bytes_are() {
+        let err = check_component_header("notes.txt", b"hello world").unwrap_err().to_string();
+        assert!(err.contains("notes.txt") && err.contains("not a WebAssembly binary"), "{err}");
+        let err = check_component_header("core.wasm", b"\0asm\x01\0\0\0").unwrap_err().to_string();
+        assert!(err.contains("core WebAssembly module, not a component"), "{err}");
+        assert!(check_component_header("c.wasm", b"\0asm\x0d\0\x01\0").is_ok());
+        assert!(check_component_header("empty", b"").is_err());
+    }
+
+    #[test]
+    fn module_hash_is_sha256_hex() {
+        assert_eq!(module_hash(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}

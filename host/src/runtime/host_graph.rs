@@ -1,0 +1,98 @@
+//! The WIT `graph` interface: programs build graphs on the host.
+
+use wasmtime::component::Resource;
+
+use super::bindings::{graph as wg, types::Error as WitError};
+use super::convert::{attr_from_wit, output_type_to_wit, wit};
+use super::resources::GraphResource;
+use super::state::ProgramState;
+use crate::device::DeviceSpec;
+use crate::error::Result;
+use crate::graph::{Attrs, NameRequest, NodeRequest, OpType};
+
+fn add_op(graph: &GraphResource, spec: wg::OpSpec) -> Result<u32> {
+    let op = OpType::from_name(&spec.op_type)?;
+    let mut attrs = Attrs::default();
+    for a in spec.attrs {
+        attrs.set(&a.name, attr_from_wit(a.value)?);
+    }
+    let device = spec.device.as_deref().map(DeviceSpec::parse).transpose()?;
+    let req = NodeRequest {
+        op,
+        name: spec.name.map_or(NameRequest::Default, NameRequest::Unique),
+        inputs: spec.inputs.into_iter().map(Into::into).collect(),
+        control_inputs: spec.control_inputs,
+        attrs,
+        device,
+    };
+    graph.lock().add(req)
+}
+
+impl wg::Host for ProgramState {}
+
+impl wg::HostGraph for ProgramState {
+    async fn new(&mut self) -> wasmtime::Result<Resource<GraphResource>> {
+        Ok(self.table.push(GraphResource::default())?)
+    }
+
+    async fn add_op(&mut self, g: Resource<GraphResource>, spec: wg::OpSpec) -> wasmtime::Result<Result<u32, WitError>> {
+        Ok(wit(add_op(self.table.get(&g)?, spec)))
+    }
+
+    async fn output_type(
+        &mut self,
+        g: Resource<GraphResource>,
+        out: wg::Output,
+    ) -> wasmtime::Result<Result<wg::OutputType, WitError>> {
+        let graph = self.table.get(&g)?.lock();
+        Ok(wit(graph.output_type(out.into()).map(output_type_to_wit)))
+    }
+
+    async fn operations(&mut self, g: Resource<GraphResource>) -> wasmtime::Result<Vec<wg::Operation>> {
+        let graph = self.table.get(&g)?.lock();
+        Ok(graph
+            .nodes()
+            .iter()
+            .map(|n| wg::Operation {
+                id: n.id,
+                name: n.name.clone(),
+                op_type: n.op.name().to_string(),
+                device: n.device.to_string(),
+                outputs: n.outputs.iter().map(output_type_to_wit).collect(),
+            })
+            .collect())
+    }
+
+    async fn node_by_name(&mut self, g: Resource<GraphResource>, name: String) -> wasmtime::Result<Option<u32>> {
+        Ok(self.table.get(&g)?.lock().find(&name))
+    }
+
+    async fn push_name_scope(&mut self, g: Resource<GraphResource>, name: String) -> wasmtime::Result<String> {
+        Ok(self.table.get(&g)?.lock().push_name_scope(&name))
+    }
+
+    async fn pop_name_scope(&mut self, g: Resource<GraphResource>) -> wasmtime::Result<Result<(), WitError>> {
+        Ok(wit(self.table.get(&g)?.lock().pop_name_scope()))
+    }
+
+    async fn push_control_dependencies(
+        &mut self,
+        g: Resource<GraphResource>,
+        nodes: Vec<u32>,
+    ) -> wasmtime::Result<Result<(), WitError>> {
+        Ok(wit(self.table.get(&g)?.lock().push_control_dependencies(nodes)))
+    }
+
+    async fn pop_control_dependencies(&mut self, g: Resource<GraphResource>) -> wasmtime::Result<Result<(), WitError>> {
+        Ok(wit(self.table.get(&g)?.lock().pop_control_dependencies()))
+    }
+
+    async fn version(&mut self, g: Resource<GraphResource>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&g)?.lock().version())
+    }
+
+    async fn drop(&mut self, g: Resource<GraphResource>) -> wasmtime::Result<()> {
+        self.table.delete(g)?;
+        Ok(())
+    }
+}

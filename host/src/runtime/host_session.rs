@@ -1,0 +1,95 @@
+//! The WIT `session` interface: opening sessions and running steps.
+
+use wasmtime::component::Resource;
+
+use super::bindings::{session as ws, types::Error as WitError};
+use super::convert::{tensor_from_wit, tensor_to_wit, wit};
+use super::resources::{GraphResource, SessionResource};
+use super::state::ProgramState;
+use crate::error::Result;
+use crate::exec::{RunRequest, RunResult};
+
+fn run(session: &mut SessionResource, req: RunRequest) -> Result<RunResult> {
+    let graph = session.graph.clone();
+    let graph = graph.lock();
+    session.executor.run(&graph, &req)
+}
+
+fn to_wit(result: RunResult) -> ws::RunOutput {
+    ws::RunOutput {
+        values: result.values.iter().map(tensor_to_wit).collect(),
+        step_stats: result
+            .step_stats
+            .into_iter()
+            .map(|d| ws::DeviceStats {
+                device: d.device,
+                nodes: d
+                    .nodes
+                    .into_iter()
+                    .map(|n| ws::NodeStats {
+                        node_name: n.node_name,
+                        start_micros: n.start_micros,
+                        duration_micros: n.duration_micros,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+impl ws::Host for ProgramState {}
+
+impl ws::HostSession for ProgramState {
+    async fn new(
+        &mut self,
+        target: String,
+        g: Resource<GraphResource>,
+        options: ws::SessionOptions,
+    ) -> wasmtime::Result<Result<Resource<SessionResource>, WitError>> {
+        let graph = self.table.get(&g)?.clone();
+        match self.task.session_executor(&target, options.place_on_own_task) {
+            Ok((executor, target)) => {
+                // `timeout_ms` bounds waiting for tasks to come up; a standalone
+                // host's own task is always up, so there is nothing to wait for.
+                let session = SessionResource { graph, executor, target };
+                Ok(Ok(self.table.push(session)?))
+            }
+            Err(e) => Ok(wit(Err(e))),
+        }
+    }
+
+    async fn run(
+        &mut self,
+        s: Resource<SessionResource>,
+        fetches: Vec<ws::Output>,
+        feeds: Vec<ws::Feed>,
+        targets: Vec<u32>,
+        options: ws::RunOptions,
+    ) -> wasmtime::Result<Result<ws::RunOutput, WitError>> {
+        let feeds = match feeds
+            .iter()
+            .map(|f| Ok((f.target.into(), tensor_from_wit(&f.value)?)))
+            .collect::<Result<Vec<_>>>()
+        {
+            Ok(feeds) => feeds,
+            Err(e) => return Ok(wit(Err(e))),
+        };
+        let req = RunRequest {
+            fetches: fetches.into_iter().map(Into::into).collect(),
+            feeds,
+            targets,
+            trace: matches!(options.trace_level, ws::TraceLevel::Full),
+        };
+        let session = self.table.get_mut(&s)?;
+        Ok(wit(run(session, req).map(to_wit)))
+    }
+
+    async fn target(&mut self, s: Resource<SessionResource>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&s)?.target.clone())
+    }
+
+    async fn drop(&mut self, s: Resource<SessionResource>) -> wasmtime::Result<()> {
+        self.table.delete(s)?;
+        Ok(())
+    }
+}

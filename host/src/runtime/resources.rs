@@ -1,0 +1,40 @@
+//! Host-side state behind the WIT resources a program holds.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::exec::Executor;
+use crate::graph::{Graph, VariableNodes};
+
+/// A graph a program builds; sessions on it share it.
+#[derive(Debug, Clone, Default)]
+pub struct GraphResource(pub Arc<Mutex<Graph>>);
+
+impl GraphResource {
+    /// Locks the graph. A poisoned lock only means a panic elsewhere; the
+    /// graph is append-only and stays consistent.
+    pub fn lock(&self) -> MutexGuard<'_, Graph> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A variable declared in a graph.
+#[derive(Debug)]
+pub struct VariableResource {
+    /// The graph it lives in.
+    pub graph: GraphResource,
+    /// Its nodes.
+    pub nodes: VariableNodes,
+    /// Its node name.
+    pub name: String,
+}
+
+/// A session: an executor bound to a graph.
+#[derive(Debug)]
+pub struct SessionResource {
+    /// The graph it runs.
+    pub graph: GraphResource,
+    /// Where it runs.
+    pub executor: Executor,
+    /// The canonical target name.
+    pub target: String,
+}

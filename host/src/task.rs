@@ -1,0 +1,139 @@
+//! A task as programs see it: its identity in a cluster, its CPU device
+//! (which holds its variables), and how session targets resolve against it.
+
+use std::sync::Arc;
+
+use crate::cluster::{ClusterSpec, TaskId};
+use crate::device::DeviceSpec;
+use crate::error::{Error, Result};
+use crate::exec::{Device, Executor};
+
+/// One task of a cluster, served by this host.
+#[derive(Debug)]
+pub struct Task {
+    cluster: ClusterSpec,
+    id: TaskId,
+    device: Arc<Device>,
+}
+
+/// The session target `local`: a private in-process engine.
+pub const LOCAL_TARGET: &str = "local";
+
+impl Task {
+    /// Task `id` of `cluster`; fails if the cluster has no such task.
+    pub fn new(cluster: ClusterSpec, id: TaskId) -> Result<Self> {
+        cluster.check_task(&id)?;
+        let device = Arc::new(Device::new(id.clone()));
+        Ok(Task { cluster, id, device })
+    }
+
+    /// A standalone host's task: `/job:localhost/task:0` of a one-task cluster.
+    pub fn standalone() -> Self {
+        let cluster = ClusterSpec::single("in-process");
+        let id = cluster.default_task();
+        Task::new(cluster, id).expect("the single task exists")
+    }
+
+    /// This task's id.
+    pub fn id(&self) -> &TaskId {
+        &self.id
+    }
+
+    /// The cluster it belongs to.
+    pub fn cluster(&self) -> &ClusterSpec {
+        &self.cluster
+    }
+
+    /// Its CPU device.
+    pub fn device(&self) -> &Arc<Device> {
+        &self.device
+    }
+
+    /// This task's address in its cluster spec.
+    pub fn address(&self) -> &str {
+        &self.cluster.jobs()[&self.id.job][self.id.index as usize]
+    }
+
+    /// An executor for a session opened by a program of this task, with the
+    /// target's canonical name. `place_on_own_task` puts unconstrained ops
+    /// here instead of on the cluster's first task.
+    pub fn session_executor(&self, target: &str, place_on_own_task: bool) -> Result<(Executor, String)> {
+        if target == LOCAL_TARGET {
+            let private = Task::standalone();
+            let task = private.id.clone();
+            let exec = Executor::new(private.device.clone(), private.cluster.clone(), task);
+            return Ok((exec, LOCAL_TARGET.to_string()));
+        }
+        let wanted = self.resolve_target(target)?;
+        if wanted != self.id {
+            return Err(Error::unavailable(format!(
+                "session target '{target}' is task {wanted}, which this host does not serve (it serves {})",
+                self.id
+            )));
+        }
+        let default = if place_on_own_task { self.id.clone() } else { self.cluster.default_task() };
+        let exec = Executor::new(self.device.clone(), self.cluster.clone(), default);
+        Ok((exec, format!("/job:{}/replica:0/task:{}", self.id.job, self.id.index)))
+    }
+
+    fn resolve_target(&self, target: &str) -> Result<TaskId> {
+        if target.is_empty() {
+            return Ok(self.id.clone());
+        }
+        if let Some(address) = target.strip_prefix("grpc://") {
+            for (job, tasks) in self.cluster.jobs() {
+                if let Some(i) = tasks.iter().position(|a| a == address) {
+                    return Ok(TaskId::new(job.clone(), i as u32));
+                }
+            }
+            return Err(Error::not_found(format!("no task of the cluster has address '{address}'")));
+        }
+        if target.starts_with('/') {
+            let spec = DeviceSpec::parse(target)?;
+            let (Some(job), task) = (spec.job, spec.task) else {
+                return Err(Error::invalid(format!("session target '{target}' must name a job, e.g. /job:worker/task:0")));
+            };
+            let id = TaskId::new(job, task.unwrap_or(0));
+            self.cluster.check_task(&id)?;
+            return Ok(id);
+        }
+        Err(Error::invalid(format!(
+            "invalid session target '{target}': use 'local', '' (this task), /job:NAME/task:N or grpc://HOST:PORT"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_resolve_to_own_task() {
+        let task = Task::standalone();
+        for t in ["", "/job:localhost/task:0", "/job:localhost", "grpc://in-process"] {
+            let (_, name) = task.session_executor(t, false).unwrap();
+            assert_eq!(name, "/job:localhost/replica:0/task:0", "{t}");
+        }
+        assert_eq!(task.session_executor("local", false).unwrap().1, "local");
+    }
+
+    #[test]
+    fn local_sessions_get_private_devices() {
+        let task = Task::standalone();
+        let (a, _) = task.session_executor("local", false).unwrap();
+        let (b, _) = task.session_executor("local", false).unwrap();
+        assert!(!Arc::ptr_eq(a.device(), b.device()));
+        let (own, _) = task.session_executor("", false).unwrap();
+        assert!(Arc::ptr_eq(own.device(), task.device()));
+    }
+
+    #[test]
+    fn bad_targets_are_named() {
+        let task = Task::standalone();
+        let err = |t: &str| task.session_executor(t, false).unwrap_err().to_string();
+        assert!(err("/job:ps/task:0").contains("no job 'ps'"));
+        assert!(err("grpc://10.0.0.1:2222").contains("'10.0.0.1:2222'"));
+        assert!(err("tcp:x").contains("invalid session target 'tcp:x'"));
+        assert!(err("/task:0").contains("must name a job"));
+    }
+}
