@@ -13,8 +13,9 @@
 //! - [`runtime`]: wasmtime: the engine, the compiled-module cache and the
 //!   WIT interfaces guests import.
 //! - [`testing`]: a harness for component tests of worker programs.
-//! - `main.rs`: the `weft` command line.
+//! - [`cli`]: the `weft` command line (`main.rs` only calls it).
 
+pub mod cli;
 pub mod cluster;
 pub mod device;
 pub mod error;

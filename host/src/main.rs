@@ -1,1 +1,5 @@
-fn main() {}
+//! The `weft` binary: see [`weft_host::cli`].
+
+fn main() -> std::process::ExitCode {
+    weft_host::cli::main()
+}

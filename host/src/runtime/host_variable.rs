@@ -68,7 +68,7 @@ impl wv::HostVariable for ProgramState {
         Ok(self.table.get(&v)?.name.clone())
     }
 
-    async fn handle(&mut self, v: Resource<VariableResource>) -> wasmtime::Result<WitOutput> {
+    async fn node(&mut self, v: Resource<VariableResource>) -> wasmtime::Result<WitOutput> {
         Ok(Output::of(self.table.get(&v)?.nodes.var).into())
     }
 
