@@ -89,6 +89,17 @@ pub struct Worker {
     pre: TaskWorkerPre<ProgramState>,
 }
 
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("name", &self.name)
+            .field("hash", &self.hash)
+            .field("source", &self.source)
+            .field("load_time", &self.load_time)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Worker {
     /// The name it was loaded under (usually its file name).
     pub fn name(&self) -> &str {
@@ -274,7 +285,9 @@ impl Runtime {
         let status = match instance.call_run(&mut store, &args).await {
             Ok(Ok(())) => ExitStatus::Success,
             Ok(Err(message)) => ExitStatus::Failed(message),
-            Err(trap) => ExitStatus::Trapped(describe_trap(&trap, &stderr.contents())),
+            Err(trap) => {
+                ExitStatus::Trapped(describe_trap(&trap, &stderr.contents(), self.config.max_memory_bytes))
+            }
         };
         Ok(ProgramOutput { status, stdout: stdout.contents(), stderr: stderr.contents() })
     }
@@ -301,13 +314,21 @@ fn check_component_header(name: &str, bytes: &[u8]) -> Result<()> {
     }
 }
 
-/// "trap: <reason>", plus the panic message when the guest printed one.
-fn describe_trap(trap: &wasmtime::Error, stderr: &[u8]) -> String {
+/// The trap's reason, plus what the guest's runtime printed about it: a
+/// panic message, or the allocation that hit the memory limit.
+fn describe_trap(trap: &wasmtime::Error, stderr: &[u8], memory_limit: usize) -> String {
     let reason = match trap.downcast_ref::<wasmtime::Trap>() {
         Some(t) => t.to_string(),
         None => format!("{trap:#}"),
     };
     let text = String::from_utf8_lossy(stderr);
+    if let Some(line) = text.lines().find(|l| l.starts_with("memory allocation of")) {
+        return format!(
+            "program ran out of memory ({}; the limit is {} MiB); {reason}",
+            line.trim(),
+            memory_limit >> 20
+        );
+    }
     match text.lines().find(|l| l.contains("panicked at")) {
         Some(line) => {
             let detail = text.lines().skip_while(|l| !l.contains("panicked at")).nth(1).unwrap_or("").trim();

@@ -1,0 +1,89 @@
+//! Component tests: real guests (tests/fixtures/api-tour) on the in-process
+//! test host, checking what the SDK and host interfaces do.
+
+use weft_host::testing::{TestHost, TestOutput};
+use weft_tests::fixture;
+
+fn tour(mode: &str) -> (TestHost, TestOutput) {
+    let host = TestHost::new().unwrap();
+    let out = host.run(fixture("api-tour"), &[mode]).unwrap();
+    assert!(out.status.success(), "{mode}: {:?}\n{}", out.status, out.stderr);
+    (host, out)
+}
+
+/// S4: an empty graph lists nothing; `tf.Variable` adds its four nodes with
+/// TensorFlow's names; names are made unique and scoped.
+#[test]
+fn node_names_follow_tensorflow() {
+    let (_, out) = tour("names");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "empty: []");
+    assert_eq!(lines[1], "var: var/initial_value,var,var/Assign,var/read");
+    assert_eq!(lines[2], "types: Const,VariableV2,Assign,Identity");
+    assert_eq!(lines[3], "second: var_1");
+    assert_eq!(lines[4], "scoped: layer/Relu");
+    assert_eq!(lines[5], "last: layer/Relu,layer/Const,AssignAdd_1,AssignAdd_1/value,AssignAdd,AssignAdd/value");
+}
+
+/// S3 on one task: a traced read runs `_SOURCE`, `var`; a traced
+/// `assign_add` runs `_SOURCE`, `var`, `AssignAdd_1/value`, `AssignAdd_1`,
+/// all on the task's device with its full TensorFlow name.
+#[test]
+fn traces_name_devices_and_nodes() {
+    let (_, out) = tour("trace");
+    let dev = "/job:localhost/replica:0/task:0/device:CPU:0";
+    let expected = format!(
+        "{dev}\n   _SOURCE\n   var\n{dev}\n   _SOURCE\n   var\n   AssignAdd_1/value\n   AssignAdd_1\n"
+    );
+    assert_eq!(out.stdout, expected);
+}
+
+/// Sessions on the program's own task share its variables; a `local`
+/// session is private. The task's value is visible to the harness.
+#[test]
+fn own_task_sessions_share_variables() {
+    let (host, out) = tour("shared");
+    assert_eq!(out.stdout.lines().next(), Some("s1 5.0 s2 5.0 local 0.0"));
+    assert_eq!(
+        out.stdout.lines().nth(1),
+        Some("targets /job:localhost/replica:0/task:0 /job:localhost/replica:0/task:0 local")
+    );
+    assert_eq!(host.variable("var").unwrap().as_f32_vec().unwrap(), vec![5.0]);
+}
+
+/// S8's building block: report-uninitialized-variables names them until the
+/// initializer runs.
+#[test]
+fn report_uninitialized_variables_lists_names() {
+    let (_, out) = tour("report");
+    assert_eq!(out.stdout, "before: [\"var\", \"w\"]\nafter: []\n");
+}
+
+/// The program sees its task identity, device strings and its args.
+#[test]
+fn identity_and_args_reach_the_guest() {
+    let host = TestHost::new().unwrap();
+    let out = host.run(fixture("api-tour"), &["identity", "extra"]).unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "localhost 0 [(\"localhost\", [\"in-process\"])]");
+    assert_eq!(lines[1], "/job:ps/task:1");
+    assert_eq!(lines[2], "args [\"api_tour.wasm\", \"identity\", \"extra\"]");
+}
+
+/// Feeds, MatMul, broadcasting and a device scope, checked by hand:
+/// [[1,2,3],[4,5,6]] · [1,10,100]ᵀ + 0.5 = [[321.5],[654.5]].
+#[test]
+fn feeds_and_kernels_compute_by_hand_values() {
+    let (_, out) = tour("math");
+    assert_eq!(out.stdout, "[[321.5], [654.5]]\ndevice /job:localhost/task:0\n");
+}
+
+/// Two hosts are two tasks: a variable set on one is not on the other.
+#[test]
+fn test_hosts_are_isolated() {
+    let (a, _) = tour("shared");
+    let b = TestHost::new().unwrap();
+    assert!(a.variable("var").is_some());
+    assert!(b.variable("var").is_none());
+}

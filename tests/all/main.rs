@@ -1,0 +1,10 @@
+//! weft's integration tests, in one binary (each test binary links wasmtime).
+//!
+//! - `component`: real guest components on the in-process test host.
+//! - `bad_input`: every kind of bad program, and that the host carries on.
+//! - `cli`: the `weft` binary as a user runs it, as a child process.
+
+mod bad_input;
+mod cli;
+mod component;
+mod process;
