@@ -142,7 +142,10 @@ impl Tensor {
     /// The elements of a string tensor (e.g. from `report_uninitialized_variables`).
     pub fn to_strings(&self) -> Result<Vec<String>> {
         if self.raw.dtype != DType::String {
-            return Err(Error::new(Code::InvalidArgument, format!("tensor is {}, not string", dtype_name(self.raw.dtype))));
+            return Err(Error::new(
+                Code::InvalidArgument,
+                format!("tensor is {}, not string", dtype_name(self.raw.dtype)),
+            ));
         }
         let mut out = Vec::new();
         let mut rest = self.raw.data.as_slice();

@@ -57,8 +57,14 @@ impl Variable {
     }
 
     /// Like [`Variable::new`], with a device and trainability.
-    pub fn with_options(graph: &Graph, initial: impl Into<Operand>, name: &str, options: VariableOptions) -> Result<Self> {
-        let opts = raw::VariableOptions { name: Some(name.to_string()), device: options.device, trainable: options.trainable };
+    pub fn with_options(
+        graph: &Graph,
+        initial: impl Into<Operand>,
+        name: &str,
+        options: VariableOptions,
+    ) -> Result<Self> {
+        let opts =
+            raw::VariableOptions { name: Some(name.to_string()), device: options.device, trainable: options.trainable };
         Ok(Variable { raw: raw::Variable::new(&graph.raw, &initial.into().raw(), &opts)? })
     }
 

@@ -107,9 +107,7 @@ impl ClusterSpec {
             return Err(Error::invalid(format!("device '{spec}': replica {r} does not exist (tasks have replica 0)")));
         }
         if let Some(ty) = spec.device_type.as_deref().filter(|&t| t != "CPU") {
-            return Err(Error::invalid(format!(
-                "device '{spec}': no {ty} devices; tasks have only /device:CPU:0"
-            )));
+            return Err(Error::invalid(format!("device '{spec}': no {ty} devices; tasks have only /device:CPU:0")));
         }
         if let Some(i) = spec.device_index.filter(|&i| i != 0) {
             return Err(Error::invalid(format!("device '{spec}': no CPU:{i}; tasks have only /device:CPU:0")));
@@ -133,7 +131,10 @@ mod tests {
     #[test]
     fn default_task_is_first_sorted_job() {
         assert_eq!(two_jobs().default_task(), TaskId::new("ps", 0));
-        assert_eq!(ClusterSpec::single("x").default_task().cpu_device(), "/job:localhost/replica:0/task:0/device:CPU:0");
+        assert_eq!(
+            ClusterSpec::single("x").default_task().cpu_device(),
+            "/job:localhost/replica:0/task:0/device:CPU:0"
+        );
     }
 
     #[test]

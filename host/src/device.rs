@@ -38,8 +38,7 @@ impl DeviceSpec {
             let key = fields.next().unwrap_or_default();
             let values: Vec<&str> = fields.collect();
             let index = |v: &str, what: &str| {
-                v.parse::<u32>()
-                    .map_err(|_| bad(format!("{what} '{v}' is not a non-negative integer")))
+                v.parse::<u32>().map_err(|_| bad(format!("{what} '{v}' is not a non-negative integer")))
             };
             match (key.to_ascii_lowercase().as_str(), values.as_slice()) {
                 ("job", [name]) if is_job_name(name) => spec.job = Some((*name).to_string()),

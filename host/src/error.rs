@@ -107,10 +107,7 @@ pub enum Error {
 impl Error {
     /// An error with the given code and message.
     pub fn status(code: Code, message: impl Into<String>) -> Self {
-        Error::Status {
-            code,
-            message: message.into(),
-        }
+        Error::Status { code, message: message.into() }
     }
 
     /// `invalid-argument`.
@@ -140,18 +137,12 @@ impl Error {
 
     /// An I/O error with context naming the path or action.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 
     /// A wasmtime error with context; keeps the whole cause chain.
     pub fn wasm(context: impl Into<String>, err: &wasmtime::Error) -> Self {
-        Error::Wasm {
-            context: context.into(),
-            message: format!("{err:#}"),
-        }
+        Error::Wasm { context: context.into(), message: format!("{err:#}") }
     }
 
     /// The status code this error maps to.

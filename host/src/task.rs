@@ -91,7 +91,9 @@ impl Task {
         if target.starts_with('/') {
             let spec = DeviceSpec::parse(target)?;
             let (Some(job), task) = (spec.job, spec.task) else {
-                return Err(Error::invalid(format!("session target '{target}' must name a job, e.g. /job:worker/task:0")));
+                return Err(Error::invalid(format!(
+                    "session target '{target}' must name a job, e.g. /job:worker/task:0"
+                )));
             };
             let id = TaskId::new(job, task.unwrap_or(0));
             self.cluster.check_task(&id)?;

@@ -77,29 +77,19 @@ pub struct TensorType {
 impl TensorType {
     /// A fully known type.
     pub fn known(dtype: DType, shape: &[usize]) -> Self {
-        TensorType {
-            dtype,
-            shape: shape.iter().map(|&d| Some(d)).collect(),
-        }
+        TensorType { dtype, shape: shape.iter().map(|&d| Some(d)).collect() }
     }
 
     /// A scalar of `dtype`.
     pub fn scalar(dtype: DType) -> Self {
-        TensorType {
-            dtype,
-            shape: Vec::new(),
-        }
+        TensorType { dtype, shape: Vec::new() }
     }
 
     /// Whether a concrete tensor fits this type.
     pub fn accepts(&self, tensor: &Tensor) -> bool {
         tensor.dtype() == self.dtype
             && tensor.shape().len() == self.shape.len()
-            && self
-                .shape
-                .iter()
-                .zip(tensor.shape())
-                .all(|(want, got)| want.is_none_or(|w| w == *got))
+            && self.shape.iter().zip(tensor.shape()).all(|(want, got)| want.is_none_or(|w| w == *got))
     }
 }
 
@@ -236,7 +226,9 @@ impl Tensor {
     pub fn from_le_bytes(dtype: DType, shape: &[usize], data: &[u8]) -> Result<Self> {
         let count: usize = shape.iter().product();
         if let Some(width) = dtype.byte_width() {
-            let want = count.checked_mul(width).ok_or_else(|| Error::invalid(format!("tensor shape {shape:?} is too large")))?;
+            let want = count
+                .checked_mul(width)
+                .ok_or_else(|| Error::invalid(format!("tensor shape {shape:?} is too large")))?;
             if data.len() != want {
                 return Err(Error::invalid(format!(
                     "tensor of {dtype} with shape {shape:?} needs {want} bytes, got {}",
@@ -289,9 +281,7 @@ fn shaped<T: Clone>(shape: &[usize], values: Vec<T>) -> Result<ArcArray<T, IxDyn
 }
 
 fn decode<T, const N: usize>(data: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
-    data.chunks_exact(N)
-        .map(|c| f(c.try_into().expect("chunk has N bytes")))
-        .collect()
+    data.chunks_exact(N).map(|c| f(c.try_into().expect("chunk has N bytes"))).collect()
 }
 
 fn decode_strings(mut data: &[u8], count: usize) -> Result<Vec<Vec<u8>>> {
@@ -305,10 +295,7 @@ fn decode_strings(mut data: &[u8], count: usize) -> Result<Vec<Vec<u8>>> {
         data = &data[4 + len..];
     }
     if !data.is_empty() {
-        return Err(Error::invalid(format!(
-            "string tensor has {} bytes after its {count} elements",
-            data.len()
-        )));
+        return Err(Error::invalid(format!("string tensor has {} bytes after its {count} elements", data.len())));
     }
     Ok(out)
 }

@@ -67,7 +67,12 @@ impl TestHost {
             .enable_all()
             .build()
             .map_err(|e| Error::io("starting the test host's tokio runtime", e))?;
-        Ok(TestHost { runtime: shared_runtime()?, task: Arc::new(Task::standalone()), tokio, timeout: Duration::from_secs(60) })
+        Ok(TestHost {
+            runtime: shared_runtime()?,
+            task: Arc::new(Task::standalone()),
+            tokio,
+            timeout: Duration::from_secs(60),
+        })
     }
 
     /// Sets the per-run timeout.
@@ -104,15 +109,12 @@ impl TestHost {
     pub fn run_worker(&self, worker: &Worker, args: &[&str]) -> Result<TestOutput> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let run = self.runtime.run(worker, self.task.clone(), args, None);
-        let out = self
-            .tokio
-            .block_on(async { tokio::time::timeout(self.timeout, run).await })
-            .map_err(|_| {
-                Error::status(
-                    crate::error::Code::DeadlineExceeded,
-                    format!("program {} did not finish within {:?}", worker.name(), self.timeout),
-                )
-            })??;
+        let out = self.tokio.block_on(async { tokio::time::timeout(self.timeout, run).await }).map_err(|_| {
+            Error::status(
+                crate::error::Code::DeadlineExceeded,
+                format!("program {} did not finish within {:?}", worker.name(), self.timeout),
+            )
+        })??;
         Ok(TestOutput {
             status: out.status,
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -153,10 +155,7 @@ fn guest_target_dir(crate_dir: &Path) -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(dir).join("weft-guests");
     }
-    let root = crate_dir
-        .ancestors()
-        .find(|d| d.join("Cargo.lock").exists())
-        .unwrap_or(crate_dir);
+    let root = crate_dir.ancestors().find(|d| d.join("Cargo.lock").exists()).unwrap_or(crate_dir);
     root.join("target").join("weft-guests")
 }
 
@@ -177,7 +176,9 @@ fn cargo_build_wasm(crate_dir: &Path) -> Result<PathBuf> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
         if stderr.contains("target may not be installed") || stderr.contains("can't find crate for `core`") {
-            return Err(fail("the wasm32-wasip2 target is not installed: run `rustup target add wasm32-wasip2`".into()));
+            return Err(fail(
+                "the wasm32-wasip2 target is not installed: run `rustup target add wasm32-wasip2`".into(),
+            ));
         }
         return Err(fail(stderr.into_owned()));
     }
@@ -189,7 +190,6 @@ fn cargo_build_wasm(crate_dir: &Path) -> Result<PathBuf> {
         .filter(|m| m["reason"] == "compiler-artifact")
         .flat_map(|m| m["filenames"].as_array().cloned().unwrap_or_default())
         .filter_map(|f| f.as_str().map(PathBuf::from))
-        .filter(|f| f.extension().is_some_and(|e| e == "wasm"))
-        .next_back();
+        .rfind(|f| f.extension().is_some_and(|e| e == "wasm"));
     wasm.ok_or_else(|| fail(format!("cargo produced no .wasm file (is the crate a cdylib?)\n{stderr}")))
 }

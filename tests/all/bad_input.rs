@@ -40,7 +40,10 @@ fn mismatched_dtypes_are_named() {
 #[test]
 fn mismatched_shapes_are_named() {
     let m = failed_with("shape-mismatch");
-    assert!(m.contains("MatMul 'MatMul': inner dimensions differ") && m.contains("[2, 3]") && m.contains("[2, 2]"), "{m}");
+    assert!(
+        m.contains("MatMul 'MatMul': inner dimensions differ") && m.contains("[2, 3]") && m.contains("[2, 2]"),
+        "{m}"
+    );
 }
 
 #[test]

@@ -32,9 +32,8 @@ fn node_names_follow_tensorflow() {
 fn traces_name_devices_and_nodes() {
     let (_, out) = tour("trace");
     let dev = "/job:localhost/replica:0/task:0/device:CPU:0";
-    let expected = format!(
-        "{dev}\n   _SOURCE\n   var\n{dev}\n   _SOURCE\n   var\n   AssignAdd_1/value\n   AssignAdd_1\n"
-    );
+    let expected =
+        format!("{dev}\n   _SOURCE\n   var\n{dev}\n   _SOURCE\n   var\n   AssignAdd_1/value\n   AssignAdd_1\n");
     assert_eq!(out.stdout, expected);
 }
 

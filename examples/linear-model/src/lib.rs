@@ -36,10 +36,7 @@ fn run(args: Vec<String>) -> Result<()> {
     let grad_w = g.mul(scale, g.matmul_transposed(x, error, true, false)?)?;
     let grad_b = g.mul(scale, g.sum(error, Some(&[0]), false)?)?;
     let rate = g.constant(lr)?;
-    let train = g.group(&[
-        w.assign_sub(g.mul(rate, grad_w)?)?.op(),
-        b.assign_sub(g.mul(rate, grad_b)?)?.op(),
-    ])?;
+    let train = g.group(&[w.assign_sub(g.mul(rate, grad_w)?)?.op(), b.assign_sub(g.mul(rate, grad_b)?)?.op()])?;
 
     let sess = Session::local(&g)?;
     sess.run(g.global_variables_initializer()?)?;

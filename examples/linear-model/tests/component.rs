@@ -19,17 +19,14 @@ fn gradient_descent_recovers_the_true_model() {
         "{}",
         out.stdout
     );
-    let losses: Vec<f32> = out
-        .stdout
-        .lines()
-        .filter_map(|l| l.split("loss ").nth(1))
-        .map(|v| v.parse().unwrap())
-        .collect();
+    let losses: Vec<f32> =
+        out.stdout.lines().filter_map(|l| l.split("loss ").nth(1)).map(|v| v.parse().unwrap()).collect();
     assert!(losses.len() >= 2 && losses[0] > 1.0, "{losses:?}");
-    assert!(losses.windows(2).all(|w| w[1] < w[0]), "loss must fall: {losses:?}");
+    assert!(losses.windows(2).all(|w| w[1] <= w[0]), "loss must not rise: {losses:?}");
+    assert!(*losses.last().unwrap() < 1e-6, "the fit must converge: {losses:?}");
 }
 
-/// A bad argument surfaces as the program's error, naming the problem.
+/// With zero steps the program only reports the initial loss.
 #[test]
 fn zero_steps_only_reports_initial_loss() {
     let wasm = build_component(env!("CARGO_MANIFEST_DIR")).expect("guest builds");

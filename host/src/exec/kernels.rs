@@ -30,12 +30,24 @@ macro_rules! float_elem {
         impl Elem for $t {
             const ZERO: Self = 0.0;
             const IS_INT: bool = false;
-            fn add(self, o: Self) -> Self { self + o }
-            fn sub(self, o: Self) -> Self { self - o }
-            fn mul(self, o: Self) -> Self { self * o }
-            fn div(self, o: Self) -> Self { self / o }
-            fn neg(self) -> Self { -self }
-            fn from_count(n: usize) -> Self { n as $t }
+            fn add(self, o: Self) -> Self {
+                self + o
+            }
+            fn sub(self, o: Self) -> Self {
+                self - o
+            }
+            fn mul(self, o: Self) -> Self {
+                self * o
+            }
+            fn div(self, o: Self) -> Self {
+                self / o
+            }
+            fn neg(self) -> Self {
+                -self
+            }
+            fn from_count(n: usize) -> Self {
+                n as $t
+            }
         }
     };
 }
@@ -44,12 +56,24 @@ macro_rules! int_elem {
         impl Elem for $t {
             const ZERO: Self = 0;
             const IS_INT: bool = true;
-            fn add(self, o: Self) -> Self { self.wrapping_add(o) }
-            fn sub(self, o: Self) -> Self { self.wrapping_sub(o) }
-            fn mul(self, o: Self) -> Self { self.wrapping_mul(o) }
-            fn div(self, o: Self) -> Self { self.wrapping_div(o) }
-            fn neg(self) -> Self { self.wrapping_neg() }
-            fn from_count(n: usize) -> Self { n as $t }
+            fn add(self, o: Self) -> Self {
+                self.wrapping_add(o)
+            }
+            fn sub(self, o: Self) -> Self {
+                self.wrapping_sub(o)
+            }
+            fn mul(self, o: Self) -> Self {
+                self.wrapping_mul(o)
+            }
+            fn div(self, o: Self) -> Self {
+                self.wrapping_div(o)
+            }
+            fn neg(self) -> Self {
+                self.wrapping_neg()
+            }
+            fn from_count(n: usize) -> Self {
+                n as $t
+            }
         }
     };
 }
@@ -263,9 +287,7 @@ fn reshape(node: &Node, x: &Tensor) -> Result<Tensor> {
         .map(|d| d.expect("resolved with a count"))
         .collect();
     fn re<T: Clone>(a: &Arr<T>, shape: &[usize]) -> Arr<T> {
-        ArrayD::from_shape_vec(IxDyn(shape), a.iter().cloned().collect())
-            .expect("element count checked")
-            .into_shared()
+        ArrayD::from_shape_vec(IxDyn(shape), a.iter().cloned().collect()).expect("element count checked").into_shared()
     }
     Ok(crate::with_array!(x, a => Tensor::from(re(a, &shape))))
 }
@@ -335,7 +357,9 @@ mod tests {
         let mut g = Graph::new();
         let outs: Vec<Output> = inputs
             .iter()
-            .map(|t| Output::of(g.add(NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(t.clone()))).unwrap()))
+            .map(|t| {
+                Output::of(g.add(NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(t.clone()))).unwrap())
+            })
             .collect();
         let mut req = NodeRequest::new(op).inputs(outs);
         for (k, v) in attrs {
@@ -409,7 +433,8 @@ mod tests {
     fn softmax_rows_sum_to_one() {
         let r = eval(OpType::Softmax, vec![f32t(&[2, 2], &[0., 0., 1000., 1000.])], &[]).unwrap();
         assert_eq!(r, f32t(&[2, 2], &[0.5, 0.5, 0.5, 0.5]));
-        let r = eval(OpType::Softmax, vec![f32t(&[2], &[0., std::f32::consts::LN_2])], &[]).unwrap().as_f32_vec().unwrap();
+        let r =
+            eval(OpType::Softmax, vec![f32t(&[2], &[0., std::f32::consts::LN_2])], &[]).unwrap().as_f32_vec().unwrap();
         assert!((r[0] - 1. / 3.).abs() < 1e-6 && (r[1] - 2. / 3.).abs() < 1e-6, "{r:?}");
     }
 
@@ -417,15 +442,23 @@ mod tests {
     fn sum_and_mean_over_axes() {
         let x = || f32t(&[2, 3], &[1., 2., 3., 4., 5., 6.]);
         assert_eq!(eval(OpType::Sum, vec![x()], &[]).unwrap(), f32t(&[], &[21.]));
-        assert_eq!(eval(OpType::Sum, vec![x()], &[("axis", AttrValue::Ints(vec![0]))]).unwrap(), f32t(&[3], &[5., 7., 9.]));
-        let r = eval(OpType::Mean, vec![x()], &[("axis", AttrValue::Ints(vec![1])), ("keep_dims", AttrValue::Bool(true))]);
+        assert_eq!(
+            eval(OpType::Sum, vec![x()], &[("axis", AttrValue::Ints(vec![0]))]).unwrap(),
+            f32t(&[3], &[5., 7., 9.])
+        );
+        let r =
+            eval(OpType::Mean, vec![x()], &[("axis", AttrValue::Ints(vec![1])), ("keep_dims", AttrValue::Bool(true))]);
         assert_eq!(r.unwrap(), f32t(&[2, 1], &[2., 5.]));
         assert_eq!(eval(OpType::Mean, vec![i32t(&[3], &[1, 2, 4])], &[]).unwrap(), i32t(&[], &[2]));
     }
 
     #[test]
     fn reshape_and_fill() {
-        let r = eval(OpType::Reshape, vec![f32t(&[2, 3], &[1., 2., 3., 4., 5., 6.])], &[("shape", AttrValue::Ints(vec![3, -1]))]);
+        let r = eval(
+            OpType::Reshape,
+            vec![f32t(&[2, 3], &[1., 2., 3., 4., 5., 6.])],
+            &[("shape", AttrValue::Ints(vec![3, -1]))],
+        );
         assert_eq!(r.unwrap(), f32t(&[3, 2], &[1., 2., 3., 4., 5., 6.]));
         let r = eval(OpType::Fill, vec![f32t(&[], &[7.])], &[("shape", AttrValue::Ints(vec![2, 2]))]);
         assert_eq!(r.unwrap(), f32t(&[2, 2], &[7.; 4]));
@@ -443,7 +476,11 @@ mod tests {
         let u = eval(
             OpType::RandomUniform,
             vec![],
-            &[("shape", AttrValue::Ints(vec![500])), ("minval", AttrValue::Float(2.0)), ("maxval", AttrValue::Float(3.0))],
+            &[
+                ("shape", AttrValue::Ints(vec![500])),
+                ("minval", AttrValue::Float(2.0)),
+                ("maxval", AttrValue::Float(3.0)),
+            ],
         )
         .unwrap();
         assert!(u.as_f32_vec().unwrap().iter().all(|&x| (2.0..3.0).contains(&x)));

@@ -289,18 +289,18 @@ impl Executor {
             let out = node.inputs[i];
             match feeds.get(&out) {
                 Some(t) => Ok(Value::Tensor((*t).clone())),
-                None => values.get(&out.node).cloned().ok_or_else(|| {
-                    Error::internal(format!("input {i} of '{}' was not computed", node.name))
-                }),
+                None => values
+                    .get(&out.node)
+                    .cloned()
+                    .ok_or_else(|| Error::internal(format!("input {i} of '{}' was not computed", node.name))),
             }
         };
         let var_input = |i: usize| -> Result<Arc<Variable>> {
             match input(i)? {
                 Value::Var(v) => Ok(v),
-                Value::Tensor(_) => Err(Error::invalid(format!(
-                    "input {i} of '{}' must be a variable, but was fed a value",
-                    node.name
-                ))),
+                Value::Tensor(_) => {
+                    Err(Error::invalid(format!("input {i} of '{}' must be a variable, but was fed a value", node.name)))
+                }
             }
         };
         let value = match node.op {
@@ -312,9 +312,7 @@ impl Executor {
                 let var = var_input(0)?;
                 Value::Tensor(var.update(|old| kernels::assign_update(node, old, &delta))?)
             }
-            OpType::IsVariableInitialized => {
-                Value::Tensor(bool_scalar(var_input(0)?.is_initialized()))
-            }
+            OpType::IsVariableInitialized => Value::Tensor(bool_scalar(var_input(0)?.is_initialized())),
             OpType::ReportUninitializedVariables => {
                 let mut names = Vec::new();
                 for i in 0..node.inputs.len() {

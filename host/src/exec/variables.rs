@@ -87,10 +87,7 @@ pub struct VariableStore {
 impl VariableStore {
     /// An empty store for the device named `device`.
     pub fn new(device: impl Into<String>) -> Self {
-        VariableStore {
-            device: device.into(),
-            vars: Mutex::new(HashMap::new()),
-        }
+        VariableStore { device: device.into(), vars: Mutex::new(HashMap::new()) }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Variable>>> {
@@ -127,11 +124,8 @@ impl VariableStore {
 
     /// The current values of all initialized variables, sorted by name.
     pub fn snapshot(&self) -> Vec<(String, Tensor)> {
-        let mut out: Vec<(String, Tensor)> = self
-            .lock()
-            .values()
-            .filter_map(|v| v.lock().clone().map(|t| (v.name.clone(), t)))
-            .collect();
+        let mut out: Vec<(String, Tensor)> =
+            self.lock().values().filter_map(|v| v.lock().clone().map(|t| (v.name.clone(), t))).collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }

@@ -39,31 +39,19 @@ impl InferCtx<'_> {
 
     fn numeric(&self, i: usize) -> Result<DType> {
         let d = self.inputs[i].dtype;
-        if d.is_numeric() {
-            Ok(d)
-        } else {
-            Err(self.err(format!("{} must be numeric", self.input_desc(i))))
-        }
+        if d.is_numeric() { Ok(d) } else { Err(self.err(format!("{} must be numeric", self.input_desc(i)))) }
     }
 
     fn float(&self, i: usize) -> Result<DType> {
         let d = self.inputs[i].dtype;
-        if d.is_float() {
-            Ok(d)
-        } else {
-            Err(self.err(format!("{} must be f32 or f64", self.input_desc(i))))
-        }
+        if d.is_float() { Ok(d) } else { Err(self.err(format!("{} must be f32 or f64", self.input_desc(i)))) }
     }
 
     fn same_dtype(&self, a: usize, b: usize) -> Result<DType> {
         if self.inputs[a].dtype == self.inputs[b].dtype {
             Ok(self.inputs[a].dtype)
         } else {
-            Err(self.err(format!(
-                "dtypes differ: {} vs {}",
-                self.input_desc(a),
-                self.input_desc(b)
-            )))
+            Err(self.err(format!("dtypes differ: {} vs {}", self.input_desc(a), self.input_desc(b))))
         }
     }
 
@@ -218,11 +206,7 @@ fn infer_matmul(cx: &InferCtx<'_>) -> Result<Vec<TensorType>> {
     cx.numeric(0)?;
     let (a, b) = (&cx.inputs[0].shape, &cx.inputs[1].shape);
     if a.len() != 2 || b.len() != 2 {
-        return Err(cx.err(format!(
-            "inputs must be matrices, got shapes {} and {}",
-            ShapeDisplay(a),
-            ShapeDisplay(b)
-        )));
+        return Err(cx.err(format!("inputs must be matrices, got shapes {} and {}", ShapeDisplay(a), ShapeDisplay(b))));
     }
     let ta = cx.attrs.bool(cx.name, "transpose_a")?.unwrap_or(false);
     let tb = cx.attrs.bool(cx.name, "transpose_b")?.unwrap_or(false);

@@ -247,10 +247,7 @@ impl Graph {
 
     /// Leaves the innermost control-dependency scope.
     pub fn pop_control_dependencies(&mut self) -> Result<()> {
-        self.control_scopes
-            .pop()
-            .map(drop)
-            .ok_or_else(|| Error::precondition("no control-dependency scope to pop"))
+        self.control_scopes.pop().map(drop).ok_or_else(|| Error::precondition("no control-dependency scope to pop"))
     }
 
     /// Validates and adds a node; the error names the op and what is wrong.
@@ -258,9 +255,9 @@ impl Graph {
         let mut input_types = Vec::with_capacity(req.inputs.len());
         let mut input_names = Vec::with_capacity(req.inputs.len());
         for (i, &input) in req.inputs.iter().enumerate() {
-            let ty = self.output_type(input).map_err(|e| {
-                Error::invalid(format!("input {i} of new {} op: {}", req.op.name(), e.message()))
-            })?;
+            let ty = self
+                .output_type(input)
+                .map_err(|e| Error::invalid(format!("input {i} of new {} op: {}", req.op.name(), e.message())))?;
             input_types.push(ty.clone());
             input_names.push(self.nodes[input.node as usize].name.clone());
         }
@@ -348,9 +345,8 @@ mod tests {
     use crate::tensor::{DType, Tensor};
 
     fn constant(g: &mut Graph, v: f32) -> Output {
-        let id = g
-            .add(NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(Tensor::scalar_f32(v))))
-            .unwrap();
+        let id =
+            g.add(NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(Tensor::scalar_f32(v)))).unwrap();
         Output::of(id)
     }
 
@@ -365,8 +361,7 @@ mod tests {
         let b = constant(&mut g, 2.0);
         g.add(NodeRequest::new(OpType::Add).inputs([a, b])).unwrap();
         g.add(NodeRequest::new(OpType::Add).inputs([a, b])).unwrap();
-        g.add(NodeRequest::new(OpType::Add).inputs([a, b]).named(NameRequest::Unique("Add_1".into())))
-            .unwrap();
+        g.add(NodeRequest::new(OpType::Add).inputs([a, b]).named(NameRequest::Unique("Add_1".into()))).unwrap();
         assert_eq!(names(&g), ["Const", "Const_1", "Add", "Add_1", "Add_1_1"]);
     }
 
@@ -387,9 +382,7 @@ mod tests {
     fn exact_names_must_be_free() {
         let mut g = Graph::new();
         constant(&mut g, 1.0);
-        let err = g
-            .add(NodeRequest::new(OpType::NoOp).named(NameRequest::Exact("Const".into())))
-            .unwrap_err();
+        let err = g.add(NodeRequest::new(OpType::NoOp).named(NameRequest::Exact("Const".into()))).unwrap_err();
         assert!(err.to_string().contains("'Const' already exists"));
     }
 
@@ -421,10 +414,8 @@ mod tests {
     fn bad_input_reference_is_an_error() {
         let mut g = Graph::new();
         let a = constant(&mut g, 1.0);
-        let err = g
-            .add(NodeRequest::new(OpType::Add).inputs([a, Output { node: 0, index: 3 }]))
-            .unwrap_err()
-            .to_string();
+        let err =
+            g.add(NodeRequest::new(OpType::Add).inputs([a, Output { node: 0, index: 3 }])).unwrap_err().to_string();
         assert!(err.contains("input 1 of new Add op") && err.contains("not output 3"), "{err}");
     }
 

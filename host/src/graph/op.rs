@@ -74,10 +74,7 @@ impl OpType {
 
     /// Ops whose first input is a variable reference rather than a value.
     pub fn takes_variable_ref(self) -> bool {
-        matches!(
-            self,
-            OpType::Assign | OpType::AssignAdd | OpType::AssignSub | OpType::IsVariableInitialized
-        )
+        matches!(self, OpType::Assign | OpType::AssignAdd | OpType::AssignSub | OpType::IsVariableInitialized)
     }
 
     /// Ops with effects beyond their outputs; never skipped, never merged.
@@ -85,7 +82,10 @@ impl OpType {
         self.takes_variable_ref()
             || matches!(
                 self,
-                OpType::VariableV2 | OpType::ReportUninitializedVariables | OpType::RandomNormal | OpType::RandomUniform
+                OpType::VariableV2
+                    | OpType::ReportUninitializedVariables
+                    | OpType::RandomNormal
+                    | OpType::RandomUniform
             )
     }
 }
@@ -129,9 +129,9 @@ impl Attrs {
     ) -> Result<Option<T>> {
         match self.0.get(name) {
             None => Ok(None),
-            Some(v) => pick(v).map(Some).ok_or_else(|| {
-                Error::invalid(format!("attr '{name}' of op '{op}' must be {kind}, got {v:?}"))
-            }),
+            Some(v) => pick(v)
+                .map(Some)
+                .ok_or_else(|| Error::invalid(format!("attr '{name}' of op '{op}' must be {kind}, got {v:?}"))),
         }
     }
 

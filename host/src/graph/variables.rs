@@ -117,11 +117,7 @@ impl Graph {
     pub fn assign_op(&mut self, op: OpType, var: NodeId, value: Operand) -> Result<Output> {
         let scope = self.unique_name(op.name());
         let value = self.operand(value, &scope)?;
-        let id = self.add(
-            NodeRequest::new(op)
-                .named(NameRequest::Exact(scope))
-                .inputs([Output::of(var), value]),
-        )?;
+        let id = self.add(NodeRequest::new(op).named(NameRequest::Exact(scope)).inputs([Output::of(var), value]))?;
         Ok(Output::of(id))
     }
 

@@ -75,13 +75,10 @@ impl ModuleCache {
     }
 
     fn store(&self, path: &Path, component: &Component) {
-        let result = component
-            .serialize()
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-                std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| e.to_string())
-            });
+        let result = component.serialize().map_err(|e| e.to_string()).and_then(|bytes| {
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| e.to_string())
+        });
         if let Err(e) = result {
             // The cache is an optimisation: a host with a read-only cache still runs.
             tracing::warn!(path = %path.display(), "could not cache compiled module: {e}");

@@ -45,11 +45,7 @@ pub fn tensor_from_wit(t: &wt::Tensor) -> Result<Tensor> {
 
 /// A host tensor into the WIT form.
 pub fn tensor_to_wit(t: &Tensor) -> wt::Tensor {
-    wt::Tensor {
-        dtype: t.dtype().into(),
-        shape: t.shape().iter().map(|&d| d as u64).collect(),
-        data: t.to_le_bytes(),
-    }
+    wt::Tensor { dtype: t.dtype().into(), shape: t.shape().iter().map(|&d| d as u64).collect(), data: t.to_le_bytes() }
 }
 
 /// The WIT `error` for a host error: same code, same message.
@@ -101,10 +97,7 @@ pub fn attr_from_wit(v: wg::AttrValue) -> Result<AttrValue> {
 
 /// A static type into the WIT form (-1 for unknown dimensions).
 pub fn output_type_to_wit(t: &TensorType) -> wg::OutputType {
-    wg::OutputType {
-        dtype: t.dtype.into(),
-        shape: t.shape.iter().map(|d| d.map_or(-1, |d| d as i64)).collect(),
-    }
+    wg::OutputType { dtype: t.dtype.into(), shape: t.shape.iter().map(|d| d.map_or(-1, |d| d as i64)).collect() }
 }
 
 impl From<wd::DeviceSpec> for DeviceSpec {

@@ -35,7 +35,11 @@ impl wg::HostGraph for ProgramState {
         Ok(self.table.push(GraphResource::default())?)
     }
 
-    async fn add_op(&mut self, g: Resource<GraphResource>, spec: wg::OpSpec) -> wasmtime::Result<Result<u32, WitError>> {
+    async fn add_op(
+        &mut self,
+        g: Resource<GraphResource>,
+        spec: wg::OpSpec,
+    ) -> wasmtime::Result<Result<u32, WitError>> {
         Ok(wit(add_op(self.table.get(&g)?, spec)))
     }
 

@@ -66,14 +66,11 @@ impl ws::HostSession for ProgramState {
         targets: Vec<u32>,
         options: ws::RunOptions,
     ) -> wasmtime::Result<Result<ws::RunOutput, WitError>> {
-        let feeds = match feeds
-            .iter()
-            .map(|f| Ok((f.target.into(), tensor_from_wit(&f.value)?)))
-            .collect::<Result<Vec<_>>>()
-        {
-            Ok(feeds) => feeds,
-            Err(e) => return Ok(wit(Err(e))),
-        };
+        let feeds =
+            match feeds.iter().map(|f| Ok((f.target.into(), tensor_from_wit(&f.value)?))).collect::<Result<Vec<_>>>() {
+                Ok(feeds) => feeds,
+                Err(e) => return Ok(wit(Err(e))),
+            };
         let req = RunRequest {
             fetches: fetches.into_iter().map(Into::into).collect(),
             feeds,

@@ -31,7 +31,12 @@ fn declare(graph: &GraphResource, initial: wv::Operand, options: wv::VariableOpt
 }
 
 impl ProgramState {
-    fn assign(&mut self, v: &Resource<VariableResource>, op: OpType, value: wv::Operand) -> wasmtime::Result<Result<WitOutput, WitError>> {
+    fn assign(
+        &mut self,
+        v: &Resource<VariableResource>,
+        op: OpType,
+        value: wv::Operand,
+    ) -> wasmtime::Result<Result<WitOutput, WitError>> {
         let var = self.table.get(v)?;
         let result = operand(value).and_then(|value| var.graph.lock().assign_op(op, var.nodes.var, value));
         Ok(wit(result.map(Into::into)))
@@ -39,7 +44,10 @@ impl ProgramState {
 }
 
 impl wv::Host for ProgramState {
-    async fn global_variables_initializer(&mut self, g: Resource<GraphResource>) -> wasmtime::Result<Result<u32, WitError>> {
+    async fn global_variables_initializer(
+        &mut self,
+        g: Resource<GraphResource>,
+    ) -> wasmtime::Result<Result<u32, WitError>> {
         Ok(wit(self.table.get(&g)?.lock().global_variables_initializer()))
     }
 
@@ -80,15 +88,27 @@ impl wv::HostVariable for ProgramState {
         Ok(self.table.get(&v)?.nodes.initializer)
     }
 
-    async fn assign(&mut self, v: Resource<VariableResource>, value: wv::Operand) -> wasmtime::Result<Result<WitOutput, WitError>> {
+    async fn assign(
+        &mut self,
+        v: Resource<VariableResource>,
+        value: wv::Operand,
+    ) -> wasmtime::Result<Result<WitOutput, WitError>> {
         ProgramState::assign(self, &v, OpType::Assign, value)
     }
 
-    async fn assign_add(&mut self, v: Resource<VariableResource>, delta: wv::Operand) -> wasmtime::Result<Result<WitOutput, WitError>> {
+    async fn assign_add(
+        &mut self,
+        v: Resource<VariableResource>,
+        delta: wv::Operand,
+    ) -> wasmtime::Result<Result<WitOutput, WitError>> {
         ProgramState::assign(self, &v, OpType::AssignAdd, delta)
     }
 
-    async fn assign_sub(&mut self, v: Resource<VariableResource>, delta: wv::Operand) -> wasmtime::Result<Result<WitOutput, WitError>> {
+    async fn assign_sub(
+        &mut self,
+        v: Resource<VariableResource>,
+        delta: wv::Operand,
+    ) -> wasmtime::Result<Result<WitOutput, WitError>> {
         ProgramState::assign(self, &v, OpType::AssignSub, delta)
     }
 

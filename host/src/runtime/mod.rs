@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, UpdateDeadline,
+};
 use wasmtime_wasi::WasiCtxBuilder;
 
 pub use cache::{ModuleCache, Source, module_hash};
@@ -56,12 +58,7 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig {
-            cache_dir: None,
-            max_programs: 64,
-            max_memory_bytes: 512 << 20,
-            max_output_bytes: 16 << 20,
-        }
+        RuntimeConfig { cache_dir: None, max_programs: 64, max_memory_bytes: 512 << 20, max_output_bytes: 16 << 20 }
     }
 }
 
@@ -259,6 +256,18 @@ impl Runtime {
         args: Vec<String>,
         follow: Option<UnboundedSender<OutputChunk>>,
     ) -> Result<ProgramOutput> {
+        Ok(self.instantiate(worker, task, args, follow).await?.call().await)
+    }
+
+    /// Creates a program's store (WASI context, limits, epoch yielding) and
+    /// instantiates `worker` in it, without calling `run` yet.
+    pub async fn instantiate(
+        &self,
+        worker: &Worker,
+        task: Arc<Task>,
+        args: Vec<String>,
+        follow: Option<UnboundedSender<OutputChunk>>,
+    ) -> Result<Program> {
         let stdout = OutputSink::new(StreamKind::Stdout, self.config.max_output_bytes, follow.clone());
         let stderr = OutputSink::new(StreamKind::Stderr, self.config.max_output_bytes, follow);
         let mut argv = vec![worker.name.clone()];
@@ -276,20 +285,34 @@ impl Runtime {
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
-
         let instance = worker
             .pre
             .instantiate_async(&mut store)
             .await
             .map_err(|e| Error::wasm(format!("instantiating {}", worker.name), &e))?;
-        let status = match instance.call_run(&mut store, &args).await {
+        Ok(Program { store, instance, args, stdout, stderr, memory_limit: self.config.max_memory_bytes })
+    }
+}
+
+/// An instantiated program, ready to run once.
+pub struct Program {
+    store: Store<ProgramState>,
+    instance: TaskWorker,
+    args: Vec<String>,
+    stdout: OutputSink,
+    stderr: OutputSink,
+    memory_limit: usize,
+}
+
+impl Program {
+    /// Calls the program's `run` export and collects how it ended.
+    pub async fn call(mut self) -> ProgramOutput {
+        let status = match self.instance.call_run(&mut self.store, &self.args).await {
             Ok(Ok(())) => ExitStatus::Success,
             Ok(Err(message)) => ExitStatus::Failed(message),
-            Err(trap) => {
-                ExitStatus::Trapped(describe_trap(&trap, &stderr.contents(), self.config.max_memory_bytes))
-            }
+            Err(trap) => ExitStatus::Trapped(describe_trap(&trap, &self.stderr.contents(), self.memory_limit)),
         };
-        Ok(ProgramOutput { status, stdout: stdout.contents(), stderr: stderr.contents() })
+        ProgramOutput { status, stdout: self.stdout.contents(), stderr: self.stderr.contents() }
     }
 }
 
@@ -299,9 +322,7 @@ fn check_component_header(name: &str, bytes: &[u8]) -> Result<()> {
     let invalid = |reason: String| Error::InvalidModule { module: name.to_string(), reason };
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         let start: String = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
-        return Err(invalid(format!(
-            "it is not a WebAssembly binary (starts with 0x{start}, expected 0x0061736d)"
-        )));
+        return Err(invalid(format!("it is not a WebAssembly binary (starts with 0x{start}, expected 0x0061736d)")));
     }
     match bytes[4..8] {
         [0x0d, 0x00, 0x01, 0x00] => Ok(()),
