@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
-use crate::exec::{Device, Executor};
+use crate::exec::{Device, DeviceSet, Executor, LocalDevices, Placement};
 
 /// One task of a cluster, served by this host.
 #[derive(Debug)]
@@ -14,17 +14,28 @@ pub struct Task {
     cluster: ClusterSpec,
     id: TaskId,
     device: Arc<Device>,
+    devices: Arc<dyn DeviceSet>,
 }
 
 /// The session target `local`: a private in-process engine.
 pub const LOCAL_TARGET: &str = "local";
 
 impl Task {
-    /// Task `id` of `cluster`; fails if the cluster has no such task.
+    /// Task `id` of `cluster`, alone in this process; fails if the cluster
+    /// has no such task.
     pub fn new(cluster: ClusterSpec, id: TaskId) -> Result<Self> {
         cluster.check_task(&id)?;
-        let device = Arc::new(Device::new(id.clone()));
-        Ok(Task { cluster, id, device })
+        let devices = Arc::new(LocalDevices::new([id.clone()]));
+        Self::with_devices(cluster, id, devices)
+    }
+
+    /// Task `id` of `cluster`, whose programs can run ops on every device in
+    /// `devices` (tasks sharing this process). `devices` must include `id`.
+    pub fn with_devices(cluster: ClusterSpec, id: TaskId, devices: Arc<dyn DeviceSet>) -> Result<Self> {
+        cluster.check_task(&id)?;
+        let device =
+            devices.device(&id).ok_or_else(|| Error::internal(format!("no device for {id} in its own process")))?;
+        Ok(Task { cluster, id, device, devices })
     }
 
     /// A standalone host's task: `/job:localhost/task:0` of a one-task cluster.
@@ -60,20 +71,23 @@ impl Task {
     pub fn session_executor(&self, target: &str, place_on_own_task: bool) -> Result<(Executor, String)> {
         if target == LOCAL_TARGET {
             let private = Task::standalone();
-            let task = private.id.clone();
-            let exec = Executor::new(private.device.clone(), private.cluster.clone(), task);
-            return Ok((exec, LOCAL_TARGET.to_string()));
+            let placement = Placement {
+                cluster: private.cluster.clone(),
+                default_task: private.id.clone(),
+                devices: private.devices.clone(),
+            };
+            return Ok((Executor::new(private.device.clone(), placement), LOCAL_TARGET.to_string()));
         }
-        let wanted = self.resolve_target(target)?;
-        if wanted != self.id {
-            return Err(Error::unavailable(format!(
-                "session target '{target}' is task {wanted}, which this host does not serve (it serves {})",
+        let master = self.resolve_target(target)?;
+        let home = self.devices.device(&master).ok_or_else(|| {
+            Error::unavailable(format!(
+                "session target '{target}' is task {master}, which this host cannot reach (it serves {})",
                 self.id
-            )));
-        }
-        let default = if place_on_own_task { self.id.clone() } else { self.cluster.default_task() };
-        let exec = Executor::new(self.device.clone(), self.cluster.clone(), default);
-        Ok((exec, format!("/job:{}/replica:0/task:{}", self.id.job, self.id.index)))
+            ))
+        })?;
+        let default_task = if place_on_own_task { master.clone() } else { self.cluster.default_task() };
+        let placement = Placement { cluster: self.cluster.clone(), default_task, devices: self.devices.clone() };
+        Ok((Executor::new(home, placement), format!("/job:{}/replica:0/task:{}", master.job, master.index)))
     }
 
     fn resolve_target(&self, target: &str) -> Result<TaskId> {

@@ -13,10 +13,14 @@
 //! }
 //! ```
 //!
-//! [`TestHost`] is an in-process host: a real wasmtime runtime and a real
-//! task (its device and variables), no processes or network. Its methods
-//! block, so call them from ordinary `#[test]` functions, not from inside an
-//! async runtime. Every run has a timeout (60 s unless changed).
+//! [`TestHost`] is an in-process host: a real wasmtime runtime and real
+//! tasks (their devices and variables), no processes or network.
+//! [`TestHost::cluster`] gives a cluster of in-process tasks: ops placed on
+//! any of them run there, and programs can run on each, one at a time or
+//! concurrently ([`TestHost::run_all`]).
+//!
+//! Its methods block, so call them from ordinary `#[test]` functions, not
+//! from inside an async runtime. Every run has a timeout (60 s unless changed).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +28,12 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
+use crate::cluster::{ClusterSpec, TaskId};
+use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
+use crate::exec::LocalDevices;
 use crate::runtime::{ExitStatus, Runtime, RuntimeConfig, Worker};
 use crate::task::Task;
 use crate::tensor::Tensor;
@@ -40,10 +49,11 @@ pub struct TestOutput {
     pub stderr: String,
 }
 
-/// An in-process host serving one task (`/job:localhost/task:0`).
+/// An in-process host serving one task, or a whole cluster of tasks.
 pub struct TestHost {
     runtime: Arc<Runtime>,
-    task: Arc<Task>,
+    tasks: BTreeMap<TaskId, Arc<Task>>,
+    default_task: TaskId,
     tokio: tokio::runtime::Runtime,
     timeout: Duration,
 }
@@ -61,17 +71,57 @@ fn shared_runtime() -> Result<Arc<Runtime>> {
 }
 
 impl TestHost {
-    /// A host with a fresh task and no variables.
+    /// A host with one fresh task, `/job:localhost/task:0`, and no variables.
     pub fn new() -> Result<Self> {
+        Self::build(ClusterSpec::single("in-process"))
+    }
+
+    /// A cluster of in-process tasks: `&[("ps", 1), ("worker", 2)]` gives
+    /// `/job:ps/task:0`, `/job:worker/task:0` and `/job:worker/task:1`.
+    /// Programs run on the first task in sorted order unless told otherwise.
+    pub fn cluster(jobs: &[(&str, u32)]) -> Result<Self> {
+        let spec = jobs
+            .iter()
+            .map(|&(job, n)| (job.to_string(), (0..n).map(|i| format!("in-process:{job}:{i}")).collect()))
+            .collect();
+        Self::build(ClusterSpec::new(spec)?)
+    }
+
+    fn build(cluster: ClusterSpec) -> Result<Self> {
+        let ids: Vec<TaskId> = cluster
+            .jobs()
+            .iter()
+            .flat_map(|(job, tasks)| (0..tasks.len() as u32).map(move |i| TaskId::new(job.clone(), i)))
+            .collect();
+        let devices = Arc::new(LocalDevices::new(ids.clone()));
+        let tasks = ids
+            .iter()
+            .map(|id| Ok((id.clone(), Arc::new(Task::with_devices(cluster.clone(), id.clone(), devices.clone())?))))
+            .collect::<Result<BTreeMap<_, _>>>()?;
         let tokio = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Error::io("starting the test host's tokio runtime", e))?;
         Ok(TestHost {
             runtime: shared_runtime()?,
-            task: Arc::new(Task::standalone()),
+            tasks,
+            default_task: cluster.default_task(),
             tokio,
             timeout: Duration::from_secs(60),
+        })
+    }
+
+    /// The tasks this host serves.
+    pub fn tasks(&self) -> Vec<TaskId> {
+        self.tasks.keys().cloned().collect()
+    }
+
+    fn task(&self, task: &str) -> Result<&Arc<Task>> {
+        let spec = DeviceSpec::parse(task)?;
+        let id = TaskId::new(spec.job.unwrap_or_else(|| self.default_task.job.clone()), spec.task.unwrap_or(0));
+        self.tasks.get(&id).ok_or_else(|| {
+            let known: Vec<String> = self.tasks.keys().map(|t| t.to_string()).collect();
+            Error::not_found(format!("this test host has no task {id} (tasks: {})", known.join(", ")))
         })
     }
 
@@ -99,17 +149,46 @@ impl TestHost {
         Ok(worker)
     }
 
-    /// Runs the component at `wasm` with `args` as a program of this host's task.
+    /// Runs the component at `wasm` with `args` as a program of the first task.
     pub fn run(&self, wasm: impl AsRef<Path>, args: &[&str]) -> Result<TestOutput> {
         let worker = self.load(wasm)?;
         self.run_worker(&worker, args)
     }
 
-    /// Runs an already loaded worker.
+    /// Runs the component at `wasm` as a program of `task` (`/job:worker/task:1`).
+    pub fn run_on(&self, task: &str, wasm: impl AsRef<Path>, args: &[&str]) -> Result<TestOutput> {
+        let worker = self.load(wasm)?;
+        let task = self.task(task)?.clone();
+        self.tokio.block_on(self.run_program(&worker, task, args))
+    }
+
+    /// Runs an already loaded worker on the first task.
     pub fn run_worker(&self, worker: &Worker, args: &[&str]) -> Result<TestOutput> {
+        let task = self.tasks[&self.default_task].clone();
+        self.tokio.block_on(self.run_program(worker, task, args))
+    }
+
+    /// Runs several programs at once, each `(task, wasm, args)`, and returns
+    /// their outputs in the same order; the timeout applies to each.
+    pub fn run_all(&self, programs: &[(&str, &Path, &[&str])]) -> Result<Vec<TestOutput>> {
+        let mut prepared = Vec::with_capacity(programs.len());
+        for &(task, wasm, args) in programs {
+            prepared.push((self.load(wasm)?, self.task(task)?.clone(), args));
+        }
+        self.tokio.block_on(async {
+            let runs = prepared.iter().map(|(w, t, a)| self.run_program(w, t.clone(), a));
+            let mut outputs = Vec::with_capacity(prepared.len());
+            for out in futures_util::future::join_all(runs).await {
+                outputs.push(out?);
+            }
+            Ok(outputs)
+        })
+    }
+
+    async fn run_program(&self, worker: &Worker, task: Arc<Task>, args: &[&str]) -> Result<TestOutput> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let run = self.runtime.run(worker, self.task.clone(), args, None);
-        let out = self.tokio.block_on(async { tokio::time::timeout(self.timeout, run).await }).map_err(|_| {
+        let run = self.runtime.run(worker, task, args, None);
+        let out = tokio::time::timeout(self.timeout, run).await.map_err(|_| {
             Error::status(
                 crate::error::Code::DeadlineExceeded,
                 format!("program {} did not finish within {:?}", worker.name(), self.timeout),
@@ -122,14 +201,19 @@ impl TestHost {
         })
     }
 
-    /// The value of variable `name` on this host's task, if it has one.
+    /// The value of variable `name` on the first task, if it has one.
     pub fn variable(&self, name: &str) -> Option<Tensor> {
-        self.task.device().variables().get(name)?.read().ok()
+        self.tasks[&self.default_task].device().variables().get(name)?.read().ok()
     }
 
-    /// All initialized variables of this host's task, sorted by name.
+    /// The value of variable `name` on `task`, if it has one.
+    pub fn variable_on(&self, task: &str, name: &str) -> Result<Option<Tensor>> {
+        Ok(self.task(task)?.device().variables().get(name).and_then(|v| v.read().ok()))
+    }
+
+    /// All initialized variables of the first task, sorted by name.
     pub fn variables(&self) -> Vec<(String, Tensor)> {
-        self.task.device().variables().snapshot()
+        self.tasks[&self.default_task].device().variables().snapshot()
     }
 }
 

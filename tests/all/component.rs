@@ -86,3 +86,58 @@ fn test_hosts_are_isolated() {
     assert!(a.variable("var").is_some());
     assert!(b.variable("var").is_none());
 }
+
+/// S2 and S3 on an in-process cluster `{"local": [t0, t1]}`: sessions on
+/// both tasks see one `var` (initial 0.0 / 0.0, then 1.0 / 1.0), and a read
+/// through task 1 runs only `_SOURCE` there and `var` on task 0.
+#[test]
+fn in_process_cluster_shares_variables_across_tasks() {
+    let host = TestHost::cluster(&[("local", 2)]).unwrap();
+    let out = host.run_on("/job:local/task:1", fixture("api-tour"), &["cluster"]).unwrap();
+    assert!(out.status.success(), "{:?}\n{}", out.status, out.stderr);
+    assert_eq!(
+        out.stdout,
+        "initial 0.0 0.0\nafter 1.0 1.0\n\
+         /job:local/replica:0/task:1/device:CPU:0 _SOURCE\n\
+         /job:local/replica:0/task:0/device:CPU:0 _SOURCE,var\n"
+    );
+    assert_eq!(host.variable_on("/job:local/task:0", "var").unwrap().unwrap().as_f32_vec().unwrap(), vec![1.0]);
+    assert!(host.variable_on("/job:local/task:1", "var").unwrap().is_none());
+}
+
+/// S4 across programs: a program on task 0 assigns `var`; a different
+/// program on task 1, with its own graph, reads 1.0.
+#[test]
+fn programs_on_different_tasks_share_variables_by_name() {
+    let host = TestHost::cluster(&[("local", 2)]).unwrap();
+    let set = host.run_on("/job:local/task:0", fixture("api-tour"), &["set", "1"]).unwrap();
+    assert!(set.status.success(), "{:?}", set.status);
+    let get = host.run_on("/job:local/task:1", fixture("api-tour"), &["get"]).unwrap();
+    assert_eq!(get.stdout, "var = 1.0\n", "{:?}", get.status);
+}
+
+/// Two programs on two worker tasks, run at once, increment a variable on
+/// the ps task: the total is exact. (Atomicity under real threads is
+/// checked by `exec::variables` unit tests.)
+#[test]
+fn concurrent_programs_lose_no_increment() {
+    let host = TestHost::cluster(&[("ps", 1), ("worker", 2)]).unwrap();
+    let tour = fixture("api-tour");
+    assert!(host.run_on("/job:ps/task:0", &tour, &["set", "0"]).unwrap().status.success());
+    let count: &[&str] = &["count", "3000"];
+    let outs = host
+        .run_all(&[("/job:worker/task:0", tour.as_path(), count), ("/job:worker/task:1", tour.as_path(), count)])
+        .unwrap();
+    for out in &outs {
+        assert!(out.status.success(), "{:?}", out.status);
+    }
+    assert_eq!(host.variable_on("/job:ps/task:0", "var").unwrap().unwrap().as_f32_vec().unwrap(), vec![6000.0]);
+}
+
+/// Unknown tasks are named, with the tasks the host has.
+#[test]
+fn running_on_an_unknown_task_is_an_error() {
+    let host = TestHost::cluster(&[("local", 2)]).unwrap();
+    let err = host.run_on("/job:local/task:5", fixture("api-tour"), &["get"]).unwrap_err().to_string();
+    assert!(err.contains("no task /job:local/task:5") && err.contains("/job:local/task:1"), "{err}");
+}

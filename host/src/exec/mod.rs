@@ -1,8 +1,10 @@
-//! Running graphs on one task's CPU device: plans (which nodes, in which
-//! order, cached per graph version), placement checks, kernels, variable
-//! refs and step stats.
+//! Running graphs: devices and the variables they hold, plans (which nodes
+//! run where, in which order, cached per graph version), kernels, variable
+//! refs and step stats. Every device a plan uses must be reachable from this
+//! process (a [`DeviceSet`]); ops placed elsewhere are `unavailable`.
 
 mod kernels;
+mod plan;
 mod variables;
 
 use std::collections::HashMap;
@@ -11,9 +13,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::StdRng;
 
+pub use plan::Placement;
 pub use variables::{Variable, VariableStore};
 
-use crate::cluster::{ClusterSpec, TaskId};
+use plan::{Plan, PlanKey};
+
+use crate::cluster::TaskId;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Node, NodeId, OpType, Output};
 use crate::tensor::Tensor;
@@ -46,6 +51,29 @@ impl Device {
     /// Its variables.
     pub fn variables(&self) -> &VariableStore {
         &self.variables
+    }
+}
+
+/// The devices this process can run ops on, by task.
+pub trait DeviceSet: Send + Sync + std::fmt::Debug {
+    /// The CPU device of `task`, if it is served here.
+    fn device(&self, task: &TaskId) -> Option<Arc<Device>>;
+}
+
+/// Devices of tasks that live in this process, by task id.
+#[derive(Debug, Default)]
+pub struct LocalDevices(HashMap<TaskId, Arc<Device>>);
+
+impl LocalDevices {
+    /// A set holding a new device for each of `tasks`.
+    pub fn new(tasks: impl IntoIterator<Item = TaskId>) -> Self {
+        LocalDevices(tasks.into_iter().map(|t| (t.clone(), Arc::new(Device::new(t)))).collect())
+    }
+}
+
+impl DeviceSet for LocalDevices {
+    fn device(&self, task: &TaskId) -> Option<Arc<Device>> {
+        self.0.get(task).cloned()
     }
 }
 
@@ -91,20 +119,6 @@ pub struct RunResult {
     pub step_stats: Vec<DeviceStats>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct PlanKey {
-    version: u64,
-    fetches: Vec<Output>,
-    fed: Vec<Output>,
-    targets: Vec<NodeId>,
-}
-
-/// The nodes a step runs, in dependency order.
-#[derive(Debug)]
-struct Plan {
-    order: Vec<NodeId>,
-}
-
 /// A value flowing between nodes: a tensor, or a reference to a variable.
 #[derive(Clone, Debug)]
 enum Value {
@@ -121,37 +135,33 @@ impl Value {
     }
 }
 
-/// Runs steps of graphs for one session on one device. Keeps the session's
-/// plan cache and the state of its random ops.
+/// Runs steps of graphs for one session. Keeps the session's plan cache and
+/// the state of its random ops.
 #[derive(Debug)]
 pub struct Executor {
-    device: Arc<Device>,
-    cluster: ClusterSpec,
-    default_task: TaskId,
+    home: Arc<Device>,
+    placement: Placement,
     plans: HashMap<PlanKey, Arc<Plan>>,
     rngs: HashMap<NodeId, Option<StdRng>>,
 }
 
 impl Executor {
-    /// An executor for `device`, which must be the only task any node of a
-    /// plan resolves to; `default_task` is where unconstrained ops go.
-    pub fn new(device: Arc<Device>, cluster: ClusterSpec, default_task: TaskId) -> Self {
-        Executor { device, cluster, default_task, plans: HashMap::new(), rngs: HashMap::new() }
+    /// An executor for a session whose master is `home`'s task.
+    pub fn new(home: Arc<Device>, placement: Placement) -> Self {
+        Executor { home, placement, plans: HashMap::new(), rngs: HashMap::new() }
     }
 
-    /// The device it runs on.
+    /// The session's home device.
     pub fn device(&self) -> &Arc<Device> {
-        &self.device
+        &self.home
     }
 
     fn plan(&mut self, graph: &Graph, req: &RunRequest) -> Result<Arc<Plan>> {
-        let mut fed: Vec<Output> = req.feeds.iter().map(|(o, _)| *o).collect();
-        fed.sort_unstable();
-        let key = PlanKey { version: graph.version(), fetches: req.fetches.clone(), fed, targets: req.targets.clone() };
+        let key = PlanKey::of(graph, req);
         if let Some(plan) = self.plans.get(&key) {
             return Ok(plan.clone());
         }
-        let plan = Arc::new(self.build_plan(graph, req)?);
+        let plan = Arc::new(Plan::build(graph, req, &self.home, &self.placement)?);
         if self.plans.len() > 1024 {
             self.plans.clear();
         }
@@ -178,62 +188,6 @@ impl Executor {
         Ok(())
     }
 
-    fn build_plan(&self, graph: &Graph, req: &RunRequest) -> Result<Plan> {
-        let fed_nodes: std::collections::HashSet<NodeId> = req.feeds.iter().map(|(o, _)| o.node).collect();
-        let mut needed = vec![false; graph.nodes().len()];
-        let mut stack: Vec<NodeId> = Vec::new();
-        for out in &req.fetches {
-            graph.output_type(*out)?;
-            stack.push(out.node);
-        }
-        for &t in &req.targets {
-            graph.node(t)?;
-            stack.push(t);
-        }
-        while let Some(id) = stack.pop() {
-            if needed[id as usize] || fed_nodes.contains(&id) {
-                continue;
-            }
-            needed[id as usize] = true;
-            let node = graph.node(id)?;
-            stack.extend(node.inputs.iter().map(|o| o.node));
-            stack.extend(node.control_inputs.iter().copied());
-        }
-        // Inputs always have smaller ids than their consumers, so id order is
-        // a topological order.
-        let order: Vec<NodeId> = (0..needed.len() as NodeId).filter(|&i| needed[i as usize]).collect();
-        for &id in &order {
-            let node = &graph.nodes()[id as usize];
-            if node.op == OpType::Placeholder {
-                return Err(Error::invalid(format!(
-                    "placeholder '{}' ({}) must be fed a value",
-                    node.name, node.outputs[0]
-                )));
-            }
-            self.check_placement(graph, node)?;
-        }
-        Ok(Plan { order })
-    }
-
-    fn check_placement(&self, graph: &Graph, node: &Node) -> Result<()> {
-        let spec = match node.colocate_with {
-            Some(var) => &graph.node(var)?.device,
-            None => &node.device,
-        };
-        let task = self
-            .cluster
-            .resolve(spec, &self.default_task)
-            .map_err(|e| Error::invalid(format!("op '{}': {}", node.name, e.message())))?;
-        if task != *self.device.task() {
-            return Err(Error::unavailable(format!(
-                "op '{}' is placed on {task}, which this host cannot reach: it serves only {}",
-                node.name,
-                self.device.task()
-            )));
-        }
-        Ok(())
-    }
-
     /// Runs one step of `graph`.
     pub fn run(&mut self, graph: &Graph, req: &RunRequest) -> Result<RunResult> {
         Self::check_feeds(graph, req)?;
@@ -241,21 +195,23 @@ impl Executor {
         let wall_start = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let clock = Instant::now();
         let micros = |at: Instant| (wall_start + at.duration_since(clock)).as_micros() as u64;
-        let mut stats = Vec::new();
-        if req.trace {
-            stats.push(NodeStats { node_name: "_SOURCE".into(), start_micros: micros(clock), duration_micros: 0 });
-        }
+        // Every device the step touches starts with `_SOURCE`, as in TensorFlow's step stats.
+        let mut stats: Vec<Vec<NodeStats>> = if req.trace {
+            let source = || NodeStats { node_name: "_SOURCE".into(), start_micros: micros(clock), duration_micros: 0 };
+            plan.devices.iter().map(|_| vec![source()]).collect()
+        } else {
+            Vec::new()
+        };
         let feeds: HashMap<Output, &Tensor> = req.feeds.iter().map(|(o, t)| (*o, t)).collect();
         let mut values: HashMap<NodeId, Value> = HashMap::with_capacity(plan.order.len());
-        for &id in &plan.order {
+        for (&id, &dev) in plan.order.iter().zip(&plan.node_device) {
             let node = &graph.nodes()[id as usize];
             let start = Instant::now();
-            let value = self.run_node(graph, node, &feeds, &values)?;
-            if let Some(v) = value {
+            if let Some(v) = self.run_node(graph, node, &plan.devices[dev], &feeds, &values)? {
                 values.insert(id, v);
             }
             if req.trace {
-                stats.push(NodeStats {
+                stats[dev].push(NodeStats {
                     node_name: node.name.clone(),
                     start_micros: micros(start),
                     duration_micros: start.elapsed().as_micros() as u64,
@@ -270,11 +226,11 @@ impl Executor {
             };
             out.push(value);
         }
-        let step_stats = if req.trace {
-            vec![DeviceStats { device: self.device.name().to_string(), nodes: stats }]
-        } else {
-            Vec::new()
-        };
+        let step_stats = stats
+            .into_iter()
+            .zip(&plan.devices)
+            .map(|(nodes, d)| DeviceStats { device: d.name().to_string(), nodes })
+            .collect();
         Ok(RunResult { values: out, step_stats })
     }
 
@@ -282,6 +238,7 @@ impl Executor {
         &mut self,
         graph: &Graph,
         node: &Node,
+        device: &Device,
         feeds: &HashMap<Output, &Tensor>,
         values: &HashMap<NodeId, Value>,
     ) -> Result<Option<Value>> {
@@ -305,7 +262,7 @@ impl Executor {
         };
         let value = match node.op {
             OpType::NoOp => return Ok(None),
-            OpType::VariableV2 => Value::Var(self.device.variables().get_or_create(&node.name, &node.outputs[0])?),
+            OpType::VariableV2 => Value::Var(device.variables().get_or_create(&node.name, &node.outputs[0])?),
             OpType::Assign => Value::Tensor(var_input(0)?.assign(input(1)?.tensor()?)?),
             OpType::AssignAdd | OpType::AssignSub => {
                 let delta = input(1)?.tensor()?;

@@ -7,10 +7,22 @@ use crate::device::DeviceSpec;
 use crate::graph::{AttrValue, NodeRequest, Operand, VariableDecl};
 use crate::tensor::{DType, TensorType};
 
+fn executor(cluster: &ClusterSpec, home: &TaskId, devices: &Arc<LocalDevices>) -> Executor {
+    let placement =
+        Placement { cluster: cluster.clone(), default_task: cluster.default_task(), devices: devices.clone() };
+    Executor::new(devices.device(home).unwrap(), placement)
+}
+
 fn local_executor() -> Executor {
     let cluster = ClusterSpec::single("in-process");
     let task = cluster.default_task();
-    Executor::new(Arc::new(Device::new(task.clone())), cluster, task)
+    executor(&cluster, &task, &Arc::new(LocalDevices::new([task.clone()])))
+}
+
+fn two_task_cluster() -> (ClusterSpec, Arc<LocalDevices>) {
+    let cluster = ClusterSpec::new(BTreeMap::from([("local".to_string(), vec!["a".into(), "b".into()])])).unwrap();
+    let devices = Arc::new(LocalDevices::new([TaskId::new("local", 0), TaskId::new("local", 1)]));
+    (cluster, devices)
 }
 
 fn scalar_var(g: &mut Graph, name: &str) -> crate::graph::VariableNodes {
@@ -115,7 +127,7 @@ fn unknown_devices_fail_at_run_naming_the_op() {
 fn remote_tasks_are_unavailable_on_a_single_host() {
     let cluster = ClusterSpec::new(BTreeMap::from([("local".to_string(), vec!["a".into(), "b".into()])])).unwrap();
     let me = TaskId::new("local", 0);
-    let mut e = Executor::new(Arc::new(Device::new(me.clone())), cluster, me);
+    let mut e = executor(&cluster, &me, &Arc::new(LocalDevices::new([me.clone()])));
     let mut g = Graph::new();
     g.push_device_scope(&DeviceSpec::parse("/job:local/task:1").unwrap());
     let n = g.add(NodeRequest::new(OpType::NoOp)).unwrap();
@@ -124,18 +136,83 @@ fn remote_tasks_are_unavailable_on_a_single_host() {
     assert!(err.to_string().contains("/job:local/task:1"), "{err}");
 }
 
+fn traced(e: &mut Executor, g: &Graph, out: Output) -> Vec<(String, Vec<String>)> {
+    let req = RunRequest { fetches: vec![out], trace: true, ..Default::default() };
+    e.run(g, &req)
+        .unwrap()
+        .step_stats
+        .into_iter()
+        .map(|d| (d.device, d.nodes.into_iter().map(|n| n.node_name).collect()))
+        .collect()
+}
+
+/// S2 and S3 in one process: an unplaced `var` lives on the cluster's first
+/// task, so sessions on both tasks share it, and traces show where it ran.
+#[test]
+fn in_process_cluster_shares_unplaced_variables_and_traces_devices() {
+    let (cluster, devices) = two_task_cluster();
+    let (t0, t1) = (TaskId::new("local", 0), TaskId::new("local", 1));
+    let mut g = Graph::new();
+    let v = scalar_var(&mut g, "var");
+    let init = g.global_variables_initializer().unwrap();
+    let inc = g.assign_op(OpType::AssignAdd, v.var, Operand::Literal(Tensor::scalar_f32(1.0))).unwrap();
+    let mut s1 = executor(&cluster, &t0, &devices);
+    let mut s2 = executor(&cluster, &t1, &devices);
+    target(&mut s1, &g, init).unwrap();
+    target(&mut s2, &g, init).unwrap();
+    fetch(&mut s1, &g, inc).unwrap();
+    assert_eq!(fetch(&mut s2, &g, Output::of(v.var)).unwrap(), Tensor::scalar_f32(1.0));
+    let d = |t: &TaskId| t.cpu_device();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(traced(&mut s1, &g, Output::of(v.var)), vec![(d(&t0), s(&["_SOURCE", "var"]))]);
+    assert_eq!(
+        traced(&mut s2, &g, Output::of(v.var)),
+        vec![(d(&t1), s(&["_SOURCE"])), (d(&t0), s(&["_SOURCE", "var"]))]
+    );
+    assert!(devices.device(&t1).unwrap().variables().get("var").is_none());
+}
+
+/// Pinned variables run where they are pinned, whichever session reads them.
+#[test]
+fn pinned_variables_run_on_their_task() {
+    let (cluster, devices) = two_task_cluster();
+    let (t0, t1) = (TaskId::new("local", 0), TaskId::new("local", 1));
+    let mut g = Graph::new();
+    let pinned = |g: &mut Graph, name: &str, dev: &str| {
+        let decl =
+            VariableDecl { name: Some(name.into()), device: Some(DeviceSpec::parse(dev).unwrap()), trainable: true };
+        g.declare_variable(Operand::Literal(Tensor::scalar_f32(0.0)), decl).unwrap()
+    };
+    let v1 = pinned(&mut g, "var1", "/job:local/task:0");
+    let v2 = pinned(&mut g, "var2", "/job:local/task:1");
+    let init = g.global_variables_initializer().unwrap();
+    let mut s1 = executor(&cluster, &t0, &devices);
+    target(&mut s1, &g, init).unwrap();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        traced(&mut s1, &g, Output::of(v2.var)),
+        vec![(t0.cpu_device(), s(&["_SOURCE"])), (t1.cpu_device(), s(&["_SOURCE", "var2"]))]
+    );
+    let mut s2 = executor(&cluster, &t1, &devices);
+    assert_eq!(
+        traced(&mut s2, &g, Output::of(v1.var)),
+        vec![(t1.cpu_device(), s(&["_SOURCE"])), (t0.cpu_device(), s(&["_SOURCE", "var1"]))]
+    );
+    assert!(devices.device(&t1).unwrap().variables().get("var2").unwrap().is_initialized());
+}
 #[test]
 fn variables_with_the_same_name_share_a_device_slot() {
-    let device = Arc::new(Device::new(TaskId::new("localhost", 0)));
     let cluster = ClusterSpec::single("x");
     let task = cluster.default_task();
+    let devices = Arc::new(LocalDevices::new([task.clone()]));
+    let device = devices.device(&task).unwrap();
     let mut g1 = Graph::new();
     let v1 = scalar_var(&mut g1, "var");
     let set = g1.assign_op(OpType::Assign, v1.var, Operand::Literal(Tensor::scalar_f32(5.0))).unwrap();
     let mut g2 = Graph::new();
     let v2 = scalar_var(&mut g2, "var");
-    let mut e1 = Executor::new(device.clone(), cluster.clone(), task.clone());
-    let mut e2 = Executor::new(device.clone(), cluster, task);
+    let mut e1 = executor(&cluster, &task, &devices);
+    let mut e2 = executor(&cluster, &task, &devices);
     fetch(&mut e1, &g1, set).unwrap();
     assert_eq!(fetch(&mut e2, &g2, Output::of(v2.var)).unwrap(), Tensor::scalar_f32(5.0));
     assert_eq!(device.variables().get("var").unwrap().tensor_type(), &TensorType::scalar(DType::F32));
