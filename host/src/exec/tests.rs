@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::cluster::ClusterSpec;
 use crate::device::DeviceSpec;
 use crate::graph::{AttrValue, NodeRequest, Operand, VariableDecl};
 use crate::tensor::{DType, TensorType};
