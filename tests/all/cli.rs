@@ -85,3 +85,19 @@ fn timeout_stops_a_runaway_program() {
     assert_eq!(out.stdout, "looping forever\n");
     assert!(out.stderr.contains("did not finish within"), "{}", out.stderr);
 }
+
+/// Guests depend on weft-sdk only, and weft-sdk pulls in no host runtime:
+/// `cargo tree -p weft-sdk` has no wasmtime, tokio or tonic.
+#[test]
+fn guest_sdk_depends_on_no_host_runtime() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["tree", "-p", "weft-sdk", "--prefix", "none", "--edges", "normal,build"])
+        .current_dir(weft_tests::workspace_root());
+    let out = run(cmd, LIMIT);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stdout.contains("wit-bindgen"), "{}", out.stdout);
+    for forbidden in ["wasmtime", "tokio", "tonic"] {
+        assert!(!out.stdout.contains(forbidden), "weft-sdk depends on {forbidden}:\n{}", out.stdout);
+    }
+}

@@ -30,8 +30,10 @@ pub fn weft(args: &[&str], cache: &Path) -> Command {
     cmd
 }
 
-/// Runs `cmd` to completion; panics (after killing it) if it takes longer than `limit`.
+/// Runs `cmd` to completion with stdout and stderr captured; panics (after
+/// killing it) if it takes longer than `limit`.
 pub fn run(mut cmd: Command, limit: Duration) -> Finished {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = KillOnDrop(cmd.spawn().expect("weft starts"));
     let mut out = child.0.stdout.take().expect("piped");
     let mut err = child.0.stderr.take().expect("piped");
