@@ -5,11 +5,15 @@
 //! first device in sorted order (job name, then task index); a partial spec
 //! fills its gaps from that default.
 
+mod spec_file;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
+
+pub use spec_file::ClusterConfig;
 
 /// A job and task index: `/job:J/task:N`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
