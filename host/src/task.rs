@@ -75,6 +75,7 @@ impl Task {
                 cluster: private.cluster.clone(),
                 default_task: private.id.clone(),
                 devices: private.devices.clone(),
+                remote: None,
             };
             return Ok((Executor::new(private.device.clone(), placement), LOCAL_TARGET.to_string()));
         }
@@ -86,7 +87,8 @@ impl Task {
             ))
         })?;
         let default_task = if place_on_own_task { master.clone() } else { self.cluster.default_task() };
-        let placement = Placement { cluster: self.cluster.clone(), default_task, devices: self.devices.clone() };
+        let placement =
+            Placement { cluster: self.cluster.clone(), default_task, devices: self.devices.clone(), remote: None };
         Ok((Executor::new(home, placement), format!("/job:{}/replica:0/task:{}", master.job, master.index)))
     }
 

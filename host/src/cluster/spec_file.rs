@@ -54,20 +54,19 @@ impl ClusterConfig {
 
     /// Reads a file: `.toml` as TOML, anything else as JSON.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading cluster spec {}", path.display()), e))?;
-        let parsed = if path.extension().is_some_and(|e| e == "toml") {
-            Self::from_toml(&text)
-        } else {
-            Self::from_json(&text)
-        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading cluster spec {}", path.display()), e))?;
+        let parsed =
+            if path.extension().is_some_and(|e| e == "toml") { Self::from_toml(&text) } else { Self::from_json(&text) };
         parsed.map_err(|e| Error::invalid(format!("{}: {}", path.display(), e.message())))
     }
 
     /// Reads `TF_CONFIG` from the environment, if it is set.
     pub fn from_env() -> Result<Option<Self>> {
         match std::env::var("TF_CONFIG") {
-            Ok(text) => Self::from_json(&text).map(Some).map_err(|e| Error::invalid(format!("TF_CONFIG: {}", e.message()))),
+            Ok(text) => {
+                Self::from_json(&text).map(Some).map_err(|e| Error::invalid(format!("TF_CONFIG: {}", e.message())))
+            }
             Err(_) => Ok(None),
         }
     }

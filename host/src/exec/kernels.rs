@@ -102,6 +102,18 @@ pub fn compute(node: &Node, inputs: &[Tensor], rng: &mut Option<StdRng>) -> Resu
         Reshape => reshape(node, &inputs[0]),
         Fill => fill(node, &inputs[0]),
         RandomNormal | RandomUniform => random(node, rng),
+        ReportUninitializedVariables => {
+            let Tensor::String(names) = node.attrs.tensor(&node.name, "names")?.expect("checked at add") else {
+                return Err(node_err(node, "attr 'names' must be strings"));
+            };
+            let uninitialized: Vec<String> = names
+                .iter()
+                .zip(inputs)
+                .filter(|(_, init)| !matches!(init, Tensor::Bool(b) if b.iter().all(|&x| x)))
+                .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+                .collect();
+            Ok(Tensor::strings(&uninitialized))
+        }
         other => Err(Error::internal(format!("{} is not a stateless kernel", other.name()))),
     }
 }

@@ -1,33 +1,79 @@
-//! Plans: which nodes a step runs, in which order, on which device. Built
-//! once per (graph version, fetches, fed outputs, targets) and cached.
+//! Plans: which nodes a step runs, where, and in which stage. Built once per
+//! (graph version, fetches, fed outputs, targets) and cached by the session.
+//!
+//! Every node gets a location: this process (any device of its
+//! [`DeviceSet`]) or a remote task. Its stage is the largest stage among the
+//! nodes it depends on, plus one where that dependency is in another
+//! location. Nodes of one (stage, location) form a partition; a stage's
+//! partitions run once every earlier stage is done, so each remote partition
+//! is one call per step. A variable node is repeated into every partition
+//! on its task that uses it, so references never cross partitions.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Device, DeviceSet, RunRequest};
+use futures_util::future::BoxFuture;
+
+use super::{Device, DeviceSet, DeviceStats, PartitionDef, RunRequest};
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Node, NodeId, OpType, Output};
+use crate::tensor::Tensor;
 
-/// Where a session's ops go: the cluster, the task unconstrained ops go to,
-/// and the devices this process can run ops on.
+/// A partition placed on another task, with an id unique in this process
+/// (task servers cache registrations by it).
+#[derive(Debug)]
+pub struct RemotePartition {
+    /// Unique id.
+    pub id: u64,
+    /// The task that runs it.
+    pub task: TaskId,
+    /// Its nodes and boundary.
+    pub def: PartitionDef,
+}
+
+/// What a remote partition returns.
+#[derive(Debug, Default)]
+pub struct PartitionResult {
+    /// Values of the partition's outputs, in order.
+    pub outputs: Vec<Tensor>,
+    /// Step stats, when traced.
+    pub stats: Vec<DeviceStats>,
+}
+
+/// Runs partitions on tasks of other processes.
+pub trait RemoteTasks: Send + Sync + std::fmt::Debug {
+    /// Runs `part` on its task with `inputs` (values of `part.def.inputs`, in order).
+    fn run_partition(
+        &self,
+        part: Arc<RemotePartition>,
+        inputs: Vec<Tensor>,
+        trace: bool,
+        timeout: Option<std::time::Duration>,
+    ) -> BoxFuture<'static, Result<PartitionResult>>;
+}
+
+/// Where a session's ops go.
 #[derive(Clone, Debug)]
 pub struct Placement {
     /// The cluster the session's task belongs to.
     pub cluster: ClusterSpec,
     /// Where unconstrained ops go (the cluster's first task, or the session's own).
     pub default_task: TaskId,
-    /// Devices reachable from here.
+    /// Devices of this process.
     pub devices: Arc<dyn DeviceSet>,
+    /// How to reach the other tasks; `None` makes them unavailable.
+    pub remote: Option<Arc<dyn RemoteTasks>>,
 }
 
 /// The cache key of a plan.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct PlanKey {
-    pub version: u64,
-    pub fetches: Vec<Output>,
-    pub fed: Vec<Output>,
-    pub targets: Vec<NodeId>,
+    version: u64,
+    fetches: Vec<Output>,
+    fed: Vec<Output>,
+    targets: Vec<NodeId>,
 }
 
 impl PlanKey {
@@ -38,44 +84,45 @@ impl PlanKey {
     }
 }
 
-/// The nodes a step runs, in dependency order, each with its device.
+/// A partition of this process.
+#[derive(Debug)]
+pub(super) struct LocalPart {
+    pub def: PartitionDef,
+    /// For each node, an index into [`Plan::devices`].
+    pub node_device: Vec<usize>,
+}
+
+/// The partitions of one stage.
+#[derive(Debug, Default)]
+pub(super) struct Stage {
+    pub local: Option<LocalPart>,
+    pub remote: Vec<Arc<RemotePartition>>,
+}
+
+/// A step's stages.
 #[derive(Debug)]
 pub(super) struct Plan {
-    /// Node ids in an order where inputs come first.
-    pub order: Vec<NodeId>,
-    /// For each entry of `order`, an index into `devices`.
-    pub node_device: Vec<usize>,
-    /// Devices the step touches; index 0 is the session's home device.
+    pub stages: Vec<Stage>,
+    /// Local devices the step uses; index 0 is the session's home device.
     pub devices: Vec<Arc<Device>>,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Location {
+    Local,
+    Remote(TaskId),
+}
+
+static NEXT_PARTITION: AtomicU64 = AtomicU64::new(1);
+
 impl Plan {
     pub fn build(graph: &Graph, req: &RunRequest, home: &Arc<Device>, placement: &Placement) -> Result<Plan> {
-        let fed_nodes: HashSet<NodeId> = req.feeds.iter().map(|(o, _)| o.node).collect();
-        let mut needed = vec![false; graph.nodes().len()];
-        let mut stack: Vec<NodeId> = Vec::new();
-        for out in &req.fetches {
-            graph.output_type(*out)?;
-            stack.push(out.node);
-        }
-        for &t in &req.targets {
-            graph.node(t)?;
-            stack.push(t);
-        }
-        while let Some(id) = stack.pop() {
-            if needed[id as usize] || fed_nodes.contains(&id) {
-                continue;
-            }
-            needed[id as usize] = true;
-            let node = graph.node(id)?;
-            stack.extend(node.inputs.iter().map(|o| o.node));
-            stack.extend(node.control_inputs.iter().copied());
-        }
-        // Inputs always have smaller ids than their consumers, so id order is
-        // a topological order.
-        let order: Vec<NodeId> = (0..needed.len() as NodeId).filter(|&i| needed[i as usize]).collect();
+        let fed: HashSet<Output> = req.feeds.iter().map(|(o, _)| *o).collect();
+        let fed_nodes: HashSet<NodeId> = fed.iter().map(|o| o.node).collect();
+        let order = needed_nodes(graph, req, &fed_nodes)?;
+
         let mut devices = vec![home.clone()];
-        let mut node_device = Vec::with_capacity(order.len());
+        let mut location: HashMap<NodeId, (Location, usize)> = HashMap::new();
         for &id in &order {
             let node = &graph.nodes()[id as usize];
             if node.op == OpType::Placeholder {
@@ -84,23 +131,134 @@ impl Plan {
                     node.name, node.outputs[0]
                 )));
             }
-            let device = place(graph, node, placement)?;
-            let index = match devices.iter().position(|d| Arc::ptr_eq(d, &device)) {
-                Some(i) => i,
-                None => {
-                    devices.push(device);
-                    devices.len() - 1
-                }
-            };
-            node_device.push(index);
+            location.insert(id, place(graph, node, placement, &mut devices)?);
         }
-        Ok(Plan { order, node_device, devices })
+
+        // A dependency on a variable node in the same location is free: the
+        // variable node is repeated where it is used.
+        let is_var = |id: NodeId| graph.nodes()[id as usize].op == OpType::VariableV2;
+        let mut stage: HashMap<NodeId, usize> = HashMap::new();
+        for &id in &order {
+            let node = &graph.nodes()[id as usize];
+            let here = &location[&id].0;
+            let deps = node
+                .inputs
+                .iter()
+                .filter(|o| !fed.contains(o))
+                .map(|o| o.node)
+                .chain(node.control_inputs.iter().copied());
+            let s = deps
+                .filter_map(|d| {
+                    let (there, _) = location.get(&d)?;
+                    match (there == here, is_var(d)) {
+                        (true, true) => None,
+                        (true, false) => Some(stage[&d]),
+                        (false, _) => Some(stage[&d] + 1),
+                    }
+                })
+                .max()
+                .unwrap_or(0);
+            stage.insert(id, s);
+        }
+
+        // Which outputs cross partition boundaries, and which variable nodes
+        // must run on their own (fetched, or read from another location).
+        let group_of = |id: NodeId| (stage[&id], location[&id].0.clone());
+        let fetched: HashSet<Output> = req.fetches.iter().copied().filter(|o| !fed.contains(o)).collect();
+        let mut group_nodes: BTreeMap<(usize, Location), Vec<NodeId>> = BTreeMap::new();
+        let mut group_inputs: BTreeMap<(usize, Location), Vec<Output>> = BTreeMap::new();
+        let mut exported: HashSet<Output> = fetched.clone();
+        for &id in &order {
+            let node = &graph.nodes()[id as usize];
+            if is_var(id) {
+                continue;
+            }
+            let g = group_of(id);
+            for &input in &node.inputs {
+                if fed.contains(&input) {
+                    group_inputs.entry(g.clone()).or_default().push(input);
+                } else if location[&input.node].0 == g.1 && is_var(input.node) {
+                    group_nodes.entry(g.clone()).or_default().push(input.node);
+                } else if group_of(input.node) != g {
+                    group_inputs.entry(g.clone()).or_default().push(input);
+                    exported.insert(input);
+                }
+            }
+            group_nodes.entry(g).or_default().push(id);
+        }
+        for &id in order.iter().filter(|&&id| is_var(id)) {
+            if exported.contains(&Output::of(id)) || req.targets.contains(&id) {
+                group_nodes.entry(group_of(id)).or_default().push(id);
+            }
+        }
+
+        let mut stages: Vec<Stage> = Vec::new();
+        for ((s, loc), mut ids) in group_nodes {
+            ids.sort_unstable();
+            ids.dedup();
+            let key = (s, loc.clone());
+            let mut inputs = group_inputs.remove(&key).unwrap_or_default();
+            inputs.sort_unstable();
+            inputs.dedup();
+            let mut outputs: Vec<Output> =
+                exported.iter().copied().filter(|o| ids.binary_search(&o.node).is_ok()).collect();
+            outputs.sort_unstable();
+            let def = PartitionDef {
+                nodes: ids.iter().map(|&id| graph.nodes()[id as usize].clone()).collect(),
+                inputs,
+                outputs,
+            };
+            while stages.len() <= s {
+                stages.push(Stage::default());
+            }
+            match loc {
+                Location::Local => {
+                    let node_device = ids.iter().map(|id| location[id].1).collect();
+                    stages[s].local = Some(LocalPart { def, node_device });
+                }
+                Location::Remote(task) => {
+                    let id = NEXT_PARTITION.fetch_add(1, Ordering::Relaxed);
+                    stages[s].remote.push(Arc::new(RemotePartition { id, task, def }));
+                }
+            }
+        }
+        Ok(Plan { stages, devices })
     }
 }
 
-/// The device a node runs on: its own request, or its variable's when it
+/// The nodes the fetches and targets need, in id order (a topological
+/// order: inputs always have smaller ids than their consumers).
+fn needed_nodes(graph: &Graph, req: &RunRequest, fed_nodes: &HashSet<NodeId>) -> Result<Vec<NodeId>> {
+    let mut needed = vec![false; graph.nodes().len()];
+    let mut stack: Vec<NodeId> = Vec::new();
+    for out in &req.fetches {
+        graph.output_type(*out)?;
+        stack.push(out.node);
+    }
+    for &t in &req.targets {
+        graph.node(t)?;
+        stack.push(t);
+    }
+    while let Some(id) = stack.pop() {
+        if needed[id as usize] || fed_nodes.contains(&id) {
+            continue;
+        }
+        needed[id as usize] = true;
+        let node = graph.node(id)?;
+        stack.extend(node.inputs.iter().map(|o| o.node));
+        stack.extend(node.control_inputs.iter().copied());
+    }
+    Ok((0..needed.len() as NodeId).filter(|&i| needed[i as usize]).collect())
+}
+
+/// A node's location: its own device request, or its variable's when it
 /// reads or writes one, gaps filled from the default task.
-fn place(graph: &Graph, node: &Node, placement: &Placement) -> Result<Arc<Device>> {
+fn place(
+    graph: &Graph,
+    node: &Node,
+    placement: &Placement,
+    devices: &mut Vec<Arc<Device>>,
+) -> Result<(Location, usize)> {
     let spec = match node.colocate_with {
         Some(var) => &graph.node(var)?.device,
         None => &node.device,
@@ -109,7 +267,18 @@ fn place(graph: &Graph, node: &Node, placement: &Placement) -> Result<Arc<Device
         .cluster
         .resolve(spec, &placement.default_task)
         .map_err(|e| Error::invalid(format!("op '{}': {}", node.name, e.message())))?;
-    placement.devices.device(&task).ok_or_else(|| {
-        Error::unavailable(format!("op '{}' is placed on {task}, which this host cannot reach", node.name))
-    })
+    if let Some(device) = placement.devices.device(&task) {
+        let index = match devices.iter().position(|d| Arc::ptr_eq(d, &device)) {
+            Some(i) => i,
+            None => {
+                devices.push(device);
+                devices.len() - 1
+            }
+        };
+        return Ok((Location::Local, index));
+    }
+    if placement.remote.is_some() {
+        return Ok((Location::Remote(task), 0));
+    }
+    Err(Error::unavailable(format!("op '{}' is placed on {task}, which this host cannot reach", node.name)))
 }

@@ -5,12 +5,18 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::cluster::ClusterSpec;
 use crate::device::DeviceSpec;
+use crate::error::Result;
 use crate::graph::{AttrValue, NodeRequest, Operand, VariableDecl};
+use crate::graph::{Graph, OpType};
 use crate::tensor::{DType, TensorType};
 
 fn executor(cluster: &ClusterSpec, home: &TaskId, devices: &Arc<LocalDevices>) -> Executor {
-    let placement =
-        Placement { cluster: cluster.clone(), default_task: cluster.default_task(), devices: devices.clone() };
+    let placement = Placement {
+        cluster: cluster.clone(),
+        default_task: cluster.default_task(),
+        devices: devices.clone(),
+        remote: None,
+    };
     Executor::new(devices.device(home).unwrap(), placement)
 }
 
@@ -31,13 +37,18 @@ fn scalar_var(g: &mut Graph, name: &str) -> crate::graph::VariableNodes {
     g.declare_variable(Operand::Literal(Tensor::scalar_f32(0.0)), decl).unwrap()
 }
 
+/// Runs a step to completion on a throwaway runtime.
+fn step(e: &mut Executor, g: &Graph, req: &RunRequest) -> Result<RunResult> {
+    tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(e.run(g, req))
+}
+
 fn fetch(e: &mut Executor, g: &Graph, out: Output) -> Result<Tensor> {
     let req = RunRequest { fetches: vec![out], ..Default::default() };
-    Ok(e.run(g, &req)?.values.remove(0))
+    Ok(step(e, g, &req)?.values.remove(0))
 }
 
 fn target(e: &mut Executor, g: &Graph, node: NodeId) -> Result<()> {
-    e.run(g, &RunRequest { targets: vec![node], ..Default::default() }).map(drop)
+    step(e, g, &RunRequest { targets: vec![node], ..Default::default() }).map(drop)
 }
 
 #[test]
@@ -90,7 +101,7 @@ fn placeholders_need_feeds_of_the_right_shape() {
     let err = fetch(&mut e, &g, Output::of(y)).unwrap_err().to_string();
     assert!(err.contains("placeholder 'Placeholder'") && err.contains("must be fed"), "{err}");
     let run = |e: &mut Executor, t: Tensor| {
-        e.run(&g, &RunRequest { fetches: vec![Output::of(y)], feeds: vec![(Output::of(x), t)], ..Default::default() })
+        step(e, &g, &RunRequest { fetches: vec![Output::of(y)], feeds: vec![(Output::of(x), t)], ..Default::default() })
     };
     let ok = run(&mut e, Tensor::from_f32(&[3, 2], vec![1.0; 6]).unwrap()).unwrap();
     assert_eq!(ok.values[0], Tensor::scalar_f32(6.0));
@@ -108,7 +119,7 @@ fn trace_lists_source_then_nodes_on_the_device() {
     let mut e = local_executor();
     target(&mut e, &g, init).unwrap();
     let req = RunRequest { fetches: vec![inc], trace: true, ..Default::default() };
-    let stats = e.run(&g, &req).unwrap().step_stats;
+    let stats = step(&mut e, &g, &req).unwrap().step_stats;
     assert_eq!(stats.len(), 1);
     assert_eq!(stats[0].device, "/job:localhost/replica:0/task:0/device:CPU:0");
     let names: Vec<&str> = stats[0].nodes.iter().map(|n| n.node_name.as_str()).collect();
@@ -139,7 +150,7 @@ fn remote_tasks_are_unavailable_on_a_single_host() {
 
 fn traced(e: &mut Executor, g: &Graph, out: Output) -> Vec<(String, Vec<String>)> {
     let req = RunRequest { fetches: vec![out], trace: true, ..Default::default() };
-    e.run(g, &req)
+    step(e, g, &req)
         .unwrap()
         .step_stats
         .into_iter()
@@ -217,4 +228,73 @@ fn variables_with_the_same_name_share_a_device_slot() {
     fetch(&mut e1, &g1, set).unwrap();
     assert_eq!(fetch(&mut e2, &g2, Output::of(v2.var)).unwrap(), Tensor::scalar_f32(5.0));
     assert_eq!(device.variables().get("var").unwrap().tensor_type(), &TensorType::scalar(DType::F32));
+}
+
+/// A stand-in for another process: runs remote partitions on its own
+/// devices and counts the calls.
+#[derive(Debug)]
+struct OtherProcess {
+    devices: LocalDevices,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl RemoteTasks for OtherProcess {
+    fn run_partition(
+        &self,
+        part: Arc<RemotePartition>,
+        inputs: Vec<Tensor>,
+        trace: bool,
+        _timeout: Option<std::time::Duration>,
+    ) -> futures_util::future::BoxFuture<'static, Result<PartitionResult>> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let device = self.devices.device(&part.task).expect("task of the other process");
+        let inputs: HashMap<Output, Tensor> = part.def.inputs.iter().copied().zip(inputs).collect();
+        let mut t = trace.then(Trace::default);
+        let node_device = vec![0; part.def.nodes.len()];
+        let result = run_partition(&part.def, &[device], &node_device, &inputs, &mut HashMap::new(), t.as_mut())
+            .map(|outputs| PartitionResult { outputs, stats: t.map(Trace::finish).unwrap_or_default() });
+        Box::pin(async move { result })
+    }
+}
+
+/// Session on task 1 of `{"local": [t0, t1]}` where t0 lives in another
+/// process: reads and assign_adds of the unplaced `var` (on t0) cost one
+/// remote call per step, and a read of it feeds a computation on t1.
+#[test]
+fn remote_partitions_cost_one_call_per_step() {
+    let (cluster, _) = two_task_cluster();
+    let (t0, t1) = (TaskId::new("local", 0), TaskId::new("local", 1));
+    let other = Arc::new(OtherProcess { devices: LocalDevices::new([t0.clone()]), calls: Default::default() });
+    let mine = Arc::new(LocalDevices::new([t1.clone()]));
+    let placement = Placement {
+        cluster: cluster.clone(),
+        default_task: cluster.default_task(),
+        devices: mine.clone(),
+        remote: Some(other.clone()),
+    };
+    let mut e = Executor::new(mine.device(&t1).unwrap(), placement);
+    let mut g = Graph::new();
+    let v = scalar_var(&mut g, "var");
+    let init = g.global_variables_initializer().unwrap();
+    let inc = g.assign_op(OpType::AssignAdd, v.var, Operand::Literal(Tensor::scalar_f32(1.0))).unwrap();
+    g.push_device_scope(&DeviceSpec::parse("/job:local/task:1").unwrap());
+    let two = g.add(NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(Tensor::scalar_f32(2.0)))).unwrap();
+    let doubled = g.add(NodeRequest::new(OpType::Mul).inputs([Output::of(v.read), Output::of(two)])).unwrap();
+    g.pop_device_scope().unwrap();
+    let calls = || other.calls.load(std::sync::atomic::Ordering::SeqCst);
+
+    target(&mut e, &g, init).unwrap();
+    assert_eq!(calls(), 1);
+    for expected in [1.0, 2.0, 3.0] {
+        assert_eq!(fetch(&mut e, &g, inc).unwrap(), Tensor::scalar_f32(expected));
+    }
+    assert_eq!(calls(), 4, "one call per step");
+    assert_eq!(fetch(&mut e, &g, Output::of(doubled)).unwrap(), Tensor::scalar_f32(6.0));
+    assert_eq!(calls(), 5, "the read runs remotely, the Mul here, in one call");
+    assert!(mine.device(&t1).unwrap().variables().get("var").is_none());
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        traced(&mut e, &g, Output::of(v.var)),
+        vec![(t1.cpu_device(), s(&["_SOURCE"])), (t0.cpu_device(), s(&["_SOURCE", "var"]))]
+    );
 }

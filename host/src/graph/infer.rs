@@ -125,7 +125,16 @@ pub fn infer(cx: &InferCtx<'_>) -> Result<Vec<TensorType>> {
             cx.arity(1)?;
             Ok(vec![TensorType::scalar(DType::Bool)])
         }
-        ReportUninitializedVariables => Ok(vec![TensorType { dtype: DType::String, shape: vec![None] }]),
+        ReportUninitializedVariables => {
+            let names = Attrs::required(cx.name, "names", cx.attrs.tensor(cx.name, "names"))?;
+            if names.dtype() != DType::String || names.shape() != [cx.inputs.len()] {
+                return Err(cx.err(format!("attr 'names' must be {} strings, one per input", cx.inputs.len())));
+            }
+            if let Some(i) = cx.inputs.iter().position(|t| *t != TensorType::scalar(DType::Bool)) {
+                return Err(cx.err(format!("{} must be a bool scalar", cx.input_desc(i))));
+            }
+            Ok(vec![TensorType { dtype: DType::String, shape: vec![None] }])
+        }
         Add | Sub | Mul | Div => {
             cx.arity(2)?;
             let dtype = cx.same_dtype(0, 1)?;

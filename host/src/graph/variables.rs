@@ -130,13 +130,29 @@ impl Graph {
     }
 
     /// `tf.report_uninitialized_variables()`: a string vector of the names of
-    /// this graph's variables that have no value yet.
+    /// this graph's variables that have no value yet. One
+    /// `IsVariableInitialized` per variable runs where that variable lives;
+    /// only booleans travel to the node that gathers the names.
     pub fn report_uninitialized_variables(&mut self) -> Result<Output> {
-        let inputs: Vec<Output> = self.variables.iter().map(|v| Output::of(v.var)).collect();
+        let scope = self.push_name_scope("report_uninitialized_variables");
+        let checks: Result<Vec<Output>> = self
+            .variables
+            .clone()
+            .iter()
+            .map(|v| {
+                let req = NodeRequest::new(OpType::IsVariableInitialized)
+                    .named(NameRequest::Unique("IsVariableInitialized".into()))
+                    .inputs([Output::of(v.var)]);
+                self.add(req).map(Output::of)
+            })
+            .collect();
+        self.pop_name_scope()?;
+        let names: Vec<String> = self.variables.iter().map(|v| self.nodes[v.var as usize].name.clone()).collect();
         let id = self.add(
             NodeRequest::new(OpType::ReportUninitializedVariables)
-                .named(NameRequest::Unique("report_uninitialized_variables".into()))
-                .inputs(inputs),
+                .named(NameRequest::Exact(scope))
+                .inputs(checks?)
+                .attr("names", AttrValue::Tensor(Tensor::strings(&names))),
         )?;
         Ok(Output::of(id))
     }
@@ -209,7 +225,12 @@ mod tests {
         assert_eq!(g.node(init).unwrap().name, "init");
         assert_eq!(g.node(init).unwrap().control_inputs, vec![a.initializer, b.initializer]);
         let report = g.report_uninitialized_variables().unwrap();
-        assert_eq!(g.node(report.node).unwrap().inputs, vec![Output::of(a.var), Output::of(b.var)]);
+        let report_node = g.node(report.node).unwrap();
+        assert_eq!(report_node.name, "report_uninitialized_variables");
+        let checks: Vec<NodeId> = report_node.inputs.iter().map(|o| o.node).collect();
+        assert_eq!(g.node(checks[0]).unwrap().name, "report_uninitialized_variables/IsVariableInitialized");
+        assert_eq!(g.node(checks[1]).unwrap().colocate_with, Some(b.var));
+        assert_eq!(g.node(checks[0]).unwrap().inputs, vec![Output::of(a.var)]);
         assert_eq!(g.global_variables_initializer().map(|i| g.node(i).unwrap().name.clone()).unwrap(), "init_1");
     }
 }

@@ -9,10 +9,9 @@ use super::state::ProgramState;
 use crate::error::Result;
 use crate::exec::{RunRequest, RunResult};
 
-fn run(session: &mut SessionResource, req: RunRequest) -> Result<RunResult> {
-    let graph = session.graph.clone();
-    let graph = graph.lock();
-    session.executor.run(&graph, &req)
+async fn run(session: &mut SessionResource, req: RunRequest) -> Result<RunResult> {
+    let step = session.executor.prepare(&session.graph.lock(), req)?;
+    session.executor.execute(step, session.timeout).await
 }
 
 fn to_wit(result: RunResult) -> ws::RunOutput {
@@ -49,9 +48,8 @@ impl ws::HostSession for ProgramState {
         let graph = self.table.get(&g)?.clone();
         match self.task.session_executor(&target, options.place_on_own_task) {
             Ok((executor, target)) => {
-                // `timeout_ms` bounds waiting for tasks to come up; a standalone
-                // host's own task is always up, so there is nothing to wait for.
-                let session = SessionResource { graph, executor, target };
+                let timeout = options.timeout_ms.map(std::time::Duration::from_millis);
+                let session = SessionResource { graph, executor, target, timeout };
                 Ok(Ok(self.table.push(session)?))
             }
             Err(e) => Ok(wit(Err(e))),
@@ -78,7 +76,7 @@ impl ws::HostSession for ProgramState {
             trace: matches!(options.trace_level, ws::TraceLevel::Full),
         };
         let session = self.table.get_mut(&s)?;
-        Ok(wit(run(session, req).map(to_wit)))
+        Ok(wit(run(session, req).await.map(to_wit)))
     }
 
     async fn target(&mut self, s: Resource<SessionResource>) -> wasmtime::Result<String> {

@@ -37,4 +37,6 @@ pub struct SessionResource {
     pub executor: Executor,
     /// The canonical target name.
     pub target: String,
+    /// How long a run may wait for remote tasks.
+    pub timeout: Option<std::time::Duration>,
 }

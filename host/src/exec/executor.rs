@@ -1,0 +1,143 @@
+//! A session's executor: plans steps (cached per graph version), runs the
+//! local partition of each stage here and the remote ones through
+//! [`RemoteTasks`], and gathers fetches and step stats.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+
+use super::plan::{Plan, PlanKey};
+use super::{Device, Placement, RunRequest, RunResult, Trace, run_partition};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, NodeId, Output};
+use crate::tensor::Tensor;
+
+/// A step ready to run: its plan (from the cache or new) and its request.
+#[derive(Debug)]
+pub struct PreparedStep {
+    plan: Arc<Plan>,
+    req: RunRequest,
+}
+
+/// Runs steps of graphs for one session. Keeps the session's plan cache and
+/// the state of its random ops.
+#[derive(Debug)]
+pub struct Executor {
+    home: Arc<Device>,
+    placement: Placement,
+    plans: HashMap<PlanKey, Arc<Plan>>,
+    rngs: HashMap<NodeId, Option<StdRng>>,
+}
+
+impl Executor {
+    /// An executor for a session whose master is `home`'s task.
+    pub fn new(home: Arc<Device>, placement: Placement) -> Self {
+        Executor { home, placement, plans: HashMap::new(), rngs: HashMap::new() }
+    }
+
+    /// The session's home device.
+    pub fn device(&self) -> &Arc<Device> {
+        &self.home
+    }
+
+    /// Checks the feeds and finds (or builds) the plan. Needs the graph;
+    /// running the step does not, so the graph need not stay locked.
+    pub fn prepare(&mut self, graph: &Graph, req: RunRequest) -> Result<PreparedStep> {
+        check_feeds(graph, &req)?;
+        let key = PlanKey::of(graph, &req);
+        let plan = match self.plans.get(&key) {
+            Some(plan) => plan.clone(),
+            None => {
+                let plan = Arc::new(Plan::build(graph, &req, &self.home, &self.placement)?);
+                if self.plans.len() > 1024 {
+                    self.plans.clear();
+                }
+                self.plans.insert(key, plan.clone());
+                plan
+            }
+        };
+        Ok(PreparedStep { plan, req })
+    }
+
+    /// Runs a prepared step.
+    pub async fn execute(&mut self, step: PreparedStep, timeout: Option<Duration>) -> Result<RunResult> {
+        let PreparedStep { plan, req } = step;
+        let mut trace = req.trace.then(|| {
+            let mut t = Trace::default();
+            t.device(self.home.name());
+            t
+        });
+        let mut values: HashMap<Output, Tensor> = req.feeds.iter().cloned().collect();
+        for stage in &plan.stages {
+            let remote = match (&self.placement.remote, stage.remote.is_empty()) {
+                (_, true) => Vec::new(),
+                (Some(remote), false) => stage
+                    .remote
+                    .iter()
+                    .map(|part| {
+                        let inputs: Vec<Tensor> = part.def.inputs.iter().map(|o| values[o].clone()).collect();
+                        remote.run_partition(part.clone(), inputs, req.trace, timeout)
+                    })
+                    .collect(),
+                (None, false) => return Err(Error::internal("plan has remote partitions but no remote tasks")),
+            };
+            let remote = futures_util::future::join_all(remote);
+            if let Some(local) = &stage.local {
+                let outputs = run_partition(
+                    &local.def,
+                    &plan.devices,
+                    &local.node_device,
+                    &values,
+                    &mut self.rngs,
+                    trace.as_mut(),
+                )?;
+                values.extend(local.def.outputs.iter().copied().zip(outputs));
+            }
+            for (part, result) in stage.remote.iter().zip(remote.await) {
+                let result = result?;
+                if let Some(t) = trace.as_mut() {
+                    t.merge(result.stats);
+                }
+                values.extend(part.def.outputs.iter().copied().zip(result.outputs));
+            }
+        }
+        let fetched = req
+            .fetches
+            .iter()
+            .map(|f| {
+                values
+                    .get(f)
+                    .cloned()
+                    .ok_or_else(|| Error::internal(format!("fetch of node {} was not computed", f.node)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RunResult { values: fetched, step_stats: trace.map(Trace::finish).unwrap_or_default() })
+    }
+
+    /// Prepares and runs one step, holding `graph` throughout.
+    pub async fn run(&mut self, graph: &Graph, req: &RunRequest) -> Result<RunResult> {
+        let step = self.prepare(graph, req.clone())?;
+        self.execute(step, None).await
+    }
+}
+
+/// Feeds are checked on every run: plans are cached by which outputs are
+/// fed, not by the values.
+fn check_feeds(graph: &Graph, req: &RunRequest) -> Result<()> {
+    for (out, value) in &req.feeds {
+        let node = graph.node(out.node)?;
+        let ty = graph.output_type(*out)?;
+        if !ty.accepts(value) {
+            return Err(Error::invalid(format!(
+                "feed for '{}' is {} but '{}' ({}) expects {ty}",
+                node.name,
+                value.tensor_type(),
+                node.name,
+                node.op.name()
+            )));
+        }
+    }
+    Ok(())
+}

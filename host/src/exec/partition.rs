@@ -1,0 +1,185 @@
+//! Running one partition: a set of nodes (in id order) on this process's
+//! devices, with the values it needs from outside supplied, returning the
+//! values others need from it. Masters run their local partitions with it;
+//! task servers run the partitions masters register with them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use rand::rngs::StdRng;
+
+use super::{Device, DeviceStats, NodeStats, Variable, kernels};
+use crate::error::{Error, Result};
+use crate::graph::{Node, NodeId, OpType, Output};
+use crate::tensor::Tensor;
+
+/// The nodes of one partition and its boundary.
+#[derive(Clone, Debug)]
+pub struct PartitionDef {
+    /// Nodes in id order (a node's inputs come before it).
+    pub nodes: Vec<Node>,
+    /// Outputs whose values come from outside (feeds, other partitions).
+    pub inputs: Vec<Output>,
+    /// Outputs whose values it returns (variables read, not referenced).
+    pub outputs: Vec<Output>,
+}
+
+/// Step stats being collected: per device, `_SOURCE` first.
+#[derive(Debug)]
+pub struct Trace {
+    wall: std::time::Duration,
+    clock: Instant,
+    devices: Vec<DeviceStats>,
+}
+
+impl Default for Trace {
+    fn default() -> Self {
+        Trace {
+            wall: SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default(),
+            clock: Instant::now(),
+            devices: Vec::new(),
+        }
+    }
+}
+
+impl Trace {
+    fn micros(&self, at: Instant) -> u64 {
+        (self.wall + at.duration_since(self.clock)).as_micros() as u64
+    }
+
+    /// The stats of `device`, started with `_SOURCE` if it is new.
+    pub fn device(&mut self, device: &str) -> &mut Vec<NodeStats> {
+        let i = match self.devices.iter().position(|d| d.device == device) {
+            Some(i) => i,
+            None => {
+                let source = NodeStats {
+                    node_name: "_SOURCE".into(),
+                    start_micros: self.micros(self.clock),
+                    duration_micros: 0,
+                };
+                self.devices.push(DeviceStats { device: device.to_string(), nodes: vec![source] });
+                self.devices.len() - 1
+            }
+        };
+        &mut self.devices[i].nodes
+    }
+
+    fn record(&mut self, device: &str, node: &str, start: Instant) {
+        let stats = NodeStats {
+            node_name: node.to_string(),
+            start_micros: self.micros(start),
+            duration_micros: start.elapsed().as_micros() as u64,
+        };
+        self.device(device).push(stats);
+    }
+
+    /// Adds stats another process collected.
+    pub fn merge(&mut self, stats: Vec<DeviceStats>) {
+        for d in stats {
+            // `device` starts a new device with its own `_SOURCE`.
+            let mine = self.device(&d.device);
+            mine.extend(d.nodes.into_iter().filter(|n| n.node_name != "_SOURCE"));
+        }
+    }
+
+    /// The collected stats.
+    pub fn finish(self) -> Vec<DeviceStats> {
+        self.devices
+    }
+}
+
+/// A value flowing between nodes: a tensor, or a reference to a variable.
+#[derive(Clone, Debug)]
+enum Value {
+    Tensor(Tensor),
+    Var(Arc<Variable>),
+}
+
+impl Value {
+    fn tensor(&self) -> Result<Tensor> {
+        match self {
+            Value::Tensor(t) => Ok(t.clone()),
+            Value::Var(v) => v.read(),
+        }
+    }
+}
+
+/// Runs `def`: node `i` on `devices[node_device[i]]`, outside values from
+/// `inputs`. Returns the values of `def.outputs`, in order.
+pub fn run_partition(
+    def: &PartitionDef,
+    devices: &[Arc<Device>],
+    node_device: &[usize],
+    inputs: &HashMap<Output, Tensor>,
+    rngs: &mut HashMap<NodeId, Option<StdRng>>,
+    mut trace: Option<&mut Trace>,
+) -> Result<Vec<Tensor>> {
+    let mut values: HashMap<NodeId, Value> = HashMap::with_capacity(def.nodes.len());
+    for (node, &dev) in def.nodes.iter().zip(node_device) {
+        let device = &devices[dev];
+        let start = Instant::now();
+        if let Some(v) = run_node(node, device, inputs, &values, rngs)? {
+            values.insert(node.id, v);
+        }
+        if let Some(t) = trace.as_deref_mut() {
+            t.record(device.name(), &node.name, start);
+        }
+    }
+    def.outputs
+        .iter()
+        .map(|out| match inputs.get(out) {
+            Some(t) => Ok(t.clone()),
+            None => values
+                .get(&out.node)
+                .ok_or_else(|| Error::internal(format!("output of node {} was not computed", out.node)))?
+                .tensor(),
+        })
+        .collect()
+}
+
+fn run_node(
+    node: &Node,
+    device: &Device,
+    inputs: &HashMap<Output, Tensor>,
+    values: &HashMap<NodeId, Value>,
+    rngs: &mut HashMap<NodeId, Option<StdRng>>,
+) -> Result<Option<Value>> {
+    let input = |i: usize| -> Result<Value> {
+        let out = node.inputs[i];
+        match inputs.get(&out) {
+            Some(t) => Ok(Value::Tensor(t.clone())),
+            None => values
+                .get(&out.node)
+                .cloned()
+                .ok_or_else(|| Error::internal(format!("input {i} of '{}' was not computed", node.name))),
+        }
+    };
+    let var_input = |i: usize| -> Result<Arc<Variable>> {
+        match input(i)? {
+            Value::Var(v) => Ok(v),
+            Value::Tensor(_) => {
+                Err(Error::invalid(format!("input {i} of '{}' must be a variable, but was fed a value", node.name)))
+            }
+        }
+    };
+    let value = match node.op {
+        OpType::NoOp => return Ok(None),
+        OpType::VariableV2 => Value::Var(device.variables().get_or_create(&node.name, &node.outputs[0])?),
+        OpType::Assign => Value::Tensor(var_input(0)?.assign(input(1)?.tensor()?)?),
+        OpType::AssignAdd | OpType::AssignSub => {
+            let delta = input(1)?.tensor()?;
+            let var = var_input(0)?;
+            Value::Tensor(var.update(|old| kernels::assign_update(node, old, &delta))?)
+        }
+        OpType::IsVariableInitialized => Value::Tensor(Tensor::Bool(
+            ndarray::ArrayD::from_elem(ndarray::IxDyn(&[]), var_input(0)?.is_initialized()).into_shared(),
+        )),
+        _ => {
+            let inputs = (0..node.inputs.len()).map(|i| input(i)?.tensor()).collect::<Result<Vec<_>>>()?;
+            let rng = rngs.entry(node.id).or_default();
+            Value::Tensor(kernels::compute(node, &inputs, rng)?)
+        }
+    };
+    Ok(Some(value))
+}
