@@ -10,8 +10,13 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio::sync::mpsc;
 
+use tokio::net::TcpListener;
+
+use crate::cluster::{ClusterConfig, ClusterSpec, TaskId};
 use crate::error::Error;
+use crate::rpc::GrpcRemote;
 use crate::runtime::{ExitStatus, OutputChunk, Runtime, RuntimeConfig, StreamKind};
+use crate::server;
 use crate::task::Task;
 
 /// weft: distributed TensorFlow-style graphs, with every program a sandboxed
@@ -25,13 +30,67 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a worker component on an embedded single-task host
-    /// (`/job:localhost/task:0`), streaming its output.
+    /// Run a worker component, streaming its output: on an embedded
+    /// single-task host (`/job:localhost/task:0`), or as task J/N of a
+    /// cluster, serving that task while it runs.
     Run(RunArgs),
+    /// Serve one task of a cluster (TensorFlow's `tf.train.Server`) until
+    /// SIGTERM or ctrl-c.
+    Serve(ServeArgs),
+}
+
+/// Which cluster, and which task of it this process is.
+#[derive(Debug, Clone, clap::Args)]
+struct ClusterArgs {
+    /// Cluster spec: JSON (`{"local": ["127.0.0.1:2222", ...]}`) or TOML. Without it, `TF_CONFIG` is used if set.
+    #[arg(long, value_name = "FILE")]
+    cluster: Option<PathBuf>,
+    /// This task's job (default: TF_CONFIG's task type).
+    #[arg(long, value_name = "NAME")]
+    job: Option<String>,
+    /// This task's index in its job (default: TF_CONFIG's task index, else 0).
+    #[arg(long, value_name = "N")]
+    task: Option<u32>,
+}
+
+impl ClusterArgs {
+    /// The cluster and this task, if a cluster was given (flag or TF_CONFIG).
+    fn resolve(&self) -> Result<Option<(ClusterSpec, TaskId)>, Error> {
+        let config = match &self.cluster {
+            Some(path) => Some(ClusterConfig::from_file(path)?),
+            None => ClusterConfig::from_env()?,
+        };
+        let Some(config) = config else {
+            if self.job.is_some() || self.task.is_some() {
+                return Err(Error::invalid("--job and --task need --cluster FILE (or TF_CONFIG)"));
+            }
+            return Ok(None);
+        };
+        let job = self.job.clone().or_else(|| config.task.as_ref().map(|t| t.job.clone()));
+        let Some(job) = job else {
+            let jobs: Vec<&str> = config.spec.jobs().keys().map(String::as_str).collect();
+            return Err(Error::invalid(format!("which task is this? pass --job (one of: {})", jobs.join(", "))));
+        };
+        let index = self.task.or(config.task.as_ref().map(|t| t.index)).unwrap_or(0);
+        let id = TaskId::new(job, index);
+        config.spec.check_task(&id)?;
+        Ok(Some((config.spec, id)))
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// With a cluster: keep serving the task after the program ends, until SIGTERM or ctrl-c.
+    #[arg(long)]
+    keep_serving: bool,
     /// The worker component (built with `--target wasm32-wasip2`).
     module: PathBuf,
     /// Arguments passed to the program's `run`.
@@ -68,10 +127,67 @@ pub fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run(args) => tokio.block_on(run(args)),
+        Command::Serve(args) => tokio.block_on(serve(args)),
+    }
+}
+
+/// Completes on SIGTERM or ctrl-c.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// This task of `cluster`, reaching the other tasks over gRPC, and its
+/// server, listening on the task's address.
+async fn start_task(cluster: ClusterSpec, id: TaskId) -> Result<(Arc<Task>, TcpListener), Error> {
+    let task = Task::new(cluster.clone(), id)?.with_remote(Arc::new(GrpcRemote::new(cluster)));
+    let address = task.address().to_string();
+    let listener = TcpListener::bind(&address)
+        .await
+        .map_err(|e| Error::io(format!("listening on {address} for {}", task.id()), e))?;
+    Ok((Arc::new(task), listener))
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let started = async {
+        let Some((cluster, id)) = args.cluster.resolve()? else {
+            return Err(Error::invalid("weft serve needs --cluster FILE --job NAME --task N (or TF_CONFIG)"));
+        };
+        start_task(cluster, id).await
+    };
+    let (task, listener) = match started.await {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("weft: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("weft: serving {} on {}", task.id(), task.address());
+    match server::serve(listener, task.clone(), shutdown_signal()).await {
+        Ok(()) => {
+            eprintln!("weft: {} stopped", task.id());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weft: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
 async fn run(args: RunArgs) -> ExitCode {
+    let mut server: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)> = None;
     let cache_dir = if args.no_cache { None } else { args.cache_dir.clone().or_else(RuntimeConfig::default_cache_dir) };
     let config = RuntimeConfig {
         cache_dir,
@@ -99,6 +215,38 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     tracing::info!(module = worker.name(), sha256 = worker.hash(), source = ?worker.source(), load = ?worker.load_time(), "loaded");
 
+    let task = match args.cluster.resolve() {
+        Ok(None) => Arc::new(Task::standalone()),
+        Ok(Some((cluster, id))) => match start_task(cluster, id).await {
+            Ok((task, listener)) => {
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let served = task.clone();
+                let keep = args.keep_serving;
+                let handle = tokio::spawn(async move {
+                    let until = async move {
+                        let _ = stopped.await;
+                        if keep {
+                            shutdown_signal().await;
+                        }
+                    };
+                    if let Err(e) = server::serve(listener, served, until).await {
+                        eprintln!("weft: {e}");
+                    }
+                });
+                server = Some((stop, handle));
+                task
+            }
+            Err(e) => {
+                eprintln!("weft: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        Err(e) => {
+            eprintln!("weft: {e}");
+            return ExitCode::from(2);
+        }
+    };
+
     let (tx, mut rx) = mpsc::unbounded_channel::<OutputChunk>();
     let printer = tokio::spawn(async move {
         while let Some(chunk) = rx.recv().await {
@@ -110,7 +258,6 @@ async fn run(args: RunArgs) -> ExitCode {
         }
         let _ = std::io::stdout().flush();
     });
-    let task = Arc::new(Task::standalone());
     let program = runtime.run(&worker, task, args.args.clone(), Some(tx));
     let timeout = args.timeout.map(Duration::from_secs_f64).unwrap_or(Duration::MAX);
     let outcome = tokio::select! {
@@ -122,6 +269,23 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     // The program and its output senders are gone; drain what it wrote.
     let _ = printer.await;
+    let code = exit_code(&worker, timeout, outcome);
+    if let Some((stop, handle)) = server {
+        if args.keep_serving {
+            eprintln!("weft: program ended; still serving until SIGTERM or ctrl-c");
+        }
+        // Without --keep-serving the server stops now; with it, on the signal.
+        let _ = stop.send(());
+        let _ = handle.await;
+    }
+    code
+}
+
+fn exit_code(
+    worker: &crate::runtime::Worker,
+    timeout: Duration,
+    outcome: Result<Result<crate::runtime::ProgramOutput, Error>, tokio::time::error::Elapsed>,
+) -> ExitCode {
     match outcome {
         Err(_) => {
             eprintln!("weft: {} did not finish within {:?}; stopped it", worker.name(), timeout);

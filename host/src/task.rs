@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
-use crate::exec::{Device, DeviceSet, Executor, LocalDevices, Placement};
+use crate::exec::{Device, DeviceSet, Executor, LocalDevices, Placement, RemoteTasks};
 
 /// One task of a cluster, served by this host.
 #[derive(Debug)]
@@ -15,6 +15,7 @@ pub struct Task {
     id: TaskId,
     device: Arc<Device>,
     devices: Arc<dyn DeviceSet>,
+    remote: Option<Arc<dyn RemoteTasks>>,
 }
 
 /// The session target `local`: a private in-process engine.
@@ -35,7 +36,13 @@ impl Task {
         cluster.check_task(&id)?;
         let device =
             devices.device(&id).ok_or_else(|| Error::internal(format!("no device for {id} in its own process")))?;
-        Ok(Task { cluster, id, device, devices })
+        Ok(Task { cluster, id, device, devices, remote: None })
+    }
+
+    /// This task, reaching the cluster's other tasks through `remote`.
+    pub fn with_remote(mut self, remote: Arc<dyn RemoteTasks>) -> Self {
+        self.remote = Some(remote);
+        self
     }
 
     /// A standalone host's task: `/job:localhost/task:0` of a one-task cluster.
@@ -77,19 +84,26 @@ impl Task {
                 devices: private.devices.clone(),
                 remote: None,
             };
-            return Ok((Executor::new(private.device.clone(), placement), LOCAL_TARGET.to_string()));
+            return Ok((Executor::new(private.device.name(), placement), LOCAL_TARGET.to_string()));
         }
         let master = self.resolve_target(target)?;
-        let home = self.devices.device(&master).ok_or_else(|| {
-            Error::unavailable(format!(
+        if self.devices.device(&master).is_none() && self.remote.is_none() {
+            return Err(Error::unavailable(format!(
                 "session target '{target}' is task {master}, which this host cannot reach (it serves {})",
                 self.id
-            ))
-        })?;
+            )));
+        }
         let default_task = if place_on_own_task { master.clone() } else { self.cluster.default_task() };
-        let placement =
-            Placement { cluster: self.cluster.clone(), default_task, devices: self.devices.clone(), remote: None };
-        Ok((Executor::new(home, placement), format!("/job:{}/replica:0/task:{}", master.job, master.index)))
+        let placement = Placement {
+            cluster: self.cluster.clone(),
+            default_task,
+            devices: self.devices.clone(),
+            remote: self.remote.clone(),
+        };
+        Ok((
+            Executor::new(master.cpu_device(), placement),
+            format!("/job:{}/replica:0/task:{}", master.job, master.index),
+        ))
     }
 
     fn resolve_target(&self, target: &str) -> Result<TaskId> {
@@ -140,9 +154,11 @@ mod tests {
         let task = Task::standalone();
         let (a, _) = task.session_executor("local", false).unwrap();
         let (b, _) = task.session_executor("local", false).unwrap();
-        assert!(!Arc::ptr_eq(a.device(), b.device()));
+        let own_task = TaskId::new("localhost", 0);
+        let device = |e: &Executor| e.placement().devices.device(&own_task).unwrap();
+        assert!(!Arc::ptr_eq(&device(&a), &device(&b)));
         let (own, _) = task.session_executor("", false).unwrap();
-        assert!(Arc::ptr_eq(own.device(), task.device()));
+        assert!(Arc::ptr_eq(&device(&own), task.device()));
     }
 
     #[test]

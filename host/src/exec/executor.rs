@@ -9,7 +9,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 
 use super::plan::{Plan, PlanKey};
-use super::{Device, Placement, RunRequest, RunResult, Trace, run_partition};
+use super::{Placement, RunRequest, RunResult, Trace, run_partition};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Output};
 use crate::tensor::Tensor;
@@ -25,21 +25,27 @@ pub struct PreparedStep {
 /// the state of its random ops.
 #[derive(Debug)]
 pub struct Executor {
-    home: Arc<Device>,
+    home: String,
     placement: Placement,
     plans: HashMap<PlanKey, Arc<Plan>>,
     rngs: HashMap<NodeId, Option<StdRng>>,
 }
 
 impl Executor {
-    /// An executor for a session whose master is `home`'s task.
-    pub fn new(home: Arc<Device>, placement: Placement) -> Self {
-        Executor { home, placement, plans: HashMap::new(), rngs: HashMap::new() }
+    /// An executor for a session whose master is the device named `home`
+    /// (its step stats start with that device).
+    pub fn new(home: impl Into<String>, placement: Placement) -> Self {
+        Executor { home: home.into(), placement, plans: HashMap::new(), rngs: HashMap::new() }
     }
 
-    /// The session's home device.
-    pub fn device(&self) -> &Arc<Device> {
+    /// The name of the session's home device.
+    pub fn home(&self) -> &str {
         &self.home
+    }
+
+    /// Where its ops go.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
     }
 
     /// Checks the feeds and finds (or builds) the plan. Needs the graph;
@@ -50,7 +56,7 @@ impl Executor {
         let plan = match self.plans.get(&key) {
             Some(plan) => plan.clone(),
             None => {
-                let plan = Arc::new(Plan::build(graph, &req, &self.home, &self.placement)?);
+                let plan = Arc::new(Plan::build(graph, &req, &self.placement)?);
                 if self.plans.len() > 1024 {
                     self.plans.clear();
                 }
@@ -66,7 +72,7 @@ impl Executor {
         let PreparedStep { plan, req } = step;
         let mut trace = req.trace.then(|| {
             let mut t = Trace::default();
-            t.device(self.home.name());
+            t.device(&self.home);
             t
         });
         let mut values: HashMap<Output, Tensor> = req.feeds.iter().cloned().collect();

@@ -103,7 +103,7 @@ pub(super) struct Stage {
 #[derive(Debug)]
 pub(super) struct Plan {
     pub stages: Vec<Stage>,
-    /// Local devices the step uses; index 0 is the session's home device.
+    /// Local devices the step uses.
     pub devices: Vec<Arc<Device>>,
 }
 
@@ -116,12 +116,12 @@ enum Location {
 static NEXT_PARTITION: AtomicU64 = AtomicU64::new(1);
 
 impl Plan {
-    pub fn build(graph: &Graph, req: &RunRequest, home: &Arc<Device>, placement: &Placement) -> Result<Plan> {
+    pub fn build(graph: &Graph, req: &RunRequest, placement: &Placement) -> Result<Plan> {
         let fed: HashSet<Output> = req.feeds.iter().map(|(o, _)| *o).collect();
         let fed_nodes: HashSet<NodeId> = fed.iter().map(|o| o.node).collect();
         let order = needed_nodes(graph, req, &fed_nodes)?;
 
-        let mut devices = vec![home.clone()];
+        let mut devices = Vec::new();
         let mut location: HashMap<NodeId, (Location, usize)> = HashMap::new();
         for &id in &order {
             let node = &graph.nodes()[id as usize];

@@ -1,0 +1,220 @@
+//! The master's side: runs partitions on other tasks over gRPC.
+//!
+//! Per task it keeps one channel and what it registered there. A task that
+//! has never answered is waited for (logging which task and address, every
+//! few seconds) until it comes or the run's timeout passes; a task that
+//! answered before and now does not is `unavailable` at once. A task that
+//! restarted (new incarnation) gets its partitions registered again, so
+//! sessions keep working without being rebuilt.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use tonic::transport::{Channel, Endpoint};
+
+use super::convert::{error_from_status, partition_to_pb, stats_from_pb, tensor_from_pb, tensor_to_pb};
+use super::{MAX_MESSAGE_BYTES, pb};
+use crate::cluster::{ClusterSpec, TaskId};
+use crate::error::{Code, Error, Result};
+use crate::exec::{PartitionResult, RemotePartition, RemoteTasks};
+use crate::tensor::Tensor;
+
+type Client = pb::task_service_client::TaskServiceClient<Channel>;
+
+/// How often a master retries a task that has not come up yet.
+const RETRY: Duration = Duration::from_millis(100);
+/// How often it says it is still waiting.
+const WAIT_LOG_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+struct PeerState {
+    client: Option<Client>,
+    incarnation: Option<u64>,
+    /// When the task last started, if it restarted while this master knew it.
+    restarted_micros: Option<u64>,
+    registered: HashSet<u64>,
+}
+
+struct Peer {
+    task: TaskId,
+    address: String,
+    state: tokio::sync::Mutex<PeerState>,
+}
+
+/// Runs partitions on the cluster's other tasks.
+pub struct GrpcRemote {
+    cluster: ClusterSpec,
+    master: u64,
+    peers: Mutex<HashMap<TaskId, Arc<Peer>>>,
+}
+
+impl std::fmt::Debug for GrpcRemote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcRemote").field("master", &self.master).finish_non_exhaustive()
+    }
+}
+
+impl GrpcRemote {
+    /// A client for `cluster`'s tasks, identifying itself as a new master.
+    pub fn new(cluster: ClusterSpec) -> Self {
+        GrpcRemote { cluster, master: rand::random(), peers: Mutex::default() }
+    }
+
+    fn peer(&self, task: &TaskId) -> Result<Arc<Peer>> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = peers.get(task) {
+            return Ok(p.clone());
+        }
+        self.cluster.check_task(task)?;
+        let address = self.cluster.jobs()[&task.job][task.index as usize].clone();
+        let peer = Arc::new(Peer { task: task.clone(), address, state: Default::default() });
+        peers.insert(task.clone(), peer.clone());
+        Ok(peer)
+    }
+}
+
+impl RemoteTasks for GrpcRemote {
+    fn run_partition(
+        &self,
+        part: Arc<RemotePartition>,
+        inputs: Vec<Tensor>,
+        trace: bool,
+        timeout: Option<Duration>,
+    ) -> BoxFuture<'static, Result<PartitionResult>> {
+        let master = self.master;
+        let peer = self.peer(&part.task);
+        Box::pin(async move {
+            let peer = peer?;
+            let run = peer.run(master, &part, inputs, trace);
+            match timeout {
+                None => run.await,
+                Some(t) => tokio::time::timeout(t, run).await.map_err(|_| {
+                    Error::status(
+                        Code::DeadlineExceeded,
+                        format!("run did not finish within {t:?}: it needs {} at {}", peer.task, peer.address),
+                    )
+                })?,
+            }
+        })
+    }
+}
+
+impl Peer {
+    fn unavailable(&self, why: impl std::fmt::Display) -> Error {
+        Error::unavailable(format!("task {} at {} is unavailable: {why}", self.task, self.address))
+    }
+
+    /// A connected client, waiting for a task that has never answered.
+    async fn connect(&self, st: &mut PeerState) -> Result<Client> {
+        if let Some(c) = &st.client {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{}", self.address))
+            .map_err(|e| Error::invalid(format!("address '{}' of {}: {e}", self.address, self.task)))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .initial_stream_window_size(16 << 20)
+            .initial_connection_window_size(32 << 20);
+        let started = Instant::now();
+        let mut last_log: Option<Instant> = None;
+        loop {
+            let attempt = async {
+                let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+                let mut client = Client::new(channel)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+                let status = client.get_status(pb::GetStatusRequest {}).await.map_err(|s| s.message().to_string())?;
+                Ok::<_, String>((client, status.into_inner()))
+            };
+            match attempt.await {
+                Ok((client, status)) => {
+                    if st.incarnation.is_some_and(|i| i != status.incarnation) {
+                        st.restarted_micros = Some(status.started_unix_micros);
+                        st.registered.clear();
+                    }
+                    st.incarnation = Some(status.incarnation);
+                    st.client = Some(client.clone());
+                    if last_log.is_some() {
+                        tracing::warn!("{} at {} is up after {:.1?}", self.task, self.address, started.elapsed());
+                    }
+                    return Ok(client);
+                }
+                Err(why) if st.incarnation.is_some() => return Err(self.unavailable(why)),
+                Err(why) => {
+                    if last_log.is_none_or(|t| t.elapsed() >= WAIT_LOG_EVERY) {
+                        tracing::warn!("waiting for {} at {} to come up ({why})", self.task, self.address);
+                        last_log = Some(Instant::now());
+                    }
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        master: u64,
+        part: &RemotePartition,
+        inputs: Vec<Tensor>,
+        trace: bool,
+    ) -> Result<PartitionResult> {
+        let inputs: Vec<pb::Tensor> = inputs.iter().map(tensor_to_pb).collect();
+        for attempt in 0..2 {
+            let mut client = {
+                let mut st = self.state.lock().await;
+                let mut client = self.connect(&mut st).await?;
+                if !st.registered.contains(&part.id) {
+                    let req = pb::RegisterPartitionRequest {
+                        master,
+                        partition_id: part.id,
+                        def: Some(partition_to_pb(&part.def)),
+                    };
+                    match client.register_partition(req).await {
+                        Ok(_) => {
+                            st.registered.insert(part.id);
+                        }
+                        Err(s) => return Err(self.failed(&mut st, &s)),
+                    }
+                }
+                client
+            };
+            let req = pb::RunPartitionRequest { master, partition_id: part.id, inputs: inputs.clone(), trace };
+            match client.run_partition(req).await {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    let outputs = resp.outputs.iter().map(tensor_from_pb).collect::<Result<Vec<_>>>()?;
+                    return Ok(PartitionResult { outputs, stats: stats_from_pb(resp.stats) });
+                }
+                // The task restarted (or dropped the registration): learn its
+                // new incarnation, register again and retry once.
+                Err(s) if s.code() == tonic::Code::NotFound && attempt == 0 => {
+                    let mut st = self.state.lock().await;
+                    st.client = None;
+                    st.registered.clear();
+                }
+                Err(s) => {
+                    let mut st = self.state.lock().await;
+                    return Err(self.failed(&mut st, &s));
+                }
+            }
+        }
+        Err(Error::internal(format!("partition {} of {} could not be registered", part.id, self.task)))
+    }
+
+    /// The error for a failed call; transport failures drop the channel.
+    fn failed(&self, st: &mut PeerState, s: &tonic::Status) -> Error {
+        if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled) {
+            st.client = None;
+            return self.unavailable(s.message());
+        }
+        let e = error_from_status(s);
+        match (e.code(), st.restarted_micros) {
+            (Code::FailedPrecondition, Some(at)) if e.message().contains("uninitialized") => Error::precondition(
+                format!("{} (task {} restarted at {} µs since the Unix epoch)", e.message(), self.task, at),
+            ),
+            _ => e,
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! gRPC between hosts: the `weft.v1.TaskService` (served by every task
+//! server) and the client a master uses to run partitions on other tasks.
+//! Generated protobuf types stay inside this module.
+
+mod client;
+mod convert;
+mod service;
+
+pub use client::GrpcRemote;
+pub use service::TaskService;
+
+/// Generated from `proto/weft/v1/task.proto`.
+pub(crate) mod pb {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("weft.v1");
+}
+
+/// Largest message either side accepts: tensors travel as bytes in one
+/// message (the next step is streaming them in chunks).
+pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
