@@ -45,6 +45,41 @@ pub struct RunOutput {
     pub step_stats: Vec<DeviceStats>,
 }
 
+impl RunOutput {
+    /// The step stats as Chrome trace JSON (open it in Perfetto or
+    /// `chrome://tracing`): one process per device, one slice per node.
+    pub fn chrome_trace_json(&self) -> String {
+        fn escape(s: &str) -> String {
+            let mut out = String::with_capacity(s.len());
+            for c in s.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                    c => out.push(c),
+                }
+            }
+            out
+        }
+        let mut events = Vec::new();
+        for (pid, device) in self.step_stats.iter().enumerate() {
+            events.push(format!(
+                r#"{{"name":"process_name","ph":"M","pid":{pid},"tid":0,"args":{{"name":"{}"}}}}"#,
+                escape(&device.device)
+            ));
+            for n in &device.nodes {
+                events.push(format!(
+                    r#"{{"name":"{}","cat":"op","ph":"X","ts":{},"dur":{},"pid":{pid},"tid":0}}"#,
+                    escape(&n.node_name),
+                    n.start_micros,
+                    n.duration_micros.max(1)
+                ));
+            }
+        }
+        format!(r#"{{"traceEvents":[{}],"displayTimeUnit":"ms"}}"#, events.join(","))
+    }
+}
+
 /// A session on a graph.
 pub struct Session {
     raw: raw::Session,
@@ -151,5 +186,28 @@ impl Runner<'_> {
                 })
                 .collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chrome_trace_has_one_process_per_device_and_escapes_names() {
+        let out = RunOutput {
+            values: Vec::new(),
+            step_stats: vec![DeviceStats {
+                device: "/job:local/replica:0/task:0/device:CPU:0".into(),
+                nodes: vec![
+                    NodeStats { node_name: "_SOURCE".into(), start_micros: 10, duration_micros: 0 },
+                    NodeStats { node_name: "we\"ird".into(), start_micros: 12, duration_micros: 3 },
+                ],
+            }],
+        };
+        let json = out.chrome_trace_json();
+        assert!(json.starts_with(r#"{"traceEvents":[{"name":"process_name","ph":"M","pid":0"#), "{json}");
+        assert!(json.contains(r#""args":{"name":"/job:local/replica:0/task:0/device:CPU:0"}"#), "{json}");
+        assert!(json.contains(r#"{"name":"we\"ird","cat":"op","ph":"X","ts":12,"dur":3,"pid":0,"tid":0}"#), "{json}");
     }
 }

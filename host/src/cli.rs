@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::cluster::{ClusterConfig, ClusterSpec, TaskId};
 use crate::error::Error;
+use crate::launch::LaunchFile;
 use crate::rpc::GrpcRemote;
 use crate::runtime::{ExitStatus, OutputChunk, Runtime, RuntimeConfig, StreamKind};
 use crate::server;
@@ -37,6 +38,21 @@ enum Command {
     /// Serve one task of a cluster (TensorFlow's `tf.train.Server`) until
     /// SIGTERM or ctrl-c.
     Serve(ServeArgs),
+    /// Start every task of a cluster on this machine, each running the
+    /// launch file's program, with output prefixed by task (`[ps:0] ...`).
+    Launch(LaunchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LaunchArgs {
+    /// Launch file: `[cluster]` jobs and a `[program]` with `module` and `args`.
+    file: PathBuf,
+    /// Arguments for every program, replacing the file's `args`.
+    #[arg(last = true)]
+    args: Vec<String>,
+    /// Ignore the file's addresses and serve on free loopback ports.
+    #[arg(long)]
+    free_ports: bool,
 }
 
 /// Which cluster, and which task of it this process is.
@@ -128,6 +144,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => tokio.block_on(run(args)),
         Command::Serve(args) => tokio.block_on(serve(args)),
+        Command::Launch(args) => tokio.block_on(launch(args)),
     }
 }
 
@@ -157,6 +174,60 @@ async fn start_task(cluster: ClusterSpec, id: TaskId) -> Result<(Arc<Task>, TcpL
         .await
         .map_err(|e| Error::io(format!("listening on {address} for {}", task.id()), e))?;
     Ok((Arc::new(task), listener))
+}
+
+async fn launch(args: LaunchArgs) -> ExitCode {
+    let loaded = async {
+        let mut file = LaunchFile::read(&args.file)?;
+        if !args.args.is_empty() {
+            file.args = args.args.clone();
+        }
+        let config = RuntimeConfig {
+            cache_dir: RuntimeConfig::default_cache_dir(),
+            max_programs: file.cluster.tasks().len() as u32 + 2,
+            ..RuntimeConfig::default()
+        };
+        let module = file.module.clone();
+        let (runtime, worker) = tokio::task::spawn_blocking(move || {
+            let runtime = Runtime::new(config)?;
+            let worker = runtime.load_file(&module)?;
+            Ok::<_, Error>((runtime, worker))
+        })
+        .await
+        .map_err(|e| Error::internal(format!("loading panicked: {e}")))??;
+        Ok::<_, Error>((file, runtime, worker))
+    };
+    let (file, runtime, worker) = match loaded.await {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("weft: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = tokio::select! {
+        r = crate::launch::launch(&runtime, &worker, &file, args.free_ports) => r,
+        _ = shutdown_signal() => {
+            eprintln!("weft: interrupted; stopped every task");
+            return ExitCode::from(130);
+        }
+    };
+    match report {
+        Err(e) => {
+            eprintln!("weft: {e}");
+            ExitCode::from(2)
+        }
+        Ok(report) => {
+            for (task, status) in &report.tasks {
+                match status {
+                    Ok(ExitStatus::Success) => {}
+                    Ok(ExitStatus::Failed(m)) => eprintln!("weft: program on {task} failed: {m}"),
+                    Ok(ExitStatus::Trapped(m)) => eprintln!("weft: program on {task} trapped: {m}"),
+                    Err(e) => eprintln!("weft: program on {task} could not run: {e}"),
+                }
+            }
+            if report.success() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+    }
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {

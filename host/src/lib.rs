@@ -21,6 +21,8 @@ pub mod device;
 pub mod error;
 pub mod exec;
 pub mod graph;
+pub mod launch;
+pub mod local_cluster;
 pub mod rpc;
 pub mod runtime;
 pub mod server;

@@ -15,9 +15,12 @@
 //!
 //! [`TestHost`] is an in-process host: a real wasmtime runtime and real
 //! tasks (their devices and variables), no processes or network.
-//! [`TestHost::cluster`] gives a cluster of in-process tasks: ops placed on
-//! any of them run there, and programs can run on each, one at a time or
-//! concurrently ([`TestHost::run_all`]).
+//! [`TestHost::cluster`] gives a cluster of in-process tasks sharing one
+//! process's devices: ops placed on any of them run there directly.
+//! [`TestHost::grpc_cluster`] gives task servers that talk real gRPC on
+//! loopback ports, each with its own variables, that a test can stop and
+//! restart. Programs run on any task, one at a time or concurrently
+//! ([`TestHost::run_all`]).
 //!
 //! Its methods block, so call them from ordinary `#[test]` functions, not
 //! from inside an async runtime. Every run has a timeout (60 s unless changed).
@@ -34,6 +37,7 @@ use crate::cluster::{ClusterSpec, TaskId};
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::exec::LocalDevices;
+use crate::local_cluster::LocalCluster;
 use crate::runtime::{ExitStatus, Runtime, RuntimeConfig, Worker};
 use crate::task::Task;
 use crate::tensor::Tensor;
@@ -52,10 +56,25 @@ pub struct TestOutput {
 /// An in-process host serving one task, or a whole cluster of tasks.
 pub struct TestHost {
     runtime: Arc<Runtime>,
-    tasks: BTreeMap<TaskId, Arc<Task>>,
+    tasks: Tasks,
     default_task: TaskId,
     tokio: tokio::runtime::Runtime,
     timeout: Duration,
+}
+
+enum Tasks {
+    /// Tasks sharing this process's devices.
+    Shared(BTreeMap<TaskId, Arc<Task>>),
+    /// Task servers talking gRPC.
+    Grpc(tokio::sync::Mutex<LocalCluster>),
+}
+
+fn test_tokio() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the test host's tokio runtime", e))
 }
 
 /// One runtime per test process: engines are cheap to share and compiled
@@ -98,31 +117,69 @@ impl TestHost {
             .iter()
             .map(|id| Ok((id.clone(), Arc::new(Task::with_devices(cluster.clone(), id.clone(), devices.clone())?))))
             .collect::<Result<BTreeMap<_, _>>>()?;
-        let tokio = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("starting the test host's tokio runtime", e))?;
         Ok(TestHost {
             runtime: shared_runtime()?,
-            tasks,
+            tasks: Tasks::Shared(tasks),
             default_task: cluster.default_task(),
+            tokio: test_tokio()?,
+            timeout: Duration::from_secs(60),
+        })
+    }
+
+    /// Task servers for `jobs`, on free loopback ports, talking gRPC to each
+    /// other: variables live in the server of the task they are placed on.
+    pub fn grpc_cluster(jobs: &[(&str, u32)]) -> Result<Self> {
+        let tokio = test_tokio()?;
+        let cluster = tokio.block_on(LocalCluster::start_on_free_ports(jobs))?;
+        Ok(TestHost {
+            runtime: shared_runtime()?,
+            default_task: cluster.spec().default_task(),
+            tasks: Tasks::Grpc(tokio::sync::Mutex::new(cluster)),
             tokio,
             timeout: Duration::from_secs(60),
         })
     }
 
-    /// The tasks this host serves.
-    pub fn tasks(&self) -> Vec<TaskId> {
-        self.tasks.keys().cloned().collect()
+    /// The cluster spec of a [`TestHost::grpc_cluster`], with its real addresses.
+    pub fn spec(&self) -> Option<ClusterSpec> {
+        match &self.tasks {
+            Tasks::Grpc(c) => Some(self.tokio.block_on(c.lock()).spec().clone()),
+            Tasks::Shared(_) => None,
+        }
     }
 
-    fn task(&self, task: &str) -> Result<&Arc<Task>> {
+    /// Stops a task server of a [`TestHost::grpc_cluster`]: its variables are gone.
+    pub fn stop_task(&self, task: &str) -> Result<()> {
+        let id = self.task_id(task)?;
+        match &self.tasks {
+            Tasks::Grpc(c) => self.tokio.block_on(async { c.lock().await.stop(&id).await }),
+            Tasks::Shared(_) => Err(Error::invalid("only grpc_cluster tasks can be stopped")),
+        }
+    }
+
+    /// Starts a stopped (or running) task server again on its address.
+    pub fn restart_task(&self, task: &str) -> Result<()> {
+        let id = self.task_id(task)?;
+        match &self.tasks {
+            Tasks::Grpc(c) => self.tokio.block_on(async { c.lock().await.restart(&id).await }),
+            Tasks::Shared(_) => Err(Error::invalid("only grpc_cluster tasks can be restarted")),
+        }
+    }
+
+    fn task_id(&self, task: &str) -> Result<TaskId> {
         let spec = DeviceSpec::parse(task)?;
-        let id = TaskId::new(spec.job.unwrap_or_else(|| self.default_task.job.clone()), spec.task.unwrap_or(0));
-        self.tasks.get(&id).ok_or_else(|| {
-            let known: Vec<String> = self.tasks.keys().map(|t| t.to_string()).collect();
-            Error::not_found(format!("this test host has no task {id} (tasks: {})", known.join(", ")))
-        })
+        Ok(TaskId::new(spec.job.unwrap_or_else(|| self.default_task.job.clone()), spec.task.unwrap_or(0)))
+    }
+
+    fn task(&self, task: &str) -> Result<Arc<Task>> {
+        let id = self.task_id(task)?;
+        match &self.tasks {
+            Tasks::Shared(tasks) => tasks.get(&id).cloned().ok_or_else(|| {
+                let known: Vec<String> = tasks.keys().map(|t| t.to_string()).collect();
+                Error::not_found(format!("this test host has no task {id} (tasks: {})", known.join(", ")))
+            }),
+            Tasks::Grpc(c) => self.tokio.block_on(c.lock()).task(&id),
+        }
     }
 
     /// Sets the per-run timeout.
@@ -158,13 +215,13 @@ impl TestHost {
     /// Runs the component at `wasm` as a program of `task` (`/job:worker/task:1`).
     pub fn run_on(&self, task: &str, wasm: impl AsRef<Path>, args: &[&str]) -> Result<TestOutput> {
         let worker = self.load(wasm)?;
-        let task = self.task(task)?.clone();
+        let task = self.task(task)?;
         self.tokio.block_on(self.run_program(&worker, task, args))
     }
 
     /// Runs an already loaded worker on the first task.
     pub fn run_worker(&self, worker: &Worker, args: &[&str]) -> Result<TestOutput> {
-        let task = self.tasks[&self.default_task].clone();
+        let task = self.task(&self.default_task.to_string())?;
         self.tokio.block_on(self.run_program(worker, task, args))
     }
 
@@ -173,7 +230,7 @@ impl TestHost {
     pub fn run_all(&self, programs: &[(&str, &Path, &[&str])]) -> Result<Vec<TestOutput>> {
         let mut prepared = Vec::with_capacity(programs.len());
         for &(task, wasm, args) in programs {
-            prepared.push((self.load(wasm)?, self.task(task)?.clone(), args));
+            prepared.push((self.load(wasm)?, self.task(task)?, args));
         }
         self.tokio.block_on(async {
             let runs = prepared.iter().map(|(w, t, a)| self.run_program(w, t.clone(), a));
@@ -203,7 +260,7 @@ impl TestHost {
 
     /// The value of variable `name` on the first task, if it has one.
     pub fn variable(&self, name: &str) -> Option<Tensor> {
-        self.tasks[&self.default_task].device().variables().get(name)?.read().ok()
+        self.task(&self.default_task.to_string()).ok()?.device().variables().get(name)?.read().ok()
     }
 
     /// The value of variable `name` on `task`, if it has one.
@@ -213,7 +270,16 @@ impl TestHost {
 
     /// All initialized variables of the first task, sorted by name.
     pub fn variables(&self) -> Vec<(String, Tensor)> {
-        self.tasks[&self.default_task].device().variables().snapshot()
+        self.task(&self.default_task.to_string()).map(|t| t.device().variables().snapshot()).unwrap_or_default()
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        if let Tasks::Grpc(c) = &mut self.tasks {
+            let cluster = std::mem::replace(c.get_mut(), LocalCluster::empty());
+            self.tokio.block_on(cluster.shutdown());
+        }
     }
 }
 

@@ -71,6 +71,19 @@ impl ClusterSpec {
         &self.jobs
     }
 
+    /// Every task, job by job in name order, then by index.
+    pub fn tasks(&self) -> Vec<TaskId> {
+        self.jobs
+            .iter()
+            .flat_map(|(job, tasks)| (0..tasks.len() as u32).map(move |i| TaskId::new(job.clone(), i)))
+            .collect()
+    }
+
+    /// The address of a task of this cluster. Panics if there is no such task.
+    pub fn address(&self, task: &TaskId) -> &str {
+        &self.jobs[&task.job][task.index as usize]
+    }
+
     /// The first task in sorted order: where unconstrained ops go.
     pub fn default_task(&self) -> TaskId {
         let job = self.jobs.keys().next().expect("non-empty by construction");

@@ -71,6 +71,11 @@ impl ClusterConfig {
         }
     }
 
+    /// A spec from job names and addresses, with the same checks as a file.
+    pub fn from_jobs(jobs: BTreeMap<String, Vec<String>>) -> Result<ClusterSpec> {
+        validated(jobs)
+    }
+
     fn from_document(doc: Document) -> Result<Self> {
         let (jobs, task) = match doc {
             Document::Wrapped { cluster, task } => (cluster, task),

@@ -15,9 +15,9 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamKind {
     /// Standard output.
-    Stdout,
+    Stdout = 0,
     /// Standard error.
-    Stderr,
+    Stderr = 1,
 }
 
 /// A chunk of a program's output, as it was written.

@@ -1,0 +1,137 @@
+//! `weft launch FILE`: every task of a cluster on this machine, each running
+//! the same worker module (which acts by its task's job and index, as
+//! TF_CONFIG programs do), with output prefixed by task: `[ps:0] ...`.
+//!
+//! The launch file is TOML (or JSON with the same shape):
+//!
+//! ```toml
+//! [cluster]
+//! ps = ["127.0.0.1:3335"]
+//! worker = ["127.0.0.1:3333", "127.0.0.1:3334"]
+//!
+//! [program]
+//! module = "../../target/wasm32-wasip2/release/parameter_server.wasm"  # relative to this file
+//! args = ["1000"]
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use futures_util::future::join_all;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::cluster::{ClusterConfig, ClusterSpec, TaskId};
+use crate::error::{Error, Result};
+use crate::local_cluster::LocalCluster;
+use crate::runtime::{ExitStatus, OutputChunk, Runtime, StreamKind, Worker};
+
+/// A parsed launch file.
+#[derive(Clone, Debug)]
+pub struct LaunchFile {
+    /// The cluster.
+    pub cluster: ClusterSpec,
+    /// The module every task runs.
+    pub module: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Raw {
+    cluster: BTreeMap<String, Vec<String>>,
+    program: RawProgram,
+}
+
+#[derive(Deserialize)]
+struct RawProgram {
+    module: PathBuf,
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+impl LaunchFile {
+    /// Reads a launch file; `module` is resolved against the file's directory.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let bad = |e: String| Error::invalid(format!("{}: {e}", path.display()));
+        let raw: Raw = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?
+        } else {
+            toml::from_str(&text).map_err(|e| bad(e.to_string()))?
+        };
+        let cluster = ClusterConfig::from_jobs(raw.cluster).map_err(|e| bad(e.message()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Ok(LaunchFile { cluster, module: base.join(raw.program.module), args: raw.program.args })
+    }
+}
+
+/// How each task's program ended.
+#[derive(Debug)]
+pub struct LaunchReport {
+    /// Per task, in cluster order.
+    pub tasks: Vec<(TaskId, Result<ExitStatus>)>,
+}
+
+impl LaunchReport {
+    /// Whether every program succeeded.
+    pub fn success(&self) -> bool {
+        self.tasks.iter().all(|(_, r)| matches!(r, Ok(ExitStatus::Success)))
+    }
+}
+
+/// Starts the cluster (on its addresses, or on free loopback ports), runs
+/// `worker` on every task at once, prints output prefixed by task, and
+/// stops the cluster when every program has ended.
+pub async fn launch(runtime: &Runtime, worker: &Worker, file: &LaunchFile, free_ports: bool) -> Result<LaunchReport> {
+    let cluster = if free_ports {
+        let jobs: Vec<(&str, u32)> = file.cluster.jobs().iter().map(|(j, t)| (j.as_str(), t.len() as u32)).collect();
+        LocalCluster::start_on_free_ports(&jobs).await?
+    } else {
+        LocalCluster::start(file.cluster.clone()).await?
+    };
+    let ids = cluster.spec().tasks();
+    let mut runs = Vec::new();
+    let mut printers = Vec::new();
+    for id in &ids {
+        let task = cluster.task(id)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        printers.push(tokio::spawn(print_prefixed(format!("[{}:{}] ", id.job, id.index), rx)));
+        runs.push(runtime.run(worker, task, file.args.clone(), Some(tx)));
+    }
+    let results = join_all(runs).await;
+    for p in printers {
+        let _ = p.await;
+    }
+    cluster.shutdown().await;
+    Ok(LaunchReport { tasks: ids.into_iter().zip(results.into_iter().map(|r| r.map(|o| o.status))).collect() })
+}
+
+/// Prints each complete line of a program's output with `prefix`.
+async fn print_prefixed(prefix: String, mut rx: mpsc::UnboundedReceiver<OutputChunk>) {
+    let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    let emit = |stream: StreamKind, line: &[u8]| {
+        let mut text = prefix.clone().into_bytes();
+        text.extend_from_slice(line);
+        let _ = match stream {
+            StreamKind::Stdout => std::io::stdout().lock().write_all(&text),
+            StreamKind::Stderr => std::io::stderr().lock().write_all(&text),
+        };
+    };
+    while let Some(chunk) = rx.recv().await {
+        let buf = &mut pending[chunk.stream as usize];
+        buf.extend_from_slice(&chunk.bytes);
+        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            emit(chunk.stream, &line);
+        }
+    }
+    for (i, stream) in [StreamKind::Stdout, StreamKind::Stderr].into_iter().enumerate() {
+        if !pending[i].is_empty() {
+            let mut line = std::mem::take(&mut pending[i]);
+            line.push(b'\n');
+            emit(stream, &line);
+        }
+    }
+}
