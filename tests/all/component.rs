@@ -26,14 +26,14 @@ fn node_names_follow_tensorflow() {
 }
 
 /// S3 on one task: a traced read runs `_SOURCE`, `var`; a traced
-/// `assign_add` runs `_SOURCE`, `var`, `AssignAdd_1/value`, `AssignAdd_1`,
+/// `assign_add` runs `_SOURCE`, `AssignAdd_1/value`, `var`, `AssignAdd_1` (the seed's order),
 /// all on the task's device with its full TensorFlow name.
 #[test]
 fn traces_name_devices_and_nodes() {
     let (_, out) = tour("trace");
     let dev = "/job:localhost/replica:0/task:0/device:CPU:0";
     let expected =
-        format!("{dev}\n   _SOURCE\n   var\n{dev}\n   _SOURCE\n   var\n   AssignAdd_1/value\n   AssignAdd_1\n");
+        format!("{dev}\n   _SOURCE\n   var\n{dev}\n   _SOURCE\n   AssignAdd_1/value\n   var\n   AssignAdd_1\n");
     assert_eq!(out.stdout, expected);
 }
 

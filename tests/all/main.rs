@@ -3,8 +3,10 @@
 //! - `component`: real guest components on the in-process test host.
 //! - `bad_input`: every kind of bad program, and that the host carries on.
 //! - `cli`: the `weft` binary as a user runs it, as a child process.
+//! - `scenarios`: the seed's S2-S9 on in-process clusters talking gRPC.
 
 mod bad_input;
 mod cli;
 mod component;
 mod process;
+mod scenarios;

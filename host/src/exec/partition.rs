@@ -17,7 +17,7 @@ use crate::tensor::Tensor;
 /// The nodes of one partition and its boundary.
 #[derive(Clone, Debug)]
 pub struct PartitionDef {
-    /// Nodes in id order (a node's inputs come before it).
+    /// Nodes in a topological order (a node's inputs come before it).
     pub nodes: Vec<Node>,
     /// Outputs whose values come from outside (feeds, other partitions).
     pub inputs: Vec<Output>,

@@ -196,12 +196,18 @@ impl Plan {
         for ((s, loc), mut ids) in group_nodes {
             ids.sort_unstable();
             ids.dedup();
+            let members: HashSet<NodeId> = ids.iter().copied().collect();
+            // Constants go first, as in TensorFlow's traces (`AssignAdd_1/value`
+            // before `var`); they have no inputs, so the order stays topological.
+            ids.sort_by_key(|&id| {
+                let n = &graph.nodes()[id as usize];
+                (!(n.op == OpType::Const && n.control_inputs.is_empty()), id)
+            });
             let key = (s, loc.clone());
             let mut inputs = group_inputs.remove(&key).unwrap_or_default();
             inputs.sort_unstable();
             inputs.dedup();
-            let mut outputs: Vec<Output> =
-                exported.iter().copied().filter(|o| ids.binary_search(&o.node).is_ok()).collect();
+            let mut outputs: Vec<Output> = exported.iter().copied().filter(|o| members.contains(&o.node)).collect();
             outputs.sort_unstable();
             let def = PartitionDef {
                 nodes: ids.iter().map(|&id| graph.nodes()[id as usize].clone()).collect(),

@@ -123,7 +123,7 @@ fn trace_lists_source_then_nodes_on_the_device() {
     assert_eq!(stats.len(), 1);
     assert_eq!(stats[0].device, "/job:localhost/replica:0/task:0/device:CPU:0");
     let names: Vec<&str> = stats[0].nodes.iter().map(|n| n.node_name.as_str()).collect();
-    assert_eq!(names, ["_SOURCE", "var", "AssignAdd_1/value", "AssignAdd_1"]);
+    assert_eq!(names, ["_SOURCE", "AssignAdd_1/value", "var", "AssignAdd_1"]);
 }
 
 #[test]

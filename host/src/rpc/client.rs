@@ -172,7 +172,13 @@ impl Peer {
                         def: Some(partition_to_pb(&part.def)),
                     };
                     match client.register_partition(req).await {
-                        Ok(_) => {
+                        Ok(resp) => {
+                            let incarnation = resp.into_inner().incarnation;
+                            if st.incarnation != Some(incarnation) {
+                                // The channel reconnected to a new start of the
+                                // task: its other registrations are gone.
+                                self.restarted(&mut st, &mut client).await?;
+                            }
                             st.registered.insert(part.id);
                         }
                         Err(s) => return Err(self.failed(&mut st, &s)),
@@ -201,6 +207,16 @@ impl Peer {
             }
         }
         Err(Error::internal(format!("partition {} of {} could not be registered", part.id, self.task)))
+    }
+
+    /// Learns the task's new incarnation and start time after a restart.
+    async fn restarted(&self, st: &mut PeerState, client: &mut Client) -> Result<()> {
+        let status = client.get_status(pb::GetStatusRequest {}).await.map_err(|s| self.failed(st, &s))?.into_inner();
+        tracing::warn!("{} at {} restarted; registering its partitions again", self.task, self.address);
+        st.incarnation = Some(status.incarnation);
+        st.restarted_micros = Some(status.started_unix_micros);
+        st.registered.clear();
+        Ok(())
     }
 
     /// The error for a failed call; transport failures drop the channel.

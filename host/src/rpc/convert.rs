@@ -146,13 +146,18 @@ pub fn partition_to_pb(def: &PartitionDef) -> pb::PartitionDef {
     }
 }
 
-/// A partition from a master. Node ids must increase (inputs first).
+/// A partition from a master. Every node's inputs from inside the
+/// partition must come before it.
 pub fn partition_from_pb(def: &pb::PartitionDef) -> Result<PartitionDef> {
-    let mut nodes = Vec::with_capacity(def.nodes.len());
+    let mut nodes: Vec<Node> = Vec::with_capacity(def.nodes.len());
+    let members: std::collections::HashSet<u32> = def.nodes.iter().map(|n| n.id).collect();
+    let mut seen = std::collections::HashSet::new();
     for n in &def.nodes {
-        if nodes.last().is_some_and(|prev: &Node| prev.id >= n.id) {
-            return Err(Error::invalid("partition nodes must be in increasing id order"));
+        let early = n.inputs.iter().map(|o| o.node).chain(n.control_inputs.iter().copied());
+        if let Some(dep) = early.filter(|d| members.contains(d)).find(|d| !seen.contains(d)) {
+            return Err(Error::invalid(format!("partition node {} ('{}') comes before its input {dep}", n.id, n.name)));
         }
+        seen.insert(n.id);
         let mut attrs = Attrs::default();
         for (k, v) in &n.attrs {
             attrs.set(k, attr_from_pb(v)?);
