@@ -82,3 +82,84 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// `n` loopback ports that were free a moment ago (bound, then released).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+/// Which stream a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Out,
+    Err,
+}
+
+/// A running `weft` process whose output is read line by line as it comes.
+pub struct Spawned {
+    pub child: KillOnDrop,
+    lines: std::sync::mpsc::Receiver<(Stream, String)>,
+    pub seen: Vec<(Stream, String)>,
+}
+
+impl Spawned {
+    pub fn start(mut cmd: Command) -> Self {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("weft starts");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for (stream, pipe) in [(Stream::Out, Box::new(out) as Box<dyn Read + Send>), (Stream::Err, Box::new(err))] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send((stream, line)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Spawned { child: KillOnDrop(child), lines: rx, seen: Vec::new() }
+    }
+
+    /// Reads lines until one on `stream` contains `needle`; panics after `limit`.
+    pub fn expect(&mut self, stream: Stream, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((s, line)) => {
+                    self.seen.push((s, line.clone()));
+                    if s == stream && line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no {stream:?} line with {needle:?} within {limit:?}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Waits for the process to exit; panics (killing it) after `limit`.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.0.try_wait().expect("wait works") {
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.seen.push(line);
+                }
+                return status;
+            }
+            assert!(start.elapsed() < limit, "process did not exit within {limit:?}; saw {:#?}", self.seen);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// All lines seen so far on `stream`.
+    pub fn lines(&self, stream: Stream) -> Vec<&str> {
+        self.seen.iter().filter(|(s, _)| *s == stream).map(|(_, l)| l.as_str()).collect()
+    }
+}

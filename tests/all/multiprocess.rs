@@ -1,0 +1,118 @@
+//! S6, S7 and S9 with real `weft` processes, as a user runs them: hosts
+//! that start late, hosts killed and restarted on the same port, and
+//! `weft launch` of the parameter-server example.
+
+use std::time::Duration;
+
+use weft_tests::example;
+
+use crate::process::{Spawned, Stream, TempDir, free_ports, weft};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A `{"local": [...]}` cluster file on free ports.
+fn local_cluster(dir: &TempDir, tasks: usize) -> (String, Vec<u16>) {
+    let ports = free_ports(tasks);
+    let addresses: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let path = dir.0.join("cluster.json");
+    std::fs::write(&path, format!("{{\"local\": [{}]}}", addresses.join(", "))).unwrap();
+    (path.to_str().unwrap().to_string(), ports)
+}
+
+fn run_task(dir: &TempDir, cluster: &str, task: &str, extra: &[&str], module: &str, args: &[&str]) -> Spawned {
+    let mut argv = vec!["run", "--cluster", cluster, "--job", "local", "--task", task];
+    argv.extend_from_slice(extra);
+    argv.push(module);
+    if !args.is_empty() {
+        argv.push("--");
+        argv.extend_from_slice(args);
+    }
+    Spawned::start(weft(&argv, &dir.0))
+}
+
+/// S6: task 0's run waits for task 1, saying so, and succeeds once task 1's
+/// host is up.
+#[test]
+fn s6_run_waits_for_a_late_task() {
+    let dir = TempDir::new("s6");
+    let (cluster, ports) = local_cluster(&dir, 2);
+    let wasm = example("wait-for-cluster");
+    let module = wasm.to_str().unwrap();
+    let mut task0 = run_task(&dir, &cluster, "0", &[], module, &[]);
+    task0.expect(Stream::Out, "server 1: running no-op...", LIMIT);
+    let waiting = task0.expect(Stream::Err, "waiting for /job:local/task:1", LIMIT);
+    assert!(waiting.contains(&format!("127.0.0.1:{}", ports[1])), "{waiting}");
+    assert!(!task0.lines(Stream::Out).contains(&"server 1: no-op run!"));
+
+    let mut task1 = run_task(&dir, &cluster, "1", &["--keep-serving"], module, &[]);
+    task1.expect(Stream::Out, "server 2: connected!", LIMIT);
+    task0.expect(Stream::Out, "server 1: no-op run!", LIMIT);
+    assert!(task0.wait(LIMIT).success(), "{:#?}", task0.seen);
+}
+
+/// S6 with a session timeout: `deadline-exceeded`, naming the missing task.
+#[test]
+fn s6_timeout_names_the_missing_task() {
+    let dir = TempDir::new("s6t");
+    let (cluster, _) = local_cluster(&dir, 2);
+    let wasm = example("wait-for-cluster");
+    let mut task0 = run_task(&dir, &cluster, "0", &[], wasm.to_str().unwrap(), &["300"]);
+    let status = task0.wait(LIMIT);
+    assert_eq!(status.code(), Some(1), "{:#?}", task0.seen);
+    let err = task0.lines(Stream::Err).join("\n");
+    assert!(err.contains("deadline-exceeded") && err.contains("/job:local/task:1"), "{err}");
+}
+
+/// S7: kill task 1's host process: runs placed there fail fast with
+/// `unavailable` naming it while runs on task 0 go on; restart it on the
+/// same port and the same session works again.
+#[test]
+fn s7_killed_host_fails_fast_and_comes_back() {
+    let dir = TempDir::new("s7");
+    let (cluster, _) = local_cluster(&dir, 2);
+    let serve_task1 = || {
+        let mut s = Spawned::start(weft(&["serve", "--cluster", &cluster, "--job", "local", "--task", "1"], &dir.0));
+        s.expect(Stream::Err, "serving /job:local/task:1", LIMIT);
+        s
+    };
+    let mut task1 = serve_task1();
+    let wasm = example("server-leaves");
+    let mut task0 = run_task(&dir, &cluster, "0", &[], wasm.to_str().unwrap(), &["100000", "50"]);
+    task0.expect(Stream::Out, "success!", LIMIT);
+
+    task1.child.0.kill().unwrap();
+    task1.wait(LIMIT);
+    let failure = task0.expect(Stream::Out, "unavailable", LIMIT);
+    assert!(failure.contains("/job:local/task:1"), "{failure}");
+
+    let _task1 = serve_task1();
+    task0.expect(Stream::Out, "success!", LIMIT);
+    assert!(task0.child.0.try_wait().unwrap().is_none(), "task 0's program is still running its loop");
+}
+
+/// S9 with one command: `weft launch` prints every task's story with its
+/// prefix, and the final value is exactly 10.0.
+#[test]
+fn s9_launch_parameter_server() {
+    let dir = TempDir::new("s9");
+    let wasm = example("parameter-server");
+    let file = dir.0.join("launch.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[cluster]\nworker = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\nps = [\"127.0.0.1:3\"]\n\n[program]\nmodule = {:?}\nargs = [\"50\"]\n",
+            wasm.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut launch = Spawned::start(weft(&["launch", "--free-ports", file.to_str().unwrap()], &dir.0));
+    let status = launch.wait(LIMIT);
+    assert!(status.success(), "{:#?}", launch.seen);
+    let out = launch.lines(Stream::Out);
+    assert!(
+        out.iter().all(|l| l.starts_with("[ps:0] ") || l.starts_with("[worker:0] ") || l.starts_with("[worker:1] ")),
+        "{out:#?}"
+    );
+    assert!(out.contains(&"[ps:0] Parameter server: final value of var: 10.0"), "{out:#?}");
+    assert_eq!(out.iter().filter(|l| l.starts_with("[worker:1] Worker 1: incrementing var")).count(), 5);
+}
