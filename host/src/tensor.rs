@@ -237,10 +237,10 @@ impl Tensor {
             }
         }
         Ok(match dtype {
-            DType::F32 => Tensor::F32(shaped(shape, decode(data, f32::from_le_bytes))?),
-            DType::F64 => Tensor::F64(shaped(shape, decode(data, f64::from_le_bytes))?),
-            DType::I32 => Tensor::I32(shaped(shape, decode(data, i32::from_le_bytes))?),
-            DType::I64 => Tensor::I64(shaped(shape, decode(data, i64::from_le_bytes))?),
+            DType::F32 => Tensor::F32(shaped(shape, decode::<f32>(data))?),
+            DType::F64 => Tensor::F64(shaped(shape, decode::<f64>(data))?),
+            DType::I32 => Tensor::I32(shaped(shape, decode::<i32>(data))?),
+            DType::I64 => Tensor::I64(shaped(shape, decode::<i64>(data))?),
             DType::Bool => Tensor::Bool(shaped(shape, data.iter().map(|&b| b != 0).collect())?),
             DType::String => Tensor::String(shaped(shape, decode_strings(data, count)?)?),
         })
@@ -248,18 +248,11 @@ impl Tensor {
 
     /// Encodes the elements in row-major little-endian order.
     pub fn to_le_bytes(&self) -> Vec<u8> {
-        fn encode<T: Copy, const N: usize>(a: &ArcArray<T, IxDyn>, f: fn(T) -> [u8; N]) -> Vec<u8> {
-            let mut out = Vec::with_capacity(a.len() * N);
-            for &x in a.iter() {
-                out.extend_from_slice(&f(x));
-            }
-            out
-        }
         match self {
-            Tensor::F32(a) => encode(a, f32::to_le_bytes),
-            Tensor::F64(a) => encode(a, f64::to_le_bytes),
-            Tensor::I32(a) => encode(a, i32::to_le_bytes),
-            Tensor::I64(a) => encode(a, i64::to_le_bytes),
+            Tensor::F32(a) => pod_bytes(a),
+            Tensor::F64(a) => pod_bytes(a),
+            Tensor::I32(a) => pod_bytes(a),
+            Tensor::I64(a) => pod_bytes(a),
             Tensor::Bool(a) => a.iter().map(|&b| b as u8).collect(),
             Tensor::String(a) => {
                 let mut out = Vec::new();
@@ -273,6 +266,16 @@ impl Tensor {
     }
 }
 
+/// The bytes of a numeric array: one copy when it is contiguous in
+/// row-major order (the usual case), element by element otherwise.
+fn pod_bytes<T: bytemuck::Pod>(a: &ArcArray<T, IxDyn>) -> Vec<u8> {
+    const { assert!(cfg!(target_endian = "little"), "weft's wire format is little-endian") };
+    match a.as_slice() {
+        Some(slice) => bytemuck::cast_slice(slice).to_vec(),
+        None => a.iter().flat_map(|x| bytemuck::bytes_of(x).to_vec()).collect(),
+    }
+}
+
 fn shaped<T: Clone>(shape: &[usize], values: Vec<T>) -> Result<ArcArray<T, IxDyn>> {
     let n = values.len();
     ArrayD::from_shape_vec(IxDyn(shape), values)
@@ -280,8 +283,10 @@ fn shaped<T: Clone>(shape: &[usize], values: Vec<T>) -> Result<ArcArray<T, IxDyn
         .map_err(|_| Error::invalid(format!("{n} values do not fill shape {shape:?}")))
 }
 
-fn decode<T, const N: usize>(data: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
-    data.chunks_exact(N).map(|c| f(c.try_into().expect("chunk has N bytes"))).collect()
+/// Elements from little-endian bytes (any alignment), at memcpy speed.
+fn decode<T: bytemuck::Pod>(data: &[u8]) -> Vec<T> {
+    const { assert!(cfg!(target_endian = "little"), "weft's wire format is little-endian") };
+    bytemuck::pod_collect_to_vec(data)
 }
 
 fn decode_strings(mut data: &[u8], count: usize) -> Result<Vec<Vec<u8>>> {
@@ -319,6 +324,15 @@ mod tests {
             let back = Tensor::from_le_bytes(t.dtype(), t.shape(), &bytes).unwrap();
             assert_eq!(back, t);
         }
+    }
+
+    #[test]
+    fn non_contiguous_tensors_encode_in_row_major_order() {
+        let t = Tensor::from_f32(&[2, 3], vec![1., 2., 3., 4., 5., 6.]).unwrap();
+        let Tensor::F32(a) = t else { unreachable!() };
+        let transposed = Tensor::F32(a.reversed_axes());
+        let back = Tensor::from_le_bytes(DType::F32, &[3, 2], &transposed.to_le_bytes()).unwrap();
+        assert_eq!(back.as_f32_vec().unwrap(), vec![1., 4., 2., 5., 3., 6.]);
     }
 
     #[test]

@@ -116,3 +116,56 @@ fn s9_launch_parameter_server() {
     assert!(out.contains(&"[ps:0] Parameter server: final value of var: 10.0"), "{out:#?}");
     assert_eq!(out.iter().filter(|l| l.starts_with("[worker:1] Worker 1: incrementing var")).count(), 5);
 }
+
+/// A task server serves gRPC health and stops cleanly on SIGTERM.
+#[test]
+fn serve_answers_health_checks_and_stops_on_sigterm() {
+    let dir = TempDir::new("term");
+    let (cluster, ports) = local_cluster(&dir, 1);
+    let mut server = Spawned::start(weft(&["serve", "--cluster", &cluster, "--job", "local", "--task", "0"], &dir.0));
+    server.expect(Stream::Err, "serving /job:local/task:0", LIMIT);
+
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let status = tokio.block_on(async {
+        let check = async {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", ports[0]))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            let req = tonic_health::pb::HealthCheckRequest { service: "weft.v1.TaskService".into() };
+            health.check(req).await.unwrap().into_inner().status
+        };
+        tokio::time::timeout(LIMIT, check).await.expect("health check answers")
+    });
+    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    let pid = server.child.0.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let exit = server.wait(LIMIT);
+    assert!(exit.success(), "{:#?}", server.seen);
+    assert!(server.lines(Stream::Err).contains(&"weft: /job:local/task:0 stopped"), "{:#?}", server.seen);
+}
+
+/// Bad cluster specs and task choices exit 2 naming the problem.
+#[test]
+fn bad_cluster_specs_are_named() {
+    let dir = TempDir::new("spec");
+    let dup = dir.0.join("dup.json");
+    std::fs::write(&dup, r#"{"a": ["127.0.0.1:5"], "b": ["127.0.0.1:5"]}"#).unwrap();
+    let (cluster, _) = local_cluster(&dir, 2);
+    for (args, needle) in [
+        (
+            vec!["serve", "--cluster", dup.to_str().unwrap(), "--job", "a"],
+            "used by both /job:a/task:0 and /job:b/task:0",
+        ),
+        (vec!["serve", "--cluster", &cluster, "--job", "local", "--task", "2"], "has 2 task(s), so there is no task 2"),
+        (vec!["serve", "--cluster", &cluster, "--job", "ps"], "no job 'ps' (jobs: local)"),
+        (vec!["serve", "--cluster", &cluster], "pass --job (one of: local)"),
+    ] {
+        let out = crate::process::run(weft(&args, &dir.0), LIMIT);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(needle), "{args:?}: {}", out.stderr);
+    }
+}

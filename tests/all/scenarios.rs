@@ -191,3 +191,14 @@ fn restarted_task_reports_uninitialized_variable() {
     assert!(message.starts_with("failed-precondition: variable 'var' on /job:local/replica:0/task:1"), "{message}");
     assert!(message.contains("uninitialized") && message.contains("task /job:local/task:1 restarted at"), "{message}");
 }
+
+/// The session option for TensorFlow 2's rule: unconstrained ops (and so
+/// unplaced variables) go to the session's own task.
+#[test]
+fn place_on_own_task_keeps_unplaced_variables_local() {
+    let host = TestHost::grpc_cluster(&[("local", 2)]).unwrap();
+    let out = host.run_on("/job:local/task:1", fixture("api-tour"), &["own-task"]).unwrap();
+    assert_eq!(ok(&out), "var = 7.0 on /job:local/replica:0/task:1/device:CPU:0\n");
+    assert_eq!(f32_var(&host, "/job:local/task:1", "var"), vec![7.0]);
+    assert_eq!(host.variable_on("/job:local/task:0", "var").unwrap(), None);
+}

@@ -267,18 +267,20 @@ fn matmul(node: &Node, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 fn reduce_typed<T: Elem>(node: &Node, a: &Arr<T>) -> Result<ArrayD<T>> {
     let axes = reduction_axes(node.attrs.ints(&node.name, "axis")?, a.ndim()).map_err(|e| node_err(node, e))?;
     let keep = node.attrs.bool(&node.name, "keep_dims")?.unwrap_or(false);
+    let count: usize = axes.iter().map(|&ax| a.shape()[ax]).product();
+    let mean = |x: T| if node.op == OpType::Mean && count > 0 { x.div(T::from_count(count)) } else { x };
+    if axes.len() == a.ndim() {
+        // A full reduction: one pass over the elements.
+        let total = mean(a.iter().fold(T::ZERO, |acc, &x| acc.add(x)));
+        let shape = if keep { vec![1; a.ndim()] } else { Vec::new() };
+        return Ok(ArrayD::from_elem(IxDyn(&shape), total));
+    }
     let mut out = a.to_owned();
-    let mut count = 1usize;
     for &ax in axes.iter().rev() {
-        count *= out.shape()[ax];
-        let summed = out.fold_axis(Axis(ax), T::ZERO, |acc, &x| acc.add(x));
+        let summed = out.map_axis(Axis(ax), |lane| lane.fold(T::ZERO, |acc, &x| acc.add(x)));
         out = if keep { summed.insert_axis(Axis(ax)) } else { summed };
     }
-    if node.op == OpType::Mean && count > 0 {
-        let n = T::from_count(count);
-        out.mapv_inplace(|x| x.div(n));
-    }
-    Ok(out)
+    Ok(out.mapv(mean))
 }
 
 fn reduce(node: &Node, x: &Tensor) -> Result<Tensor> {

@@ -1,0 +1,119 @@
+//! Cluster benchmarks: `cargo bench -p weft-host --bench cluster`.
+//!
+//! Task 0 is a separate `weft serve` process; the guests run in this
+//! process as programs of tasks 1 and 2, reaching task 0 over gRPC on
+//! loopback. Reports medians:
+//! - cross-task `assign_add` per run, from inside a guest;
+//! - a 64 MiB f32 variable on task 0 fetched into a guest (GB/s);
+//! - `reduce_sum` on task 1 of that variable (GB/s moved between processes);
+//! - two worker programs hammering `assign_add` on one variable (total ops/s,
+//!   final value checked).
+//!
+//! Figures: docs/BENCHMARKS.md.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use weft_host::cluster::{ClusterSpec, TaskId};
+use weft_host::rpc::GrpcRemote;
+use weft_host::runtime::{Runtime, RuntimeConfig, Worker};
+use weft_host::task::Task;
+use weft_host::testing::build_component;
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+fn values(stdout: &str, key: &str) -> Vec<f64> {
+    stdout.lines().filter_map(|l| l.strip_prefix(key)).map(|v| v.trim().parse().expect("a number")).collect()
+}
+
+async fn run(runtime: &Runtime, worker: &Worker, task: &Arc<Task>, args: &[&str]) -> anyhow::Result<String> {
+    let args = args.iter().map(|s| s.to_string()).collect();
+    let out = runtime.run(worker, task.clone(), args, None).await?;
+    anyhow::ensure!(out.status.success(), "bench guest failed: {:?}", out.status);
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let wasm = build_component(root.join("tests/fixtures/bench-cluster"))?;
+    let ports: Vec<u16> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").map(|l| l.local_addr().unwrap().port()))
+        .collect::<Result<_, _>>()?;
+    let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let dir = std::env::temp_dir().join(format!("weft-bench-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let spec_path = dir.join("cluster.json");
+    std::fs::write(&spec_path, serde_json::json!({ "local": addresses }).to_string())?;
+
+    let mut server = Kill(
+        Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["serve", "--cluster", spec_path.to_str().unwrap(), "--job", "local", "--task", "0"])
+            .stderr(Stdio::piped())
+            .spawn()?,
+    );
+    let mut lines = BufReader::new(server.0.stderr.take().unwrap()).lines();
+    anyhow::ensure!(lines.next().transpose()?.is_some_and(|l| l.contains("serving")), "task 0 did not start");
+
+    let spec = ClusterSpec::new(std::collections::BTreeMap::from([("local".to_string(), addresses.clone())]))?;
+    let task = |i: u32| -> anyhow::Result<Arc<Task>> {
+        let t = Task::new(spec.clone(), TaskId::new("local", i))?.with_remote(Arc::new(GrpcRemote::new(spec.clone())));
+        Ok(Arc::new(t))
+    };
+    let (task1, task2) = (task(1)?, task(2)?);
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let worker = runtime.load_file(&wasm)?;
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+
+    println!("| measurement | median | samples |");
+    println!("|---|---|---|");
+    tokio.block_on(async {
+        let (rounds, iters) = (15, 500);
+        let out = run(&runtime, &worker, &task1, &["assign-add", &rounds.to_string(), &iters.to_string()]).await?;
+        anyhow::ensure!(out.contains(&format!("final {}.0", rounds * iters + 1)), "lost updates: {out}");
+        println!(
+            "| cross-task `assign_add` (guest on task 1, `var` on task 0 in another process) | {:.1} µs | {rounds} rounds x {iters} runs |",
+            median(values(&out, "us_per_run "))
+        );
+
+        let mib = 64.0;
+        let bytes = mib * 1024.0 * 1024.0;
+        let out = run(&runtime, &worker, &task1, &["fetch", "64", "7"]).await?;
+        let secs = median(values(&out, "seconds "));
+        println!("| fetch a 64 MiB f32 variable from task 0 into a guest on task 1 | {:.2} GB/s ({:.1} ms) | 7 |", bytes / secs / 1e9, secs * 1e3);
+        let out = run(&runtime, &worker, &task1, &["reduce", "64", "7"]).await?;
+        let secs = median(values(&out, "seconds "));
+        println!("| `reduce_sum` on task 1 of the 64 MiB variable on task 0 | {:.2} GB/s ({:.1} ms) | 7 |", bytes / secs / 1e9, secs * 1e3);
+
+        let n = 3000;
+        let mut rates = Vec::new();
+        for _ in 0..5 {
+            run(&runtime, &worker, &task1, &["hammer-init"]).await?;
+            let ns = n.to_string();
+            let args = ["hammer", ns.as_str()];
+            let (a, b) = tokio::join!(run(&runtime, &worker, &task1, &args), run(&runtime, &worker, &task2, &args));
+            let slowest = values(&a?, "seconds ")[0].max(values(&b?, "seconds ")[0]);
+            let read = run(&runtime, &worker, &task1, &["hammer-read"]).await?;
+            anyhow::ensure!(read.contains(&format!("final {}.0", 2 * n)), "lost increments: {read}");
+            rates.push(2.0 * n as f64 / slowest);
+        }
+        println!("| two worker programs hammering `assign_add` on one task-0 variable (final value exact) | {:.0} ops/s total | 5 x 2 x {n} |", median(rates));
+        Ok(())
+    })?;
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
