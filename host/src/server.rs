@@ -33,6 +33,7 @@ pub async fn serve(listener: TcpListener, task: Arc<Task>, shutdown: impl Future
     let server = Server::builder()
         .initial_stream_window_size(16 << 20)
         .initial_connection_window_size(32 << 20)
+        .max_frame_size(1 << 20)
         .add_service(health_service)
         .add_service(service)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {

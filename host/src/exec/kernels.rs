@@ -284,6 +284,17 @@ fn reduce_typed<T: Elem>(node: &Node, a: &Arr<T>) -> Result<ArrayD<T>> {
 }
 
 fn reduce(node: &Node, x: &Tensor) -> Result<Tensor> {
+    // Full float sums: ndarray's unrolled `sum` vectorises; the generic fold
+    // cannot reorder float additions.
+    let all = node.attrs.ints(&node.name, "axis")?.is_none();
+    let keep = node.attrs.bool(&node.name, "keep_dims")?.unwrap_or(false);
+    if all && !keep && node.op == OpType::Sum {
+        match x {
+            Tensor::F32(a) => return Ok(Tensor::F32(ArrayD::from_elem(IxDyn(&[]), a.sum()).into_shared())),
+            Tensor::F64(a) => return Ok(Tensor::F64(ArrayD::from_elem(IxDyn(&[]), a.sum()).into_shared())),
+            _ => {}
+        }
+    }
     match x {
         Tensor::F32(a) => Ok(Tensor::F32(reduce_typed(node, a)?.into_shared())),
         Tensor::F64(a) => Ok(Tensor::F64(reduce_typed(node, a)?.into_shared())),

@@ -116,7 +116,9 @@ impl Peer {
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .initial_stream_window_size(16 << 20)
-            .initial_connection_window_size(32 << 20);
+            .initial_connection_window_size(32 << 20)
+            .max_frame_size(1 << 20)
+            .buffer_size(1024);
         let started = Instant::now();
         let mut last_log: Option<Instant> = None;
         loop {
@@ -189,9 +191,17 @@ impl Peer {
             let req = pb::RunPartitionRequest { master, partition_id: part.id, inputs: inputs.clone(), trace };
             match client.run_partition(req).await {
                 Ok(resp) => {
-                    let resp = resp.into_inner();
-                    let outputs = resp.outputs.iter().map(tensor_from_pb).collect::<Result<Vec<_>>>()?;
-                    return Ok(PartitionResult { outputs, stats: stats_from_pb(resp.stats) });
+                    let result = self.receive(&mut resp.into_inner()).await?;
+                    if result.outputs.len() != part.def.outputs.len() {
+                        return Err(Error::internal(format!(
+                            "{} returned {} outputs for partition {}, expected {}",
+                            self.task,
+                            result.outputs.len(),
+                            part.id,
+                            part.def.outputs.len()
+                        )));
+                    }
+                    return Ok(result);
                 }
                 // The task restarted (or dropped the registration): learn its
                 // new incarnation, register again and retry once.
@@ -207,6 +217,45 @@ impl Peer {
             }
         }
         Err(Error::internal(format!("partition {} of {} could not be registered", part.id, self.task)))
+    }
+
+    /// Reassembles streamed outputs: each a meta, then its bytes.
+    async fn receive(&self, stream: &mut tonic::Streaming<pb::RunPartitionChunk>) -> Result<PartitionResult> {
+        let mut outputs = Vec::new();
+        let mut current: Option<(pb::TensorMeta, Vec<u8>)> = None;
+        let mut stats = Vec::new();
+        let broken = |why: &str| Error::unavailable(format!("output stream from {} broke off: {why}", self.task));
+        loop {
+            let chunk = match stream.message().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(s) => return Err(self.unavailable(s.message())),
+            };
+            if let Some(meta) = chunk.meta {
+                if current.is_some() {
+                    return Err(broken("an output ended early"));
+                }
+                let len = usize::try_from(meta.byte_length).map_err(|_| broken("output too large"))?;
+                current = Some((meta, Vec::with_capacity(len)));
+            }
+            if let Some((meta, buf)) = current.as_mut() {
+                buf.extend_from_slice(&chunk.data);
+                if buf.len() as u64 >= meta.byte_length {
+                    let (meta, buf) = current.take().expect("current output");
+                    let tensor = pb::Tensor { dtype: meta.dtype, shape: meta.shape, data: buf.into() };
+                    outputs.push(tensor_from_pb(&tensor)?);
+                }
+            } else if !chunk.data.is_empty() {
+                return Err(broken("bytes without an output"));
+            }
+            if !chunk.stats.is_empty() {
+                stats = stats_from_pb(chunk.stats);
+            }
+        }
+        if current.is_some() {
+            return Err(broken("the last output is incomplete"));
+        }
+        Ok(PartitionResult { outputs, stats })
     }
 
     /// Learns the task's new incarnation and start time after a restart.

@@ -44,7 +44,7 @@ pub fn error_from_status(s: &tonic::Status) -> Error {
     Error::status(code, s.message().to_string())
 }
 
-fn dtype_to_pb(d: DType) -> i32 {
+pub fn dtype_to_pb(d: DType) -> i32 {
     (match d {
         DType::F32 => pb::DType::DtypeF32,
         DType::F64 => pb::DType::DtypeF64,

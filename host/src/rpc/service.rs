@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rand::rngs::StdRng;
 use tonic::{Request, Response, Status};
 
-use super::convert::{partition_from_pb, stats_to_pb, status_from_error, tensor_from_pb, tensor_to_pb};
+use super::convert::{dtype_to_pb, partition_from_pb, stats_to_pb, status_from_error, tensor_from_pb};
 use super::pb;
 use crate::error::Error;
 use crate::exec::{PartitionDef, Trace, run_partition};
@@ -55,8 +55,44 @@ impl TaskService {
     }
 }
 
+/// Largest chunk of tensor bytes in one message.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// The chunks that carry `outputs` and then `stats`.
+fn chunks(outputs: Vec<Tensor>, stats: Vec<pb::DeviceStats>) -> Vec<pb::RunPartitionChunk> {
+    let mut out = Vec::new();
+    for t in outputs {
+        let bytes = bytes::Bytes::from(t.to_le_bytes());
+        let meta = pb::TensorMeta {
+            dtype: dtype_to_pb(t.dtype()),
+            shape: t.shape().iter().map(|&d| d as u64).collect(),
+            byte_length: bytes.len() as u64,
+        };
+        let mut first = Some(meta);
+        let mut offset = 0;
+        loop {
+            let end = (offset + CHUNK_BYTES).min(bytes.len());
+            out.push(pb::RunPartitionChunk { meta: first.take(), data: bytes.slice(offset..end), stats: Vec::new() });
+            offset = end;
+            if offset >= bytes.len() {
+                break;
+            }
+        }
+    }
+    // Stats ride on the last chunk: a small result is one message.
+    match out.last_mut() {
+        Some(last) => last.stats = stats,
+        None => out.push(pb::RunPartitionChunk { meta: None, data: bytes::Bytes::new(), stats }),
+    }
+    out
+}
+
+type ChunkStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::RunPartitionChunk, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl pb::task_service_server::TaskService for TaskService {
+    type RunPartitionStream = ChunkStream;
+
     async fn get_status(&self, _: Request<pb::GetStatusRequest>) -> Result<Response<pb::GetStatusResponse>, Status> {
         Ok(Response::new(pb::GetStatusResponse {
             job: self.task.id().job.clone(),
@@ -84,7 +120,7 @@ impl pb::task_service_server::TaskService for TaskService {
     async fn run_partition(
         &self,
         request: Request<pb::RunPartitionRequest>,
-    ) -> Result<Response<pb::RunPartitionResponse>, Status> {
+    ) -> Result<Response<ChunkStream>, Status> {
         let req = request.into_inner();
         let part = self.partitions().get(&(req.master, req.partition_id)).cloned().ok_or_else(|| {
             Status::not_found(format!(
@@ -121,9 +157,7 @@ impl pb::task_service_server::TaskService for TaskService {
         .await
         .map_err(|e| Status::internal(format!("partition panicked: {e}")))?
         .map_err(status_from_error)?;
-        Ok(Response::new(pb::RunPartitionResponse {
-            outputs: result.0.iter().map(tensor_to_pb).collect(),
-            stats: stats_to_pb(result.1),
-        }))
+        let chunks = chunks(result.0, stats_to_pb(result.1));
+        Ok(Response::new(Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok)))))
     }
 }
