@@ -3,7 +3,10 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = ["proto/weft/v1/task.proto"];
     let fds = protox::compile(files, ["proto"])?;
-    tonic_prost_build::configure().bytes(".weft.v1.Tensor.data").bytes(".weft.v1.RunPartitionChunk.data").compile_fds(fds)?;
+    tonic_prost_build::configure()
+        .bytes(".weft.v1.Tensor.data")
+        .bytes(".weft.v1.RunPartitionChunk.data")
+        .compile_fds(fds)?;
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

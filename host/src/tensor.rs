@@ -266,6 +266,113 @@ impl Tensor {
     }
 }
 
+/// Keeps an array alive for a [`bytes::Bytes`] that views its memory.
+struct PodOwner<T: bytemuck::Pod + Send + Sync>(ArcArray<T, IxDyn>);
+
+impl<T: bytemuck::Pod + Send + Sync> AsRef<[u8]> for PodOwner<T> {
+    fn as_ref(&self) -> &[u8] {
+        bytemuck::cast_slice(self.0.as_slice().expect("checked contiguous"))
+    }
+}
+
+fn pod_shared<T: bytemuck::Pod + Send + Sync>(a: &ArcArray<T, IxDyn>) -> bytes::Bytes {
+    // Small tensors are cheaper to copy than to share.
+    if a.len() * std::mem::size_of::<T>() >= 64 << 10 && a.as_slice().is_some() {
+        // The array is copy-on-write: later updates to a variable write to a
+        // new buffer, so these bytes stay what they were.
+        bytes::Bytes::from_owner(PodOwner(a.clone()))
+    } else {
+        bytes::Bytes::from(pod_bytes(a))
+    }
+}
+
+impl Tensor {
+    /// The little-endian bytes, without copying when the elements are
+    /// contiguous numbers (they share the tensor's memory).
+    pub fn to_shared_bytes(&self) -> bytes::Bytes {
+        match self {
+            Tensor::F32(a) => pod_shared(a),
+            Tensor::F64(a) => pod_shared(a),
+            Tensor::I32(a) => pod_shared(a),
+            Tensor::I64(a) => pod_shared(a),
+            other => bytes::Bytes::from(other.to_le_bytes()),
+        }
+    }
+}
+
+/// Builds a tensor from its bytes arriving in pieces, writing numbers
+/// straight into their typed buffer (one copy).
+#[derive(Debug)]
+pub struct TensorAssembler {
+    dtype: DType,
+    shape: Vec<usize>,
+    typed: Option<Tensor>,
+    raw: Vec<u8>,
+    filled: usize,
+    len: usize,
+}
+
+impl TensorAssembler {
+    /// Expects `len` bytes of a `dtype` tensor of `shape`.
+    pub fn new(dtype: DType, shape: Vec<usize>, len: usize) -> Result<Self> {
+        let count: usize = shape.iter().product();
+        let typed = match dtype.byte_width() {
+            Some(w) if count.checked_mul(w) == Some(len) => Some(Tensor::zeros(dtype, &shape)),
+            Some(w) => {
+                return Err(Error::invalid(format!(
+                    "tensor of {dtype} with shape {shape:?} needs {} bytes, got {len}",
+                    count.saturating_mul(w)
+                )));
+            }
+            None => None,
+        };
+        Ok(TensorAssembler {
+            dtype,
+            shape,
+            typed: typed.filter(|_| dtype != DType::Bool),
+            raw: Vec::new(),
+            filled: 0,
+            len,
+        })
+    }
+
+    /// Whether every byte has arrived.
+    pub fn is_complete(&self) -> bool {
+        self.filled >= self.len
+    }
+
+    /// Appends the next piece; more bytes than announced is an error.
+    pub fn push(&mut self, piece: &[u8]) -> Result<()> {
+        if self.filled + piece.len() > self.len {
+            return Err(Error::invalid(format!("tensor got more than its {} bytes", self.len)));
+        }
+        fn fill<T: bytemuck::Pod>(a: &mut ArcArray<T, IxDyn>, at: usize, piece: &[u8]) {
+            let slice = a.as_slice_mut().expect("new arrays are contiguous");
+            bytemuck::cast_slice_mut::<T, u8>(slice)[at..at + piece.len()].copy_from_slice(piece);
+        }
+        match &mut self.typed {
+            Some(Tensor::F32(a)) => fill(a, self.filled, piece),
+            Some(Tensor::F64(a)) => fill(a, self.filled, piece),
+            Some(Tensor::I32(a)) => fill(a, self.filled, piece),
+            Some(Tensor::I64(a)) => fill(a, self.filled, piece),
+            _ => self.raw.extend_from_slice(piece),
+        }
+        self.filled += piece.len();
+        Ok(())
+    }
+
+    /// The tensor, once complete.
+    pub fn finish(self) -> Result<Tensor> {
+        if !self.is_complete() {
+            return Err(Error::invalid(format!("tensor has {} of its {} bytes", self.filled, self.len)));
+        }
+        match self.typed {
+            Some(t) => Ok(t),
+            None => Tensor::from_le_bytes(self.dtype, &self.shape, &self.raw),
+        }
+    }
+}
+
 /// The bytes of a numeric array: one copy when it is contiguous in
 /// row-major order (the usual case), element by element otherwise.
 fn pod_bytes<T: bytemuck::Pod>(a: &ArcArray<T, IxDyn>) -> Vec<u8> {
@@ -333,6 +440,30 @@ mod tests {
         let transposed = Tensor::F32(a.reversed_axes());
         let back = Tensor::from_le_bytes(DType::F32, &[3, 2], &transposed.to_le_bytes()).unwrap();
         assert_eq!(back.as_f32_vec().unwrap(), vec![1., 4., 2., 5., 3., 6.]);
+    }
+
+    #[test]
+    fn assembler_rebuilds_tensors_from_pieces() {
+        let cases = [
+            Tensor::from_f32(&[2, 3], vec![1., 2., 3., 4., 5., 6.]).unwrap(),
+            Tensor::I64(ArrayD::from_shape_vec(IxDyn(&[2]), vec![-7, 1 << 40]).unwrap().into_shared()),
+            Tensor::Bool(ArrayD::from_shape_vec(IxDyn(&[3]), vec![true, false, true]).unwrap().into_shared()),
+            Tensor::strings(&["a", "bc"]),
+        ];
+        for t in cases {
+            let bytes = t.to_shared_bytes();
+            assert_eq!(bytes.as_ref(), t.to_le_bytes().as_slice());
+            let mut asm = TensorAssembler::new(t.dtype(), t.shape().to_vec(), bytes.len()).unwrap();
+            for piece in bytes.chunks(5) {
+                assert!(!asm.is_complete());
+                asm.push(piece).unwrap();
+            }
+            assert_eq!(asm.finish().unwrap(), t);
+        }
+        assert!(TensorAssembler::new(DType::F32, vec![2], 7).is_err());
+        let mut asm = TensorAssembler::new(DType::F32, vec![1], 4).unwrap();
+        assert!(asm.push(&[0; 5]).is_err());
+        assert!(asm.finish().is_err());
     }
 
     #[test]

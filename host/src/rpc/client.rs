@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use tonic::transport::{Channel, Endpoint};
 
-use super::convert::{error_from_status, partition_to_pb, stats_from_pb, tensor_from_pb, tensor_to_pb};
+use super::convert::{dtype_from_pb, error_from_status, partition_to_pb, stats_from_pb, tensor_to_pb};
 use super::{MAX_MESSAGE_BYTES, pb};
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::error::{Code, Error, Result};
 use crate::exec::{PartitionResult, RemotePartition, RemoteTasks};
 use crate::tensor::Tensor;
+use crate::tensor::TensorAssembler;
 
 type Client = pb::task_service_client::TaskServiceClient<Channel>;
 
@@ -222,9 +223,9 @@ impl Peer {
     /// Reassembles streamed outputs: each a meta, then its bytes.
     async fn receive(&self, stream: &mut tonic::Streaming<pb::RunPartitionChunk>) -> Result<PartitionResult> {
         let mut outputs = Vec::new();
-        let mut current: Option<(pb::TensorMeta, Vec<u8>)> = None;
+        let mut current: Option<TensorAssembler> = None;
         let mut stats = Vec::new();
-        let broken = |why: &str| Error::unavailable(format!("output stream from {} broke off: {why}", self.task));
+        let broken = |why: String| Error::unavailable(format!("output stream from {} broke off: {why}", self.task));
         loop {
             let chunk = match stream.message().await {
                 Ok(Some(chunk)) => chunk,
@@ -233,27 +234,28 @@ impl Peer {
             };
             if let Some(meta) = chunk.meta {
                 if current.is_some() {
-                    return Err(broken("an output ended early"));
+                    return Err(broken("an output ended early".into()));
                 }
-                let len = usize::try_from(meta.byte_length).map_err(|_| broken("output too large"))?;
-                current = Some((meta, Vec::with_capacity(len)));
+                let shape = meta.shape.iter().map(|&d| d as usize).collect();
+                let len = usize::try_from(meta.byte_length).map_err(|_| broken("output too large".into()))?;
+                current = Some(TensorAssembler::new(dtype_from_pb(meta.dtype)?, shape, len)?);
             }
-            if let Some((meta, buf)) = current.as_mut() {
-                buf.extend_from_slice(&chunk.data);
-                if buf.len() as u64 >= meta.byte_length {
-                    let (meta, buf) = current.take().expect("current output");
-                    let tensor = pb::Tensor { dtype: meta.dtype, shape: meta.shape, data: buf.into() };
-                    outputs.push(tensor_from_pb(&tensor)?);
+            match current.as_mut() {
+                Some(asm) => {
+                    asm.push(&chunk.data)?;
+                    if asm.is_complete() {
+                        outputs.push(current.take().expect("current output").finish()?);
+                    }
                 }
-            } else if !chunk.data.is_empty() {
-                return Err(broken("bytes without an output"));
+                None if !chunk.data.is_empty() => return Err(broken("bytes without an output".into())),
+                None => {}
             }
             if !chunk.stats.is_empty() {
                 stats = stats_from_pb(chunk.stats);
             }
         }
         if current.is_some() {
-            return Err(broken("the last output is incomplete"));
+            return Err(broken("the last output is incomplete".into()));
         }
         Ok(PartitionResult { outputs, stats })
     }

@@ -55,7 +55,7 @@ pub fn dtype_to_pb(d: DType) -> i32 {
     }) as i32
 }
 
-fn dtype_from_pb(d: i32) -> Result<DType> {
+pub fn dtype_from_pb(d: i32) -> Result<DType> {
     Ok(match pb::DType::try_from(d) {
         Ok(pb::DType::DtypeF32) => DType::F32,
         Ok(pb::DType::DtypeF64) => DType::F64,

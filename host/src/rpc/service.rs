@@ -62,7 +62,7 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 fn chunks(outputs: Vec<Tensor>, stats: Vec<pb::DeviceStats>) -> Vec<pb::RunPartitionChunk> {
     let mut out = Vec::new();
     for t in outputs {
-        let bytes = bytes::Bytes::from(t.to_le_bytes());
+        let bytes = t.to_shared_bytes();
         let meta = pb::TensorMeta {
             dtype: dtype_to_pb(t.dtype()),
             shape: t.shape().iter().map(|&d| d as u64).collect(),
@@ -117,10 +117,7 @@ impl pb::task_service_server::TaskService for TaskService {
         Ok(Response::new(pb::RegisterPartitionResponse { incarnation: self.incarnation }))
     }
 
-    async fn run_partition(
-        &self,
-        request: Request<pb::RunPartitionRequest>,
-    ) -> Result<Response<ChunkStream>, Status> {
+    async fn run_partition(&self, request: Request<pb::RunPartitionRequest>) -> Result<Response<ChunkStream>, Status> {
         let req = request.into_inner();
         let part = self.partitions().get(&(req.master, req.partition_id)).cloned().ok_or_else(|| {
             Status::not_found(format!(
@@ -147,15 +144,19 @@ impl pb::task_service_server::TaskService for TaskService {
             .collect::<Result<_, Error>>()
             .map_err(status_from_error)?;
         let device = self.task.device().clone();
-        let result = tokio::task::spawn_blocking(move || {
+        let compute = move || {
             let mut trace = req.trace.then(Trace::default);
             let node_device = vec![0; part.def.nodes.len()];
             let mut rngs = part.rngs.lock().unwrap_or_else(|p| p.into_inner());
             let outputs = run_partition(&part.def, &[device], &node_device, &inputs, &mut rngs, trace.as_mut())?;
             Ok::<_, Error>((outputs, trace.map(Trace::finish).unwrap_or_default()))
-        })
-        .await
-        .map_err(|e| Status::internal(format!("partition panicked: {e}")))?
+        };
+        // Kernels block: on a multi-threaded runtime, tell it so and run
+        // right here (no thread hop for small steps); elsewhere, run inline.
+        let result = match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(compute),
+            _ => compute(),
+        }
         .map_err(status_from_error)?;
         let chunks = chunks(result.0, stats_to_pb(result.1));
         Ok(Response::new(Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok)))))
