@@ -264,7 +264,7 @@ async fn run(args: RunArgs) -> ExitCode {
     let config = RuntimeConfig {
         cache_dir,
         max_programs: 4,
-        max_memory_bytes: args.max_memory_mib << 20,
+        max_memory_bytes: args.max_memory_mib.saturating_mul(1 << 20),
         ..RuntimeConfig::default()
     };
     let module = args.module.clone();
@@ -331,7 +331,13 @@ async fn run(args: RunArgs) -> ExitCode {
         let _ = std::io::stdout().flush();
     });
     let program = runtime.run(&worker, task, args.args.clone(), Some(tx));
-    let timeout = args.timeout.map(Duration::from_secs_f64).unwrap_or(Duration::MAX);
+    let timeout = match args.timeout.map(Duration::try_from_secs_f64).transpose() {
+        Ok(t) => t.unwrap_or(Duration::MAX),
+        Err(e) => {
+            eprintln!("weft: --timeout {}: {e}", args.timeout.unwrap_or_default());
+            return ExitCode::from(2);
+        }
+    };
     let outcome = tokio::select! {
         r = tokio::time::timeout(timeout, program) => r,
         _ = tokio::signal::ctrl_c() => {

@@ -62,6 +62,19 @@ impl fmt::Display for DType {
     }
 }
 
+/// The most elements one tensor may have (4 GiB of f32): larger requests
+/// are errors, not allocations that could abort the host.
+pub const MAX_ELEMENTS: usize = 1 << 30;
+
+/// The element count of `shape`, if it is at most [`MAX_ELEMENTS`].
+pub fn element_count(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| Error::invalid(format!("shape {shape:?} has more than {MAX_ELEMENTS} elements")))
+}
+
 /// A dimension of a static shape: `None` where unknown until run time.
 pub type Dim = Option<usize>;
 
@@ -224,7 +237,7 @@ impl Tensor {
 
     /// Decodes the little-endian wire form; the error names the mismatch.
     pub fn from_le_bytes(dtype: DType, shape: &[usize], data: &[u8]) -> Result<Self> {
-        let count: usize = shape.iter().product();
+        let count = element_count(shape)?;
         if let Some(width) = dtype.byte_width() {
             let want = count
                 .checked_mul(width)
@@ -315,7 +328,7 @@ pub struct TensorAssembler {
 impl TensorAssembler {
     /// Expects `len` bytes of a `dtype` tensor of `shape`.
     pub fn new(dtype: DType, shape: Vec<usize>, len: usize) -> Result<Self> {
-        let count: usize = shape.iter().product();
+        let count = element_count(&shape)?;
         let typed = match dtype.byte_width() {
             Some(w) if count.checked_mul(w) == Some(len) => Some(Tensor::zeros(dtype, &shape)),
             Some(w) => {
@@ -397,7 +410,8 @@ fn decode<T: bytemuck::Pod>(data: &[u8]) -> Vec<T> {
 }
 
 fn decode_strings(mut data: &[u8], count: usize) -> Result<Vec<Vec<u8>>> {
-    let mut out = Vec::with_capacity(count);
+    // Each element takes at least 4 bytes: never reserve more than the data can hold.
+    let mut out = Vec::with_capacity(count.min(data.len() / 4));
     for i in 0..count {
         let bad = || Error::invalid(format!("string tensor element {i} is truncated"));
         let len_bytes: [u8; 4] = data.get(..4).ok_or_else(bad)?.try_into().expect("4 bytes");

@@ -80,7 +80,7 @@ fn failing_programs_exit_1_naming_the_problem() {
 fn timeout_stops_a_runaway_program() {
     let cache = TempDir::new("loop");
     let wasm = fixture("misbehave");
-    let out = run(weft(&["run", "--timeout", "0.5", wasm.to_str().unwrap(), "--", "loop"], &cache.0), LIMIT);
+    let out = run(weft(&["run", "--timeout", "2", wasm.to_str().unwrap(), "--", "loop"], &cache.0), LIMIT);
     assert_eq!(out.status.code(), Some(124), "{}", out.stderr);
     assert_eq!(out.stdout, "looping forever\n");
     assert!(out.stderr.contains("did not finish within"), "{}", out.stderr);

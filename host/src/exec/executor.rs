@@ -77,32 +77,36 @@ impl Executor {
         });
         let mut values: HashMap<Output, Tensor> = req.feeds.iter().cloned().collect();
         for stage in &plan.stages {
-            let remote = match (&self.placement.remote, stage.remote.is_empty()) {
+            let remote: Vec<_> = match (&self.placement.remote, stage.remote.is_empty()) {
                 (_, true) => Vec::new(),
                 (Some(remote), false) => stage
                     .remote
                     .iter()
                     .map(|part| {
                         let inputs: Vec<Tensor> = part.def.inputs.iter().map(|o| values[o].clone()).collect();
-                        remote.run_partition(part.clone(), inputs, req.trace, timeout)
+                        // Spawned, so remote partitions run while the local one does.
+                        tokio::spawn(remote.run_partition(part.clone(), inputs, req.trace, timeout))
                     })
                     .collect(),
                 (None, false) => return Err(Error::internal("plan has remote partitions but no remote tasks")),
             };
-            let remote = futures_util::future::join_all(remote);
             if let Some(local) = &stage.local {
-                let outputs = run_partition(
-                    &local.def,
-                    &plan.devices,
-                    &local.node_device,
-                    &values,
-                    &mut self.rngs,
-                    trace.as_mut(),
-                )?;
+                // Only the partition's declared inputs: its own nodes (such as a
+                // repeated variable) must not be shadowed by earlier stages' values.
+                let inputs: HashMap<Output, Tensor> =
+                    local.def.inputs.iter().map(|o| (*o, values[o].clone())).collect();
+                let rngs = &mut self.rngs;
+                let mut run =
+                    || run_partition(&local.def, &plan.devices, &local.node_device, &inputs, rngs, trace.as_mut());
+                let outputs = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                    Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
+                    _ => run(),
+                }?;
                 values.extend(local.def.outputs.iter().copied().zip(outputs));
             }
-            for (part, result) in stage.remote.iter().zip(remote.await) {
-                let result = result?;
+            for (part, handle) in stage.remote.iter().zip(remote) {
+                let result =
+                    handle.await.map_err(|e| Error::internal(format!("remote partition task failed: {e}")))??;
                 if let Some(t) = trace.as_mut() {
                     t.merge(result.stats);
                 }

@@ -150,7 +150,8 @@ impl Plan {
             let s = deps
                 .filter_map(|d| {
                     let (there, _) = location.get(&d)?;
-                    match (there == here, is_var(d)) {
+                    let free = is_var(d) && graph.nodes()[d as usize].control_inputs.is_empty();
+                    match (there == here, free) {
                         (true, true) => None,
                         (true, false) => Some(stage[&d]),
                         (false, _) => Some(stage[&d] + 1),

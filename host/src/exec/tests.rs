@@ -298,3 +298,37 @@ fn remote_partitions_cost_one_call_per_step() {
         vec![(t1.cpu_device(), s(&["_SOURCE"])), (t0.cpu_device(), s(&["_SOURCE", "var"]))]
     );
 }
+
+/// A variable on this process, read by a remote op whose result is then
+/// added back to it locally in the same step: the local assign must see the
+/// variable itself, not the value an earlier stage exported.
+#[test]
+fn local_variable_read_remotely_then_updated_locally() {
+    let (cluster, _) = two_task_cluster();
+    let (t0, t1) = (TaskId::new("local", 0), TaskId::new("local", 1));
+    let other = Arc::new(OtherProcess { devices: LocalDevices::new([t0.clone()]), calls: Default::default() });
+    let mine = Arc::new(LocalDevices::new([t1.clone()]));
+    let placement = Placement {
+        cluster: cluster.clone(),
+        default_task: cluster.default_task(),
+        devices: mine.clone(),
+        remote: Some(other.clone()),
+    };
+    let mut e = Executor::new(t1.cpu_device(), placement);
+    let mut g = Graph::new();
+    let decl = VariableDecl {
+        name: Some("w".into()),
+        device: Some(DeviceSpec::parse("/job:local/task:1").unwrap()),
+        trainable: true,
+    };
+    let w = g.declare_variable(Operand::Literal(Tensor::scalar_f32(3.0)), decl).unwrap();
+    let init = g.global_variables_initializer().unwrap();
+    g.push_device_scope(&DeviceSpec::parse("/job:local/task:0").unwrap());
+    let two = g.add(NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(Tensor::scalar_f32(2.0)))).unwrap();
+    let doubled = g.add(NodeRequest::new(OpType::Mul).inputs([Output::of(w.var), Output::of(two)])).unwrap();
+    g.pop_device_scope().unwrap();
+    let update = g.assign_op(OpType::AssignAdd, w.var, Operand::Node(Output::of(doubled))).unwrap();
+    target(&mut e, &g, init).unwrap();
+    assert_eq!(fetch(&mut e, &g, update).unwrap(), Tensor::scalar_f32(9.0));
+    assert_eq!(mine.device(&t1).unwrap().variables().get("w").unwrap().read().unwrap(), Tensor::scalar_f32(9.0));
+}

@@ -57,9 +57,12 @@ impl InferCtx<'_> {
 
     fn attr_shape(&self, name: &str) -> Result<Vec<usize>> {
         let dims = Attrs::required(self.name, name, self.attrs.ints(self.name, name))?;
-        dims.iter()
+        let shape = dims
+            .iter()
             .map(|&d| usize::try_from(d).map_err(|_| self.err(format!("attr '{name}' has negative dimension {d}"))))
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        crate::tensor::element_count(&shape).map_err(|e| self.err(e.message()))?;
+        Ok(shape)
     }
 }
 
@@ -310,6 +313,7 @@ fn infer_reshape(cx: &InferCtx<'_>) -> Result<Vec<TensorType>> {
 mod tests {
     use super::*;
     use crate::graph::op::AttrValue;
+    use crate::tensor::Tensor;
 
     fn run(op: OpType, inputs: &[TensorType], attrs: &Attrs) -> Result<Vec<TensorType>> {
         let names: Vec<String> = (0..inputs.len()).map(|i| format!("in{i}")).collect();
@@ -375,6 +379,18 @@ mod tests {
         assert!(reshape_target(&[-1, -1], Some(6)).is_err());
         assert!(reshape_target(&[5], Some(6)).is_err());
         assert_eq!(reshape_target(&[-1], None).unwrap(), vec![None]);
+    }
+
+    #[test]
+    fn huge_shapes_are_rejected_before_allocation() {
+        let mut attrs = Attrs::default();
+        attrs.set("shape", AttrValue::Ints(vec![1 << 20, 1 << 20]));
+        let err = run(OpType::RandomNormal, &[], &attrs).unwrap_err().to_string();
+        assert!(err.contains("more than") && err.contains("elements"), "{err}");
+        let err = Tensor::from_le_bytes(DType::String, &[1 << 40], &[]).unwrap_err().to_string();
+        assert!(err.contains("more than"), "{err}");
+        let err = Tensor::from_le_bytes(DType::F32, &[usize::MAX, 2], &[]).unwrap_err().to_string();
+        assert!(err.contains("more than"), "{err}");
     }
 
     #[test]

@@ -283,7 +283,13 @@ impl Graph {
         };
 
         let colocate_with = if req.op.takes_variable_ref() {
-            let var = req.inputs[0].node;
+            let Some(first) = req.inputs.first() else {
+                return Err(Error::invalid(format!(
+                    "{} '{name}': input 0 must be a variable, got no inputs",
+                    req.op.name()
+                )));
+            };
+            let var = first.node;
             let var_node = &self.nodes[var as usize];
             if var_node.op != OpType::VariableV2 {
                 return Err(Error::invalid(format!(

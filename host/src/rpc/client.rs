@@ -15,6 +15,7 @@ use futures_util::future::BoxFuture;
 use tonic::transport::{Channel, Endpoint};
 
 use super::convert::{dtype_from_pb, error_from_status, partition_to_pb, stats_from_pb, tensor_to_pb};
+use super::service::NOT_REGISTERED;
 use super::{MAX_MESSAGE_BYTES, pb};
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::error::{Code, Error, Result};
@@ -206,7 +207,7 @@ impl Peer {
                 }
                 // The task restarted (or dropped the registration): learn its
                 // new incarnation, register again and retry once.
-                Err(s) if s.code() == tonic::Code::NotFound && attempt == 0 => {
+                Err(s) if s.code() == tonic::Code::NotFound && s.message().contains(NOT_REGISTERED) && attempt == 0 => {
                     let mut st = self.state.lock().await;
                     st.client = None;
                     st.registered.clear();

@@ -55,6 +55,10 @@ impl TaskService {
     }
 }
 
+/// What a `NOT_FOUND` for an unknown registration says; masters register
+/// again (and retry once) only on this one.
+pub const NOT_REGISTERED: &str = "is not registered with this incarnation";
+
 /// Largest chunk of tensor bytes in one message.
 pub const CHUNK_BYTES: usize = 1 << 20;
 
@@ -120,11 +124,7 @@ impl pb::task_service_server::TaskService for TaskService {
     async fn run_partition(&self, request: Request<pb::RunPartitionRequest>) -> Result<Response<ChunkStream>, Status> {
         let req = request.into_inner();
         let part = self.partitions().get(&(req.master, req.partition_id)).cloned().ok_or_else(|| {
-            Status::not_found(format!(
-                "partition {} is not registered with this incarnation of {}",
-                req.partition_id,
-                self.task.id()
-            ))
+            Status::not_found(format!("partition {} {NOT_REGISTERED} of {}", req.partition_id, self.task.id()))
         })?;
         if req.inputs.len() != part.def.inputs.len() {
             return Err(Status::invalid_argument(format!(
@@ -144,6 +144,7 @@ impl pb::task_service_server::TaskService for TaskService {
             .collect::<Result<_, Error>>()
             .map_err(status_from_error)?;
         let device = self.task.device().clone();
+        let id = req.partition_id;
         let compute = move || {
             let mut trace = req.trace.then(Trace::default);
             let node_device = vec![0; part.def.nodes.len()];
@@ -153,9 +154,16 @@ impl pb::task_service_server::TaskService for TaskService {
         };
         // Kernels block: on a multi-threaded runtime, tell it so and run
         // right here (no thread hop for small steps); elsewhere, run inline.
+        // A partition comes from the network: a node no graph validated may
+        // make a kernel panic; that fails the call, not the server.
+        let guarded = move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(compute)).unwrap_or_else(|_| {
+                Err(Error::internal(format!("partition {id} failed: a kernel panicked on a malformed node")))
+            })
+        };
         let result = match tokio::runtime::Handle::current().runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(compute),
-            _ => compute(),
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(guarded),
+            _ => guarded(),
         }
         .map_err(status_from_error)?;
         let chunks = chunks(result.0, stats_to_pb(result.1));
