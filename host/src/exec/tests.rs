@@ -257,22 +257,29 @@ impl RemoteTasks for OtherProcess {
     }
 }
 
-/// Session on task 1 of `{"local": [t0, t1]}` where t0 lives in another
-/// process: reads and assign_adds of the unplaced `var` (on t0) cost one
-/// remote call per step, and a read of it feeds a computation on t1.
-#[test]
-fn remote_partitions_cost_one_call_per_step() {
+/// An executor for a session on task 1 of `{"local": [t0, t1]}`, with t0 in
+/// "another process"; returns this process's devices and that process.
+fn split_cluster_executor() -> (Executor, Arc<LocalDevices>, Arc<OtherProcess>) {
     let (cluster, _) = two_task_cluster();
-    let (t0, t1) = (TaskId::new("local", 0), TaskId::new("local", 1));
-    let other = Arc::new(OtherProcess { devices: LocalDevices::new([t0.clone()]), calls: Default::default() });
-    let mine = Arc::new(LocalDevices::new([t1.clone()]));
+    let other =
+        Arc::new(OtherProcess { devices: LocalDevices::new([TaskId::new("local", 0)]), calls: Default::default() });
+    let mine = Arc::new(LocalDevices::new([TaskId::new("local", 1)]));
     let placement = Placement {
         cluster: cluster.clone(),
         default_task: cluster.default_task(),
         devices: mine.clone(),
         remote: Some(other.clone()),
     };
-    let mut e = Executor::new(t1.cpu_device(), placement);
+    (Executor::new(TaskId::new("local", 1).cpu_device(), placement), mine, other)
+}
+
+/// Session on task 1 of `{"local": [t0, t1]}` where t0 lives in another
+/// process: reads and assign_adds of the unplaced `var` (on t0) cost one
+/// remote call per step, and a read of it feeds a computation on t1.
+#[test]
+fn remote_partitions_cost_one_call_per_step() {
+    let (t0, t1) = (TaskId::new("local", 0), TaskId::new("local", 1));
+    let (mut e, mine, other) = split_cluster_executor();
     let mut g = Graph::new();
     let v = scalar_var(&mut g, "var");
     let init = g.global_variables_initializer().unwrap();
@@ -304,17 +311,8 @@ fn remote_partitions_cost_one_call_per_step() {
 /// variable itself, not the value an earlier stage exported.
 #[test]
 fn local_variable_read_remotely_then_updated_locally() {
-    let (cluster, _) = two_task_cluster();
-    let (t0, t1) = (TaskId::new("local", 0), TaskId::new("local", 1));
-    let other = Arc::new(OtherProcess { devices: LocalDevices::new([t0.clone()]), calls: Default::default() });
-    let mine = Arc::new(LocalDevices::new([t1.clone()]));
-    let placement = Placement {
-        cluster: cluster.clone(),
-        default_task: cluster.default_task(),
-        devices: mine.clone(),
-        remote: Some(other.clone()),
-    };
-    let mut e = Executor::new(t1.cpu_device(), placement);
+    let t1 = TaskId::new("local", 1);
+    let (mut e, mine, _) = split_cluster_executor();
     let mut g = Graph::new();
     let decl = VariableDecl {
         name: Some("w".into()),
