@@ -7,11 +7,15 @@
 //!
 //! - [`tensor`], [`device`], [`graph`]: tensors, device names, graphs with
 //!   op validation and TensorFlow-style naming. No I/O.
-//! - [`exec`]: kernels, plans and the executor of one task's device.
-//! - [`cluster`]: cluster specs and device-to-task resolution.
-//! - [`task`]: a task: its identity, device and session targets.
+//! - [`exec`]: kernels, staged partition plans, the executor, variables.
+//! - [`cluster`]: cluster specs (JSON, TOML, TF_CONFIG) and device-to-task
+//!   resolution.
+//! - [`task`]: a task: its identity, devices, remote tasks, session targets.
 //! - [`runtime`]: wasmtime: the engine, the compiled-module cache and the
 //!   WIT interfaces guests import.
+//! - [`rpc`], [`server`]: gRPC between hosts (`weft.v1.TaskService`).
+//! - [`local_cluster`], [`launch`]: task servers of a whole cluster in one
+//!   process; `weft launch`.
 //! - [`testing`]: a harness for component tests of worker programs.
 //! - [`cli`]: the `weft` command line (`main.rs` only calls it).
 
