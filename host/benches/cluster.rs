@@ -67,6 +67,8 @@ fn main() -> anyhow::Result<()> {
     );
     let mut lines = BufReader::new(server.0.stderr.take().unwrap()).lines();
     anyhow::ensure!(lines.next().transpose()?.is_some_and(|l| l.contains("serving")), "task 0 did not start");
+    // Keep draining the server's log so it can never block on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
 
     let spec = ClusterSpec::new(std::collections::BTreeMap::from([("local".to_string(), addresses.clone())]))?;
     let task = |i: u32| -> anyhow::Result<Arc<Task>> {
