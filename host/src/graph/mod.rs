@@ -265,9 +265,7 @@ impl Graph {
         for &c in &control_inputs {
             self.node(c)?;
         }
-        for scope in &self.control_scopes {
-            control_inputs.extend(scope.iter().copied().filter(|c| !control_inputs_contains(&req.control_inputs, *c)));
-        }
+        control_inputs.extend(self.control_scopes.iter().flatten().copied());
         control_inputs.sort_unstable();
         control_inputs.dedup();
 
@@ -339,10 +337,6 @@ impl Graph {
         }
         Ok(self.unique_name(base))
     }
-}
-
-fn control_inputs_contains(list: &[NodeId], id: NodeId) -> bool {
-    list.contains(&id)
 }
 
 #[cfg(test)]
