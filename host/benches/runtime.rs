@@ -17,6 +17,10 @@ use weft_host::runtime::{Runtime, RuntimeConfig};
 use weft_host::task::Task;
 use weft_host::testing::build_component;
 
+/// The same allocator as the `weft` binary (see host/src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     xs[xs.len() / 2]
