@@ -221,8 +221,7 @@ async fn launch(args: LaunchArgs) -> ExitCode {
             for (task, status) in &report.tasks {
                 match status {
                     Ok(ExitStatus::Success) => {}
-                    Ok(ExitStatus::Failed(m)) => eprintln!("weft: program on {task} failed: {m}"),
-                    Ok(ExitStatus::Trapped(m)) => eprintln!("weft: program on {task} trapped: {m}"),
+                    Ok(status) => eprintln!("weft: program on {task} {status}"),
                     Err(e) => eprintln!("weft: program on {task} could not run: {e}"),
                 }
             }
@@ -375,12 +374,8 @@ fn exit_code(
         }
         Ok(Ok(out)) => match out.status {
             ExitStatus::Success => ExitCode::SUCCESS,
-            ExitStatus::Failed(message) => {
-                eprintln!("weft: program {} failed: {message}", worker.name());
-                ExitCode::from(1)
-            }
-            ExitStatus::Trapped(message) => {
-                eprintln!("weft: program {} trapped: {message}", worker.name());
+            status => {
+                eprintln!("weft: program {} {status}", worker.name());
                 ExitCode::from(1)
             }
         },

@@ -103,7 +103,9 @@ fn memory_bomb_is_stopped_at_the_limit() {
     let host = TestHost::new().unwrap();
     let out = host.run(fixture("misbehave"), &["memory-bomb"]).unwrap();
     match &out.status {
-        ExitStatus::Trapped(m) => assert!(m.contains("out of memory"), "{m}\nstderr: {}", out.stderr),
+        ExitStatus::ResourceExhausted(m) => {
+            assert!(m.contains("memory limit") && m.contains("out of memory"), "{m}\nstderr: {}", out.stderr)
+        }
         other => panic!("expected a trap, got {other:?}"),
     }
     assert_host_still_works(&host);

@@ -18,7 +18,7 @@ use std::sync::Arc;
 pub use executor::{Executor, PreparedStep};
 pub use partition::{PartitionDef, Trace, run_partition};
 pub use plan::{PartitionResult, Placement, RemotePartition, RemoteTasks};
-pub use variables::{Variable, VariableStore};
+pub use variables::{ByteBudget, Variable, VariableStore};
 
 use crate::cluster::TaskId;
 use crate::graph::{NodeId, Output};
@@ -37,6 +37,12 @@ impl Device {
     pub fn new(task: TaskId) -> Self {
         let name = task.cpu_device();
         Device { variables: VariableStore::new(name.clone()), task, name }
+    }
+
+    /// The CPU device of `task`, its variables charged to `budget`.
+    pub fn with_budget(task: TaskId, budget: Arc<ByteBudget>) -> Self {
+        let name = task.cpu_device();
+        Device { variables: VariableStore::with_budget(name.clone(), budget), task, name }
     }
 
     /// The full device name, e.g. `/job:localhost/replica:0/task:0/device:CPU:0`.
@@ -69,6 +75,12 @@ impl LocalDevices {
     /// A set holding a new device for each of `tasks`.
     pub fn new(tasks: impl IntoIterator<Item = TaskId>) -> Self {
         LocalDevices(tasks.into_iter().map(|t| (t.clone(), Arc::new(Device::new(t)))).collect())
+    }
+
+    /// A set holding a new device for each of `tasks`, all charging their
+    /// variables to `budget`.
+    pub fn with_budget(tasks: impl IntoIterator<Item = TaskId>, budget: Arc<ByteBudget>) -> Self {
+        LocalDevices(tasks.into_iter().map(|t| (t.clone(), Arc::new(Device::with_budget(t, budget.clone())))).collect())
     }
 }
 

@@ -4,10 +4,61 @@
 //! gets the same [`Variable`]; its value lives here, not in any graph.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::tensor::{Tensor, TensorType};
+
+/// Bytes that the variables of one owner (an experiment) may hold in all,
+/// across every device it has on this host.
+#[derive(Debug)]
+pub struct ByteBudget {
+    owner: String,
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl ByteBudget {
+    /// A budget of `limit` bytes for the variables of `owner`.
+    pub fn new(owner: impl Into<String>, limit: usize) -> Self {
+        ByteBudget { owner: owner.into(), limit, used: AtomicUsize::new(0) }
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Moves the charge from `old` to `new` bytes for `variable`; fails with
+    /// `resource-exhausted`, charging nothing, if that goes over the limit.
+    fn recharge(&self, variable: &str, old: usize, new: usize) -> Result<()> {
+        if new <= old {
+            self.used.fetch_sub(old - new, Ordering::Relaxed);
+            return Ok(());
+        }
+        let grow = new - old;
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(grow).filter(|&total| total <= self.limit)
+            })
+            .map(drop)
+            .map_err(|used| {
+                Error::status(
+                    crate::error::Code::ResourceExhausted,
+                    format!(
+                        "variable-bytes limit: variable '{variable}' needs {grow} more bytes, but {} holds {used} of \
+                         its {} bytes",
+                        self.owner, self.limit
+                    ),
+                )
+            })
+    }
+}
+
+fn byte_size(t: &Tensor) -> usize {
+    t.len() * t.dtype().byte_width().unwrap_or(16)
+}
 
 /// One variable's slot.
 #[derive(Debug)]
@@ -16,6 +67,7 @@ pub struct Variable {
     device: String,
     ty: TensorType,
     value: Mutex<Option<Tensor>>,
+    budget: Option<Arc<ByteBudget>>,
 }
 
 impl Variable {
@@ -62,8 +114,17 @@ impl Variable {
                 self.ty
             )));
         }
-        *self.lock() = Some(value.clone());
+        let mut guard = self.lock();
+        self.charge(guard.as_ref(), &value)?;
+        *guard = Some(value.clone());
         Ok(value)
+    }
+
+    fn charge(&self, old: Option<&Tensor>, new: &Tensor) -> Result<()> {
+        match &self.budget {
+            Some(b) => b.recharge(&self.name, old.map_or(0, byte_size), byte_size(new)),
+            None => Ok(()),
+        }
     }
 
     /// Read-modify-write under the variable's lock: concurrent updates never
@@ -72,8 +133,18 @@ impl Variable {
         let mut guard = self.lock();
         let old = guard.as_ref().ok_or_else(|| self.uninitialized())?;
         let new = f(old)?;
+        self.charge(Some(old), &new)?;
         *guard = Some(new.clone());
         Ok(new)
+    }
+}
+
+impl Drop for Variable {
+    fn drop(&mut self) {
+        // Give the bytes back: the budget may outlive this variable.
+        if let (Some(b), Some(t)) = (&self.budget, self.lock().as_ref()) {
+            let _ = b.recharge(&self.name, byte_size(t), 0);
+        }
     }
 }
 
@@ -82,12 +153,18 @@ impl Variable {
 pub struct VariableStore {
     device: String,
     vars: Mutex<HashMap<String, Arc<Variable>>>,
+    budget: Option<Arc<ByteBudget>>,
 }
 
 impl VariableStore {
     /// An empty store for the device named `device`.
     pub fn new(device: impl Into<String>) -> Self {
-        VariableStore { device: device.into(), vars: Mutex::new(HashMap::new()) }
+        VariableStore { device: device.into(), vars: Mutex::new(HashMap::new()), budget: None }
+    }
+
+    /// An empty store whose variables' values are charged to `budget`.
+    pub fn with_budget(device: impl Into<String>, budget: Arc<ByteBudget>) -> Self {
+        VariableStore { device: device.into(), vars: Mutex::new(HashMap::new()), budget: Some(budget) }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Variable>>> {
@@ -112,6 +189,7 @@ impl VariableStore {
             device: self.device.clone(),
             ty: ty.clone(),
             value: Mutex::new(None),
+            budget: self.budget.clone(),
         });
         vars.insert(name.to_string(), v.clone());
         Ok(v)
@@ -182,5 +260,24 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(v.read().unwrap(), Tensor::scalar_f32(4000.0));
+    }
+
+    #[test]
+    fn budget_refuses_growth_past_its_limit_and_frees_on_drop() {
+        let budget = Arc::new(ByteBudget::new("experiment 'a'", 64));
+        let store = VariableStore::with_budget("/job:w/replica:0/task:0/device:CPU:0", budget.clone());
+        let ty = TensorType { dtype: DType::F32, shape: vec![None] };
+        let v = store.get_or_create("v", &ty).unwrap();
+        v.assign(Tensor::from_f32(&[10], vec![1.0; 10]).unwrap()).unwrap();
+        assert_eq!(budget.used(), 40);
+        let err = v.assign(Tensor::from_f32(&[20], vec![1.0; 20]).unwrap()).unwrap_err();
+        assert_eq!(err.code(), crate::error::Code::ResourceExhausted);
+        assert!(err.to_string().contains("variable-bytes limit") && err.to_string().contains("'v'"), "{err}");
+        assert_eq!(v.read().unwrap().len(), 10, "a refused assign changes nothing");
+        v.assign(Tensor::from_f32(&[4], vec![1.0; 4]).unwrap()).unwrap();
+        assert_eq!(budget.used(), 16);
+        drop(v);
+        drop(store);
+        assert_eq!(budget.used(), 0);
     }
 }

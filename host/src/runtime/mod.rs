@@ -128,6 +128,8 @@ pub enum ExitStatus {
     Failed(String),
     /// The program trapped (a panic, `unreachable`, out of bounds, ...).
     Trapped(String),
+    /// The program hit one of its limits (memory, CPU time), named in the message.
+    ResourceExhausted(String),
 }
 
 impl ExitStatus {
@@ -136,6 +138,40 @@ impl ExitStatus {
         *self == ExitStatus::Success
     }
 }
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Success => f.write_str("succeeded"),
+            ExitStatus::Failed(m) => write!(f, "failed: {m}"),
+            ExitStatus::Trapped(m) => write!(f, "trapped: {m}"),
+            ExitStatus::ResourceExhausted(m) => write!(f, "resource-exhausted: {m}"),
+        }
+    }
+}
+
+/// Limits of one program; `None` takes the runtime's setting.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProgramLimits {
+    /// Linear memory it may grow to (at most the runtime's `max_memory_bytes`).
+    pub memory_bytes: Option<usize>,
+    /// Time it may spend executing guest code (time blocked in host calls,
+    /// such as waiting for another task, does not count). Measured in
+    /// [`EPOCH_TICK`]s.
+    pub cpu_time: Option<Duration>,
+}
+
+/// The trap a program's CPU-time limit raises.
+#[derive(Debug)]
+struct CpuTimeExceeded(Duration);
+
+impl std::fmt::Display for CpuTimeExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the program used its CPU-time limit of {:?}", self.0)
+    }
+}
+
+impl std::error::Error for CpuTimeExceeded {}
 
 /// A finished program's status and output.
 #[derive(Clone, Debug)]
@@ -268,6 +304,18 @@ impl Runtime {
         args: Vec<String>,
         follow: Option<UnboundedSender<OutputChunk>>,
     ) -> Result<Program> {
+        self.instantiate_limited(worker, task, args, follow, &ProgramLimits::default()).await
+    }
+
+    /// [`Runtime::instantiate`] with per-program `limits`.
+    pub async fn instantiate_limited(
+        &self,
+        worker: &Worker,
+        task: Arc<Task>,
+        args: Vec<String>,
+        follow: Option<UnboundedSender<OutputChunk>>,
+        limits: &ProgramLimits,
+    ) -> Result<Program> {
         let stdout = OutputSink::new(StreamKind::Stdout, self.config.max_output_bytes, follow.clone());
         let stderr = OutputSink::new(StreamKind::Stderr, self.config.max_output_bytes, follow);
         let mut argv = vec![worker.name.clone()];
@@ -279,18 +327,28 @@ impl Runtime {
             .env("WEFT_JOB", &task.id().job)
             .env("WEFT_TASK", task.id().index.to_string())
             .build();
-        let limits = StoreLimitsBuilder::new().memory_size(self.config.max_memory_bytes).build();
-        let state = ProgramState { wasi, table: Default::default(), task, limits };
+        let memory_limit = limits.memory_bytes.unwrap_or(usize::MAX).min(self.config.max_memory_bytes);
+        let store_limits = StoreLimitsBuilder::new().memory_size(memory_limit).build();
+        let state = ProgramState { wasi, table: Default::default(), task, limits: store_limits };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        // Every tick the guest is found running costs it one tick of CPU time.
+        let budget = limits.cpu_time.map(|t| (t, t.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64));
+        let mut ticks = 0u64;
+        store.epoch_deadline_callback(move |_| {
+            ticks += 1;
+            match budget {
+                Some((limit, max_ticks)) if ticks > max_ticks => Err(CpuTimeExceeded(limit).into()),
+                _ => Ok(UpdateDeadline::Yield(1)),
+            }
+        });
         let instance = worker
             .pre
             .instantiate_async(&mut store)
             .await
             .map_err(|e| Error::wasm(format!("instantiating {}", worker.name), &e))?;
-        Ok(Program { store, instance, args, stdout, stderr, memory_limit: self.config.max_memory_bytes })
+        Ok(Program { store, instance, args, stdout, stderr, memory_limit })
     }
 }
 
@@ -310,7 +368,7 @@ impl Program {
         let status = match self.instance.call_run(&mut self.store, &self.args).await {
             Ok(Ok(())) => ExitStatus::Success,
             Ok(Err(message)) => ExitStatus::Failed(message),
-            Err(trap) => ExitStatus::Trapped(describe_trap(&trap, &self.stderr.contents(), self.memory_limit)),
+            Err(trap) => describe_trap(&trap, &self.stderr.contents(), self.memory_limit),
         };
         ProgramOutput { status, stdout: self.stdout.contents(), stderr: self.stderr.contents() }
     }
@@ -337,26 +395,29 @@ fn check_component_header(name: &str, bytes: &[u8]) -> Result<()> {
 
 /// The trap's reason, plus what the guest's runtime printed about it: a
 /// panic message, or the allocation that hit the memory limit.
-fn describe_trap(trap: &wasmtime::Error, stderr: &[u8], memory_limit: usize) -> String {
+fn describe_trap(trap: &wasmtime::Error, stderr: &[u8], memory_limit: usize) -> ExitStatus {
+    if let Some(cpu) = trap.downcast_ref::<CpuTimeExceeded>() {
+        return ExitStatus::ResourceExhausted(format!("cpu-time limit: {cpu}"));
+    }
     let reason = match trap.downcast_ref::<wasmtime::Trap>() {
         Some(t) => t.to_string(),
         None => format!("{trap:#}"),
     };
     let text = String::from_utf8_lossy(stderr);
     if let Some(line) = text.lines().find(|l| l.starts_with("memory allocation of")) {
-        return format!(
-            "program ran out of memory ({}; the limit is {} MiB); {reason}",
+        return ExitStatus::ResourceExhausted(format!(
+            "memory limit: the program ran out of memory ({}; the limit is {} MiB); {reason}",
             line.trim(),
             memory_limit >> 20
-        );
+        ));
     }
-    match text.lines().find(|l| l.contains("panicked at")) {
+    ExitStatus::Trapped(match text.lines().find(|l| l.contains("panicked at")) {
         Some(line) => {
             let detail = text.lines().skip_while(|l| !l.contains("panicked at")).nth(1).unwrap_or("").trim();
             format!("program panicked ({}: {detail}); {reason}", line.trim().trim_end_matches(':'))
         }
         None => reason,
-    }
+    })
 }
 
 #[cfg(test)]
