@@ -25,6 +25,7 @@ pub mod device;
 pub mod error;
 pub mod exec;
 pub mod graph;
+pub mod hosting;
 pub mod launch;
 pub mod local_cluster;
 pub mod rpc;

@@ -1,5 +1,6 @@
-//! A task server: serves `weft.v1.TaskService` and gRPC health for one task
-//! on a listener until its shutdown future completes.
+//! A host's gRPC server: `weft.v1.TaskService` for its tasks, the hosting
+//! `ControlService` when it takes uploads, and gRPC health, every call
+//! through the credentials interceptor, until its shutdown future completes.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,24 +11,79 @@ use tokio::sync::Notify;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+use tonic::service::interceptor::InterceptedService;
+
 use crate::error::{Error, Result};
-use crate::rpc::{MAX_MESSAGE_BYTES, TaskService};
+use crate::rpc::pb::control_service_server::ControlServiceServer;
+use crate::rpc::pb::task_service_server::TaskServiceServer;
+use crate::rpc::{
+    AuthInterceptor, Authenticator, Caller, ControlService, MAX_MESSAGE_BYTES, ServedTask, SingleTask, TaskDirectory,
+    TaskService,
+};
 use crate::task::Task;
 
 /// How long a stopping server lets open connections finish their calls.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
+/// Lets every call in as [`Caller::Anonymous`], or as the experiment it
+/// names (which a single-task server then does not know): a cluster task
+/// server's network is its trust boundary, as in TensorFlow.
+struct OpenAccess;
+
+impl Authenticator for OpenAccess {
+    fn authenticate(&self, metadata: &tonic::metadata::MetadataMap) -> std::result::Result<Caller, tonic::Status> {
+        Ok(match crate::rpc::auth::experiment_of(metadata)? {
+            Some(name) => Caller::Experiment(name.to_string()),
+            None => Caller::Anonymous,
+        })
+    }
+}
+
 /// Serves `task` on `listener` until `shutdown` completes; then stops taking
 /// calls, and ends once open calls finish or [`SHUTDOWN_GRACE`] passes (a
 /// client that never closes its connection cannot keep a server alive).
 pub async fn serve(listener: TcpListener, task: Arc<Task>, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let label = task.id().to_string();
+    let services = HostServices {
+        directory: Arc::new(SingleTask(Arc::new(ServedTask::new(task)))),
+        auth: Arc::new(OpenAccess),
+        control: None,
+    };
+    serve_host(listener, services, &label, shutdown).await
+}
+
+/// What a host serves: its tasks (`TaskService`), who may call, and
+/// optionally the hosting control API.
+pub struct HostServices {
+    /// The tasks served here.
+    pub directory: Arc<dyn TaskDirectory>,
+    /// Checks every call's credentials.
+    pub auth: Arc<dyn Authenticator>,
+    /// The control API, on hosts that take uploads.
+    pub control: Option<ControlService>,
+}
+
+/// Serves `services` on `listener` until `shutdown` completes (see [`serve`]).
+/// `label` names the host in logs and errors.
+pub async fn serve_host(
+    listener: TcpListener,
+    services: HostServices,
+    label: &str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let address = listener.local_addr().map_err(|e| Error::io("reading the listener's address", e))?;
     let (health, health_service) = tonic_health::server::health_reporter();
-    let service = crate::rpc::pb::task_service_server::TaskServiceServer::new(TaskService::new(task.clone()))
+    let auth = AuthInterceptor(services.auth);
+    let tasks = TaskServiceServer::new(TaskService::new(services.directory))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    health.set_serving::<crate::rpc::pb::task_service_server::TaskServiceServer<TaskService>>().await;
-    tracing::info!("serving {} on {address}", task.id());
+    health.set_serving::<TaskServiceServer<TaskService>>().await;
+    // Upload chunks are small; the module size limit is checked as they come.
+    let control = services.control.map(|c| InterceptedService::new(ControlServiceServer::new(c), auth.clone()));
+    if control.is_some() {
+        health.set_serving::<ControlServiceServer<ControlService>>().await;
+    }
+    tracing::info!("serving {label} on {address}");
     let stopping = Arc::new(Notify::new());
     let graceful = stopping.clone();
     let server = Server::builder()
@@ -35,7 +91,8 @@ pub async fn serve(listener: TcpListener, task: Arc<Task>, shutdown: impl Future
         .initial_connection_window_size(32 << 20)
         .max_frame_size(1 << 20)
         .add_service(health_service)
-        .add_service(service)
+        .add_service(InterceptedService::new(tasks, auth))
+        .add_optional_service(control)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
             graceful.notified().await
         });
@@ -47,11 +104,11 @@ pub async fn serve(listener: TcpListener, task: Arc<Task>, shutdown: impl Future
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
                 Ok(r) => r,
                 Err(_) => {
-                    tracing::warn!("{}: connections still open after {SHUTDOWN_GRACE:?}; closing them", task.id());
+                    tracing::warn!("{label}: connections still open after {SHUTDOWN_GRACE:?}; closing them");
                     Ok(())
                 }
             }
         }
     };
-    result.map_err(|e| Error::unavailable(format!("serving {} on {address}: {e}", task.id())))
+    result.map_err(|e| Error::unavailable(format!("serving {label} on {address}: {e}")))
 }

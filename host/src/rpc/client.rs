@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use tonic::transport::{Channel, Endpoint};
 
+use super::auth::Credentials;
 use super::convert::{dtype_from_pb, error_from_status, partition_to_pb, stats_from_pb, tensor_to_pb};
 use super::service::NOT_REGISTERED;
 use super::{MAX_MESSAGE_BYTES, pb};
@@ -42,6 +43,7 @@ struct PeerState {
 struct Peer {
     task: TaskId,
     address: String,
+    credentials: Credentials,
     state: tokio::sync::Mutex<PeerState>,
 }
 
@@ -49,6 +51,7 @@ struct Peer {
 pub struct GrpcRemote {
     cluster: ClusterSpec,
     master: u64,
+    credentials: Credentials,
     peers: Mutex<HashMap<TaskId, Arc<Peer>>>,
 }
 
@@ -61,7 +64,14 @@ impl std::fmt::Debug for GrpcRemote {
 impl GrpcRemote {
     /// A client for `cluster`'s tasks, identifying itself as a new master.
     pub fn new(cluster: ClusterSpec) -> Self {
-        GrpcRemote { cluster, master: rand::random(), peers: Mutex::default() }
+        GrpcRemote { cluster, master: rand::random(), credentials: Credentials::default(), peers: Mutex::default() }
+    }
+
+    /// This client, attaching `credentials` (an experiment and its token) to
+    /// every call.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self
     }
 
     fn peer(&self, task: &TaskId) -> Result<Arc<Peer>> {
@@ -71,7 +81,12 @@ impl GrpcRemote {
         }
         self.cluster.check_task(task)?;
         let address = self.cluster.jobs()[&task.job][task.index as usize].clone();
-        let peer = Arc::new(Peer { task: task.clone(), address, state: Default::default() });
+        let peer = Arc::new(Peer {
+            task: task.clone(),
+            address,
+            credentials: self.credentials.clone(),
+            state: Default::default(),
+        });
         peers.insert(task.clone(), peer.clone());
         Ok(peer)
     }
@@ -104,6 +119,13 @@ impl RemoteTasks for GrpcRemote {
 }
 
 impl Peer {
+    /// A request for this peer's task, with the credentials attached.
+    fn request<T>(&self, message: T) -> Result<tonic::Request<T>> {
+        let mut request = tonic::Request::new(message);
+        self.credentials.attach(&mut request, Some(&self.task)).map_err(|s| error_from_status(&s))?;
+        Ok(request)
+    }
+
     fn unavailable(&self, why: impl std::fmt::Display) -> Error {
         Error::unavailable(format!("task {} at {} is unavailable: {why}", self.task, self.address))
     }
@@ -125,12 +147,15 @@ impl Peer {
         let mut last_log: Option<Instant> = None;
         loop {
             let attempt = async {
-                let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+                let channel = endpoint.connect().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
                 let mut client = Client::new(channel)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-                let status = client.get_status(pb::GetStatusRequest {}).await.map_err(|s| s.message().to_string())?;
-                Ok::<_, String>((client, status.into_inner()))
+                let request = self
+                    .request(pb::GetStatusRequest {})
+                    .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+                let status = client.get_status(request).await?;
+                Ok::<_, tonic::Status>((client, status.into_inner()))
             };
             match attempt.await {
                 Ok((client, status)) => {
@@ -145,8 +170,19 @@ impl Peer {
                     }
                     return Ok(client);
                 }
-                Err(why) if st.incarnation.is_some() => return Err(self.unavailable(why)),
-                Err(why) => {
+                // Waiting cannot fix credentials: say so now.
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied | tonic::Code::InvalidArgument
+                    ) =>
+                {
+                    let e = error_from_status(&s);
+                    return Err(Error::status(e.code(), format!("{} at {}: {}", self.task, self.address, e.message())));
+                }
+                Err(s) if st.incarnation.is_some() => return Err(self.unavailable(s.message())),
+                Err(s) => {
+                    let why = s.message();
                     if last_log.is_none_or(|t| t.elapsed() >= WAIT_LOG_EVERY) {
                         tracing::warn!("waiting for {} at {} to come up ({why})", self.task, self.address);
                         last_log = Some(Instant::now());
@@ -175,7 +211,7 @@ impl Peer {
                         partition_id: part.id,
                         def: Some(partition_to_pb(&part.def)),
                     };
-                    match client.register_partition(req).await {
+                    match client.register_partition(self.request(req)?).await {
                         Ok(resp) => {
                             let incarnation = resp.into_inner().incarnation;
                             if st.incarnation != Some(incarnation) {
@@ -191,7 +227,7 @@ impl Peer {
                 client
             };
             let req = pb::RunPartitionRequest { master, partition_id: part.id, inputs: inputs.clone(), trace };
-            match client.run_partition(req).await {
+            match client.run_partition(self.request(req)?).await {
                 Ok(resp) => {
                     let result = self.receive(&mut resp.into_inner()).await?;
                     if result.outputs.len() != part.def.outputs.len() {
@@ -263,7 +299,8 @@ impl Peer {
 
     /// Learns the task's new incarnation and start time after a restart.
     async fn restarted(&self, st: &mut PeerState, client: &mut Client) -> Result<()> {
-        let status = client.get_status(pb::GetStatusRequest {}).await.map_err(|s| self.failed(st, &s))?.into_inner();
+        let request = self.request(pb::GetStatusRequest {})?;
+        let status = client.get_status(request).await.map_err(|s| self.failed(st, &s))?.into_inner();
         tracing::warn!("{} at {} restarted; registering its partitions again", self.task, self.address);
         st.incarnation = Some(status.incarnation);
         st.restarted_micros = Some(status.started_unix_micros);

@@ -2,15 +2,19 @@
 //! server) and the client a master uses to run partitions on other tasks.
 //! Generated protobuf types stay inside this module.
 
+pub mod auth;
 mod client;
+mod control;
 mod convert;
 mod service;
 
+pub use auth::{AuthInterceptor, Authenticator, Caller, Credentials};
 pub use client::GrpcRemote;
-pub use service::TaskService;
+pub use control::{ControlService, program_info};
+pub use service::{ServedTask, SingleTask, TaskDirectory, TaskService};
 
 /// Generated from `proto/weft/v1/task.proto`.
-pub(crate) mod pb {
+pub mod pb {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("weft.v1");
 }

@@ -8,8 +8,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rand::rngs::StdRng;
 use tonic::{Request, Response, Status};
 
+use super::auth::{Caller, task_of};
 use super::convert::{dtype_to_pb, partition_from_pb, stats_to_pb, status_from_error, tensor_from_pb};
 use super::pb;
+use crate::cluster::TaskId;
 use crate::error::Error;
 use crate::exec::{PartitionDef, Trace, run_partition};
 use crate::graph::{NodeId, Output};
@@ -25,8 +27,9 @@ struct Registered {
     rngs: Mutex<HashMap<NodeId, Option<StdRng>>>,
 }
 
-/// `weft.v1.TaskService` for one task.
-pub struct TaskService {
+/// One task as its server sees it: the task, this start's incarnation and
+/// the partitions masters registered with it.
+pub struct ServedTask {
     task: Arc<Task>,
     incarnation: u64,
     started_micros: u64,
@@ -38,11 +41,16 @@ fn incarnation_of() -> u64 {
     rand::random::<u64>() | 1
 }
 
-impl TaskService {
-    /// The service of `task`, with a new incarnation.
+impl ServedTask {
+    /// `task`, starting now with a new incarnation.
     pub fn new(task: Arc<Task>) -> Self {
         let started_micros = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
-        TaskService { task, incarnation: incarnation_of(), started_micros, partitions: Mutex::default() }
+        ServedTask { task, incarnation: incarnation_of(), started_micros, partitions: Mutex::default() }
+    }
+
+    /// The task.
+    pub fn task(&self) -> &Arc<Task> {
+        &self.task
     }
 
     /// This start's incarnation.
@@ -52,6 +60,47 @@ impl TaskService {
 
     fn partitions(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, u64), Arc<Registered>>> {
         self.partitions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Which served task a `TaskService` call is for, given who calls and the
+/// task its `weft-task` header names.
+pub trait TaskDirectory: Send + Sync + 'static {
+    /// The task, or the status to fail the call with.
+    fn served(&self, caller: &Caller, task: Option<&TaskId>) -> Result<Arc<ServedTask>, Status>;
+}
+
+/// A server of one cluster task, open to every caller (TensorFlow's model:
+/// the cluster's network is its trust boundary).
+pub struct SingleTask(pub Arc<ServedTask>);
+
+impl TaskDirectory for SingleTask {
+    fn served(&self, caller: &Caller, task: Option<&TaskId>) -> Result<Arc<ServedTask>, Status> {
+        if let Caller::Experiment(name) = caller {
+            return Err(Status::not_found(format!("this host serves no experiment '{name}'")));
+        }
+        match task {
+            Some(t) if t != self.0.task.id() => {
+                Err(Status::not_found(format!("this server is task {}, not {t}", self.0.task.id())))
+            }
+            _ => Ok(self.0.clone()),
+        }
+    }
+}
+
+/// `weft.v1.TaskService` for the tasks of a host.
+pub struct TaskService {
+    directory: Arc<dyn TaskDirectory>,
+}
+
+impl TaskService {
+    /// The service of the tasks in `directory`.
+    pub fn new(directory: Arc<dyn TaskDirectory>) -> Self {
+        TaskService { directory }
+    }
+
+    fn served<T>(&self, request: &Request<T>) -> Result<Arc<ServedTask>, Status> {
+        self.directory.served(Caller::of(request)?, task_of(request.metadata())?.as_ref())
     }
 }
 
@@ -97,12 +146,16 @@ type ChunkStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::
 impl pb::task_service_server::TaskService for TaskService {
     type RunPartitionStream = ChunkStream;
 
-    async fn get_status(&self, _: Request<pb::GetStatusRequest>) -> Result<Response<pb::GetStatusResponse>, Status> {
+    async fn get_status(
+        &self,
+        request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let served = self.served(&request)?;
         Ok(Response::new(pb::GetStatusResponse {
-            job: self.task.id().job.clone(),
-            task: self.task.id().index,
-            incarnation: self.incarnation,
-            started_unix_micros: self.started_micros,
+            job: served.task.id().job.clone(),
+            task: served.task.id().index,
+            incarnation: served.incarnation,
+            started_unix_micros: served.started_micros,
         }))
     }
 
@@ -110,21 +163,23 @@ impl pb::task_service_server::TaskService for TaskService {
         &self,
         request: Request<pb::RegisterPartitionRequest>,
     ) -> Result<Response<pb::RegisterPartitionResponse>, Status> {
+        let served = self.served(&request)?;
         let req = request.into_inner();
         let def = req.def.ok_or_else(|| Status::invalid_argument("RegisterPartition without a partition"))?;
         let def = partition_from_pb(&def).map_err(status_from_error)?;
-        let mut partitions = self.partitions();
+        let mut partitions = served.partitions();
         if partitions.len() >= MAX_PARTITIONS {
             partitions.clear();
         }
         partitions.insert((req.master, req.partition_id), Arc::new(Registered { def, rngs: Mutex::default() }));
-        Ok(Response::new(pb::RegisterPartitionResponse { incarnation: self.incarnation }))
+        Ok(Response::new(pb::RegisterPartitionResponse { incarnation: served.incarnation }))
     }
 
     async fn run_partition(&self, request: Request<pb::RunPartitionRequest>) -> Result<Response<ChunkStream>, Status> {
+        let served = self.served(&request)?;
         let req = request.into_inner();
-        let part = self.partitions().get(&(req.master, req.partition_id)).cloned().ok_or_else(|| {
-            Status::not_found(format!("partition {} {NOT_REGISTERED} of {}", req.partition_id, self.task.id()))
+        let part = served.partitions().get(&(req.master, req.partition_id)).cloned().ok_or_else(|| {
+            Status::not_found(format!("partition {} {NOT_REGISTERED} of {}", req.partition_id, served.task.id()))
         })?;
         if req.inputs.len() != part.def.inputs.len() {
             return Err(Status::invalid_argument(format!(
@@ -143,7 +198,7 @@ impl pb::task_service_server::TaskService for TaskService {
             .map(|(o, t)| t.map(|t| (o, t)))
             .collect::<Result<_, Error>>()
             .map_err(status_from_error)?;
-        let device = self.task.device().clone();
+        let device = served.task.device().clone();
         let id = req.partition_id;
         let compute = move || {
             let mut trace = req.trace.then(Trace::default);

@@ -1,0 +1,206 @@
+//! One experiment as a host holds it: the tasks it serves here (each with
+//! its own devices, hence its own variables, and a gRPC client that carries
+//! the experiment's token to its other tasks), its limits, the modules it
+//! uploaded, and its programs.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::limits::EffectiveLimits;
+use super::programs::ProgramRecord;
+use crate::cluster::{ClusterSpec, TaskId};
+use crate::error::{Code, Error, Result};
+use crate::exec::{ByteBudget, LocalDevices};
+use crate::rpc::{Credentials, GrpcRemote, ServedTask};
+use crate::task::Task;
+
+/// Finished programs an experiment keeps records of; older ones are forgotten.
+const MAX_FINISHED_RECORDS: usize = 1024;
+
+/// What it takes to create an experiment on a host.
+#[derive(Clone, Debug)]
+pub struct ExperimentSpec {
+    /// Its name: letters, digits, `-`, `_`, `.`; at most 64.
+    pub name: String,
+    /// The bearer token its clients must present (at least 16 characters).
+    pub token: String,
+    /// Every task of the experiment, by job, at the address of its host.
+    pub cluster: ClusterSpec,
+    /// The tasks this host serves.
+    pub tasks: Vec<TaskId>,
+    /// Its limits (unset fields take the host's).
+    pub limits: super::Limits,
+}
+
+/// An experiment on this host.
+pub struct Experiment {
+    name: String,
+    token: String,
+    cluster: ClusterSpec,
+    limits: EffectiveLimits,
+    tasks: BTreeMap<TaskId, Arc<ServedTask>>,
+    budget: Arc<ByteBudget>,
+    modules: Mutex<HashSet<String>>,
+    programs: Mutex<BTreeMap<u64, Arc<ProgramRecord>>>,
+}
+
+impl std::fmt::Debug for Experiment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Experiment")
+            .field("name", &self.name)
+            .field("tasks", &self.tasks.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Checks an experiment's name: it travels in a header and shows in logs.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "experiment name '{name}' is not valid: use 1 to 64 letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+impl Experiment {
+    /// Creates `spec` under the host's limits.
+    pub fn new(spec: ExperimentSpec, host_limits: &EffectiveLimits) -> Result<Self> {
+        check_name(&spec.name)?;
+        if spec.token.len() < 16 || !spec.token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::invalid(format!(
+                "the token of experiment '{}' must be at least 16 printable ASCII characters",
+                spec.name
+            )));
+        }
+        if spec.tasks.is_empty() {
+            return Err(Error::invalid(format!("experiment '{}' gives this host no tasks to serve", spec.name)));
+        }
+        for t in &spec.tasks {
+            spec.cluster.check_task(t)?;
+        }
+        let limits = host_limits.narrowed_by(&spec.limits);
+        let budget = Arc::new(ByteBudget::new(format!("experiment '{}'", spec.name), limits.variable_bytes));
+        let devices = Arc::new(LocalDevices::with_budget(spec.tasks.iter().cloned(), budget.clone()));
+        let remote = Arc::new(
+            GrpcRemote::new(spec.cluster.clone()).with_credentials(Credentials::experiment(&spec.name, &spec.token)),
+        );
+        let mut tasks = BTreeMap::new();
+        for id in &spec.tasks {
+            let task =
+                Task::with_devices(spec.cluster.clone(), id.clone(), devices.clone())?.with_remote(remote.clone());
+            tasks.insert(id.clone(), Arc::new(ServedTask::new(Arc::new(task))));
+        }
+        Ok(Experiment {
+            name: spec.name,
+            token: spec.token,
+            cluster: spec.cluster,
+            limits,
+            tasks,
+            budget,
+            modules: Mutex::default(),
+            programs: Mutex::default(),
+        })
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether `token` is its token (compared in constant time).
+    pub fn accepts(&self, token: &str) -> bool {
+        crate::rpc::auth::same_token(token, &self.token)
+    }
+
+    /// All its tasks, by job.
+    pub fn cluster(&self) -> &ClusterSpec {
+        &self.cluster
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &EffectiveLimits {
+        &self.limits
+    }
+
+    /// The tasks served here.
+    pub fn tasks(&self) -> impl Iterator<Item = &TaskId> {
+        self.tasks.keys()
+    }
+
+    /// The served task `id`, or `not-found` naming what is served.
+    pub fn served(&self, id: &TaskId) -> Result<Arc<ServedTask>> {
+        self.tasks.get(id).cloned().ok_or_else(|| {
+            let here: Vec<String> = self.tasks.keys().map(ToString::to_string).collect();
+            Error::not_found(format!(
+                "experiment '{}' has no task {id} on this host (it serves {})",
+                self.name,
+                here.join(", ")
+            ))
+        })
+    }
+
+    /// Bytes its variables hold on this host.
+    pub fn variable_bytes(&self) -> usize {
+        self.budget.used()
+    }
+
+    /// Whether it uploaded the module with this sha256.
+    pub fn has_module(&self, sha256: &str) -> bool {
+        lock(&self.modules).contains(sha256)
+    }
+
+    /// Records that it uploaded the module with this sha256.
+    pub fn add_module(&self, sha256: &str) {
+        lock(&self.modules).insert(sha256.to_string());
+    }
+
+    /// Its program `id`, if it has one.
+    pub fn program(&self, id: u64) -> Option<Arc<ProgramRecord>> {
+        lock(&self.programs).get(&id).cloned()
+    }
+
+    /// Its programs, oldest first.
+    pub fn programs(&self) -> Vec<Arc<ProgramRecord>> {
+        lock(&self.programs).values().cloned().collect()
+    }
+
+    /// Programs still compiling or running.
+    pub fn running(&self) -> usize {
+        lock(&self.programs).values().filter(|p| !p.state().is_final()).count()
+    }
+
+    /// Adds a program, unless that would exceed its programs limit.
+    pub fn add_program(&self, record: Arc<ProgramRecord>) -> Result<()> {
+        let mut programs = lock(&self.programs);
+        let running = programs.values().filter(|p| !p.state().is_final()).count();
+        if running >= self.limits.programs as usize {
+            return Err(Error::status(
+                Code::ResourceExhausted,
+                format!(
+                    "programs limit: experiment '{}' already runs {running} programs on this host, its limit",
+                    self.name
+                ),
+            ));
+        }
+        let finished: Vec<u64> = programs.iter().filter(|(_, p)| p.state().is_final()).map(|(&id, _)| id).collect();
+        for id in finished.iter().take(finished.len().saturating_sub(MAX_FINISHED_RECORDS)) {
+            programs.remove(id);
+        }
+        programs.insert(record.id, record);
+        Ok(())
+    }
+
+    /// Stops every program; returns how many were still going.
+    pub fn stop_all(&self) -> usize {
+        self.programs().iter().filter(|p| p.kill()).count()
+    }
+}

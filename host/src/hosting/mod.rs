@@ -1,0 +1,296 @@
+//! Hosting: one set of hosts serving many experiments side by side. A host
+//! takes module uploads (kept by content hash, compiled off the async
+//! threads), starts them as programs of an experiment's tasks under the
+//! experiment's limits, and keeps every experiment's variables, graphs,
+//! programs and logs apart. Credentials are checked for every call, control
+//! and data alike ([`Hosting`] is the host's [`Authenticator`]).
+
+mod experiment;
+mod limits;
+mod programs;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+pub use experiment::{Experiment, ExperimentSpec, check_name};
+pub use limits::{EffectiveLimits, Limits};
+pub use programs::{ProgramRecord, ProgramState};
+
+use crate::cluster::TaskId;
+use crate::error::{Code, Error, Result};
+use crate::rpc::auth::{bearer_token, experiment_of, same_token};
+use crate::rpc::{Authenticator, Caller, ServedTask, SingleTask, TaskDirectory};
+use crate::runtime::{Runtime, RuntimeConfig, Worker, module_hash};
+
+/// A host's hosting settings.
+#[derive(Clone, Debug)]
+pub struct HostingConfig {
+    /// The wasmtime runtime (cache directory, pooling slots, memory ceiling).
+    pub runtime: RuntimeConfig,
+    /// The host's limits: defaults and ceilings of every experiment's.
+    pub limits: EffectiveLimits,
+    /// Lets its holder create, list and delete any experiment. Without one,
+    /// anyone who can reach the host may create experiments.
+    pub admin_token: Option<String>,
+}
+
+impl Default for HostingConfig {
+    fn default() -> Self {
+        HostingConfig {
+            runtime: RuntimeConfig { max_programs: 1100, ..RuntimeConfig::default() },
+            limits: EffectiveLimits::host_defaults(),
+            admin_token: None,
+        }
+    }
+}
+
+/// The hosting side of a host.
+pub struct Hosting {
+    runtime: Arc<Runtime>,
+    limits: EffectiveLimits,
+    admin_token: Option<String>,
+    own: Option<Arc<ServedTask>>,
+    workers: Mutex<HashMap<String, Worker>>,
+    experiments: RwLock<BTreeMap<String, Arc<Experiment>>>,
+    owners: Mutex<HashMap<u64, String>>,
+    next_program: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Bytes of output kept per program.
+const LOG_CAP: usize = 4 << 20;
+
+impl Hosting {
+    /// A host with no experiments yet; `own` is the cluster task it serves to
+    /// callers without credentials, if it has one (`weft serve --cluster`).
+    /// Creates the wasmtime engine: call it off the async threads.
+    pub fn new(config: HostingConfig, own: Option<Arc<crate::task::Task>>) -> Result<Self> {
+        let mut limits = config.limits;
+        limits.memory_bytes = limits.memory_bytes.min(config.runtime.max_memory_bytes);
+        Ok(Hosting {
+            runtime: Arc::new(Runtime::new(config.runtime)?),
+            limits,
+            admin_token: config.admin_token,
+            own: own.map(|t| Arc::new(ServedTask::new(t))),
+            workers: Mutex::default(),
+            experiments: RwLock::default(),
+            owners: Mutex::default(),
+            next_program: AtomicU64::new(1),
+        })
+    }
+
+    /// The runtime programs run in.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// The host's limits.
+    pub fn limits(&self) -> &EffectiveLimits {
+        &self.limits
+    }
+
+    /// Whether `token` is the admin token.
+    pub fn is_admin(&self, token: &str) -> bool {
+        self.admin_token.as_deref().is_some_and(|a| same_token(token, a))
+    }
+
+    /// Whether creating experiments needs the admin token.
+    pub fn has_admin_token(&self) -> bool {
+        self.admin_token.is_some()
+    }
+
+    /// Creates an experiment; `failed-precondition` if the name is taken.
+    pub fn create_experiment(&self, spec: ExperimentSpec) -> Result<Arc<Experiment>> {
+        let experiment = Arc::new(Experiment::new(spec, &self.limits)?);
+        let mut all = self.experiments.write().unwrap_or_else(|p| p.into_inner());
+        if all.contains_key(experiment.name()) {
+            return Err(Error::precondition(format!("experiment '{}' already exists on this host", experiment.name())));
+        }
+        all.insert(experiment.name().to_string(), experiment.clone());
+        tracing::info!(experiment = experiment.name(), "created");
+        Ok(experiment)
+    }
+
+    /// The experiment `name`.
+    pub fn experiment(&self, name: &str) -> Result<Arc<Experiment>> {
+        let all = self.experiments.read().unwrap_or_else(|p| p.into_inner());
+        all.get(name).cloned().ok_or_else(|| Error::not_found(format!("no experiment '{name}' on this host")))
+    }
+
+    /// Every experiment, by name.
+    pub fn experiments(&self) -> Vec<Arc<Experiment>> {
+        self.experiments.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// Deletes an experiment: stops its programs and drops its tasks, hence
+    /// its variables and registered graphs. Returns how many programs it stopped.
+    pub fn delete_experiment(&self, name: &str) -> Result<usize> {
+        let removed = self.experiments.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        let experiment = removed.ok_or_else(|| Error::not_found(format!("no experiment '{name}' on this host")))?;
+        let stopped = experiment.stop_all();
+        lock(&self.owners).retain(|_, owner| owner != name);
+        tracing::info!(experiment = name, stopped, "deleted");
+        Ok(stopped)
+    }
+
+    /// Checks an uploaded module (sha256, size, header, world), compiles it
+    /// unless this host already has it, and lets `experiment` start it.
+    /// Returns its sha256 and the time spent compiling (zero if cached).
+    pub async fn add_module(
+        &self,
+        experiment: &Experiment,
+        expected: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(String, Duration)> {
+        let limit = experiment.limits().upload_bytes;
+        if bytes.len() > limit {
+            return Err(upload_too_big(bytes.len(), limit));
+        }
+        let sha = module_hash(&bytes);
+        if sha != expected {
+            return Err(Error::invalid(format!(
+                "upload damaged: its sha256 is {sha}, but the client announced {expected}"
+            )));
+        }
+        if lock(&self.workers).contains_key(&sha) {
+            experiment.add_module(&sha);
+            return Ok((sha, Duration::ZERO));
+        }
+        let runtime = self.runtime.clone();
+        let name = format!("module {}", &sha[..12]);
+        let start = Instant::now();
+        let worker = tokio::task::spawn_blocking(move || runtime.load(&name, &bytes))
+            .await
+            .map_err(|e| Error::internal(format!("compiling panicked: {e}")))??;
+        let took = start.elapsed();
+        lock(&self.workers).insert(sha.clone(), worker);
+        experiment.add_module(&sha);
+        Ok((sha, took))
+    }
+
+    /// Starts `module` (uploaded by `experiment`) as a program of `task`.
+    pub fn start_program(
+        &self,
+        experiment: &Arc<Experiment>,
+        module: &str,
+        name: Option<String>,
+        task: &TaskId,
+        args: Vec<String>,
+    ) -> Result<Arc<ProgramRecord>> {
+        let worker = match lock(&self.workers).get(module) {
+            Some(w) if experiment.has_module(module) => w.clone(),
+            _ => {
+                return Err(Error::not_found(format!(
+                    "module {module} was not uploaded to experiment '{}' on this host",
+                    experiment.name()
+                )));
+            }
+        };
+        let served = experiment.served(task)?;
+        let id = self.next_program.fetch_add(1, Ordering::Relaxed);
+        let name = name.filter(|n| !n.is_empty()).unwrap_or_else(|| format!("{}", &module[..12.min(module.len())]));
+        let record = Arc::new(ProgramRecord::new(id, name, module.to_string(), task.clone(), LOG_CAP));
+        experiment.add_program(record.clone())?;
+        lock(&self.owners).insert(id, experiment.name().to_string());
+
+        let (tx, mut rx) = mpsc::unbounded_channel::<crate::runtime::OutputChunk>();
+        let log = record.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(chunk) = rx.recv().await {
+                log.append(chunk.stream, chunk.bytes);
+            }
+        });
+        let runtime = self.runtime.clone();
+        let limits = experiment.limits().program_limits();
+        let rec = record.clone();
+        let task = served.task().clone();
+        let handle = tokio::spawn(async move {
+            rec.set_state(ProgramState::Running);
+            let outcome = match runtime.instantiate_limited(&worker, task, args, Some(tx), &limits).await {
+                Ok(program) => ProgramState::Exited(program.call().await.status),
+                Err(e) => ProgramState::Failed(e.code(), e.message()),
+            };
+            // The program (and with it the output sender) is gone: let the
+            // last output land before the final state does.
+            let _ = forward.await;
+            rec.set_state(outcome);
+        });
+        record.set_abort(handle.abort_handle());
+        Ok(record)
+    }
+
+    /// Program `id` of `experiment`: `permission-denied` if it belongs to
+    /// another experiment, `not-found` if there is no such program.
+    pub fn program(&self, experiment: &Experiment, id: u64) -> Result<Arc<ProgramRecord>> {
+        if let Some(p) = experiment.program(id) {
+            return Ok(p);
+        }
+        match lock(&self.owners).get(&id) {
+            Some(_) => Err(Error::status(
+                Code::PermissionDenied,
+                format!("program {id} belongs to another experiment than '{}'", experiment.name()),
+            )),
+            None => Err(Error::not_found(format!("experiment '{}' has no program {id}", experiment.name()))),
+        }
+    }
+}
+
+/// The error for a module over the upload limit.
+pub fn upload_too_big(size: usize, limit: usize) -> Error {
+    Error::status(
+        Code::ResourceExhausted,
+        format!("upload-size limit: the module is {size} bytes, the limit is {limit} bytes"),
+    )
+}
+
+impl Authenticator for Hosting {
+    fn authenticate(&self, metadata: &MetadataMap) -> std::result::Result<Caller, Status> {
+        let token = bearer_token(metadata)?;
+        let Some(name) = experiment_of(metadata)? else {
+            return match token {
+                Some(t) if self.is_admin(t) => Ok(Caller::Admin),
+                Some(_) => Err(Status::permission_denied(
+                    "the token is not this host's admin token (to act for an experiment, name it: --experiment)",
+                )),
+                None => Ok(Caller::Anonymous),
+            };
+        };
+        let experiment = self.experiment(name).map_err(|e| Status::not_found(e.message()))?;
+        match token {
+            None => {
+                Err(Status::unauthenticated(format!("experiment '{name}' needs its token (--token or WEFT_TOKEN)")))
+            }
+            Some(t) if experiment.accepts(t) || self.is_admin(t) => Ok(Caller::Experiment(name.to_string())),
+            Some(_) => Err(Status::permission_denied(format!("the token is not valid for experiment '{name}'"))),
+        }
+    }
+}
+
+impl TaskDirectory for Hosting {
+    fn served(&self, caller: &Caller, task: Option<&TaskId>) -> std::result::Result<Arc<ServedTask>, Status> {
+        match caller {
+            Caller::Experiment(name) => {
+                let experiment = self.experiment(name).map_err(|e| Status::not_found(e.message()))?;
+                let task = task.ok_or_else(|| {
+                    Status::invalid_argument(format!("a call for experiment '{name}' must name its task (weft-task)"))
+                })?;
+                experiment.served(task).map_err(|e| Status::not_found(e.message()))
+            }
+            Caller::Anonymous | Caller::Admin => match &self.own {
+                Some(own) => SingleTask(own.clone()).served(caller, task),
+                None => Err(Status::unauthenticated(
+                    "this host serves experiments only: calls need weft-experiment and the experiment's token",
+                )),
+            },
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Programs an experiment started on a host: their state, their output
+//! (kept up to a cap, and followed live), and how to stop them.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use crate::cluster::TaskId;
+use crate::runtime::{ExitStatus, StreamKind};
+
+/// Where a program is in its life.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProgramState {
+    /// Its module is being compiled (or loaded from the cache).
+    Compiling,
+    /// It is running.
+    Running,
+    /// It ended: how.
+    Exited(ExitStatus),
+    /// It never ran: the error's code and message (e.g. instantiation failed).
+    Failed(crate::error::Code, String),
+    /// `weft kill` (or deleting its experiment) stopped it.
+    Killed,
+}
+
+impl ProgramState {
+    /// Whether it has ended.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, ProgramState::Compiling | ProgramState::Running)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    chunks: Vec<(StreamKind, Bytes)>,
+    bytes: usize,
+    dropped: usize,
+}
+
+/// One program of an experiment.
+#[derive(Debug)]
+pub struct ProgramRecord {
+    /// Unique on this host.
+    pub id: u64,
+    /// What `weft ps` shows.
+    pub name: String,
+    /// The sha256 of its module.
+    pub module: String,
+    /// The task it runs as.
+    pub task: TaskId,
+    /// When it was submitted.
+    pub started: SystemTime,
+    state: Mutex<ProgramState>,
+    log: Mutex<Log>,
+    log_cap: usize,
+    /// Bumped on every change of state or output, for followers.
+    changed: watch::Sender<u64>,
+    abort: Mutex<Option<AbortHandle>>,
+}
+
+impl ProgramRecord {
+    /// A program about to compile, keeping at most `log_cap` bytes of output.
+    pub fn new(id: u64, name: String, module: String, task: TaskId, log_cap: usize) -> Self {
+        ProgramRecord {
+            id,
+            name,
+            module,
+            task,
+            started: SystemTime::now(),
+            state: Mutex::new(ProgramState::Compiling),
+            log: Mutex::default(),
+            log_cap,
+            changed: watch::Sender::new(0),
+            abort: Mutex::default(),
+        }
+    }
+
+    fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Its state now.
+    pub fn state(&self) -> ProgramState {
+        Self::lock(&self.state).clone()
+    }
+
+    /// Moves it to `state`, unless it already ended (a kill is not undone
+    /// by the program's task finishing afterwards).
+    pub fn set_state(&self, state: ProgramState) {
+        {
+            let mut s = Self::lock(&self.state);
+            if s.is_final() {
+                return;
+            }
+            *s = state;
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Remembers how to stop the task running it.
+    pub fn set_abort(&self, handle: AbortHandle) {
+        *Self::lock(&self.abort) = Some(handle);
+    }
+
+    /// Stops it if it is still going; returns whether it was.
+    pub fn kill(&self) -> bool {
+        if self.state().is_final() {
+            return false;
+        }
+        if let Some(handle) = Self::lock(&self.abort).take() {
+            handle.abort();
+        }
+        self.set_state(ProgramState::Killed);
+        true
+    }
+
+    /// Appends output, keeping at most the cap.
+    pub fn append(&self, stream: StreamKind, bytes: Bytes) {
+        {
+            let mut log = Self::lock(&self.log);
+            let room = self.log_cap.saturating_sub(log.bytes);
+            if room < bytes.len() {
+                log.dropped += bytes.len() - room;
+            }
+            let keep = bytes.slice(..room.min(bytes.len()));
+            if !keep.is_empty() {
+                log.bytes += keep.len();
+                log.chunks.push((stream, keep));
+            }
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Output chunks from index `from` on, and the note about dropped bytes.
+    pub fn output_since(&self, from: usize) -> (Vec<(StreamKind, Bytes)>, usize) {
+        let log = Self::lock(&self.log);
+        (log.chunks.get(from..).unwrap_or_default().to_vec(), log.dropped)
+    }
+
+    /// All its standard output so far, as text.
+    pub fn stdout_text(&self) -> String {
+        let log = Self::lock(&self.log);
+        let bytes: Vec<u8> =
+            log.chunks.iter().filter(|(k, _)| *k == StreamKind::Stdout).flat_map(|(_, b)| b.iter().copied()).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// A receiver that sees every change of state or output.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_program_stays_killed_and_output_is_capped() {
+        let p = ProgramRecord::new(1, "p".into(), "abc".into(), TaskId::new("w", 0), 8);
+        p.set_state(ProgramState::Running);
+        p.append(StreamKind::Stdout, Bytes::from_static(b"hello "));
+        p.append(StreamKind::Stdout, Bytes::from_static(b"world"));
+        assert_eq!(p.stdout_text(), "hello wo");
+        assert_eq!(p.output_since(0).1, 3);
+        assert!(p.kill());
+        p.set_state(ProgramState::Exited(ExitStatus::Success));
+        assert_eq!(p.state(), ProgramState::Killed);
+        assert!(!p.kill());
+    }
+}
