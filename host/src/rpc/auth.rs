@@ -83,6 +83,19 @@ pub fn task_of(metadata: &MetadataMap) -> Result<Option<TaskId>, Status> {
     Ok(Some(TaskId::new(job, index.parse().map_err(|_| bad())?)))
 }
 
+/// A gRPC status code as weft spells codes: `permission-denied`.
+pub fn code_name(code: tonic::Code) -> String {
+    let camel = format!("{code:?}");
+    let mut out = String::new();
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('-');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
 /// Compares tokens in time independent of where they differ.
 pub fn same_token(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -94,12 +107,14 @@ pub fn same_token(a: &str, b: &str) -> bool {
 pub struct Credentials {
     /// The experiment and its token, if calls are about one.
     pub experiment: Option<(String, String)>,
+    /// The host's admin token, sent when no experiment is.
+    pub admin: Option<String>,
 }
 
 impl Credentials {
     /// Credentials of `experiment`, proven by `token`.
     pub fn experiment(name: impl Into<String>, token: impl Into<String>) -> Self {
-        Credentials { experiment: Some((name.into(), token.into())) }
+        Credentials { experiment: Some((name.into(), token.into())), admin: None }
     }
 
     /// Adds the headers to `request`, plus `weft-task` when `task` is given.
@@ -111,6 +126,8 @@ impl Credentials {
         };
         if let Some((name, token)) = &self.experiment {
             md.insert(EXPERIMENT_HEADER, value(name.clone())?);
+            md.insert("authorization", value(format!("Bearer {token}"))?);
+        } else if let Some(token) = &self.admin {
             md.insert("authorization", value(format!("Bearer {token}"))?);
         }
         if let Some(t) = task {
@@ -142,6 +159,12 @@ mod tests {
         assert!(bearer_token(req.metadata()).unwrap_err().message().contains("Bearer TOKEN"));
         assert!(task_of(req.metadata()).unwrap_err().message().contains("JOB:INDEX"));
         assert!(Credentials::experiment("bob", "tökén").attach(&mut req, None).is_err());
+    }
+
+    #[test]
+    fn code_names_are_kebab_case() {
+        assert_eq!(code_name(tonic::Code::PermissionDenied), "permission-denied");
+        assert_eq!(code_name(tonic::Code::Unauthenticated), "unauthenticated");
     }
 
     #[test]

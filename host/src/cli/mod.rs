@@ -1,5 +1,8 @@
 //! The `weft` command line. `main.rs` only calls [`main`]; the tests run the
-//! same code through a wrapper binary.
+//! same code through a wrapper binary. Hosting verbs (experiments, submit,
+//! ps, logs, kill) are in [`hosting`].
+
+mod hosting;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,10 +17,11 @@ use tokio::net::TcpListener;
 
 use crate::cluster::{ClusterConfig, ClusterSpec, TaskId};
 use crate::error::Error;
+use crate::hosting::{EffectiveLimits, Hosting, HostingConfig};
 use crate::launch::LaunchFile;
-use crate::rpc::GrpcRemote;
+use crate::rpc::{ControlService, GrpcRemote};
 use crate::runtime::{ExitStatus, OutputChunk, Runtime, RuntimeConfig, StreamKind};
-use crate::server;
+use crate::server::{self, HostServices};
 use crate::task::Task;
 
 /// weft: distributed TensorFlow-style graphs, with every program a sandboxed
@@ -41,6 +45,33 @@ enum Command {
     /// Start every task of a cluster on this machine, each running the
     /// launch file's program, with output prefixed by task (`[ps:0] ...`).
     Launch(LaunchArgs),
+    /// Create, list or delete experiments on running hosts.
+    Experiment {
+        #[command(subcommand)]
+        command: hosting::ExperimentCommand,
+    },
+    /// Upload a worker module to a host (once per content) and start it as a
+    /// program of one of the experiment's tasks.
+    Submit(hosting::SubmitArgs),
+    /// List the experiment's programs on a host.
+    Ps(hosting::Remote),
+    /// Print a program's output; `-f` follows it until it ends.
+    Logs {
+        #[command(flatten)]
+        remote: hosting::Remote,
+        /// The program's id (from `weft submit` or `weft ps`).
+        id: u64,
+        /// Keep printing output as it comes, until the program ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Stop a program.
+    Kill {
+        #[command(flatten)]
+        remote: hosting::Remote,
+        /// The program's id.
+        id: u64,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,6 +129,61 @@ impl ClusterArgs {
 struct ServeArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
+    /// Serve experiments only, on this address (no cluster task of its own).
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["cluster", "job", "task"])]
+    listen: Option<String>,
+    /// Token that may create, list and delete any experiment. Without one,
+    /// anyone who reaches the host may create experiments.
+    #[arg(long, env = "WEFT_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Where compiled modules are cached [default: $WEFT_CACHE_DIR or ~/.cache/weft/modules].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Programs this host holds at once, over all experiments.
+    #[arg(long, value_name = "N", default_value_t = 1100)]
+    max_programs: u32,
+    /// Linear memory of one program, in MiB (experiments may ask for less).
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    memory_mib: u64,
+    /// CPU time one program may use, in seconds [default: no limit].
+    #[arg(long, value_name = "SECS")]
+    cpu_seconds: Option<f64>,
+    /// Programs one experiment may run at once on this host.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    programs_per_experiment: u32,
+    /// Bytes one experiment's variables may hold on this host, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    variable_mib: u64,
+    /// Size of one uploaded module, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    upload_mib: u64,
+}
+
+impl ServeArgs {
+    fn hosting_config(&self) -> Result<HostingConfig, Error> {
+        let cpu_time = self
+            .cpu_seconds
+            .map(Duration::try_from_secs_f64)
+            .transpose()
+            .map_err(|e| Error::invalid(format!("--cpu-seconds: {e}")))?;
+        let mib = |m: u64| usize::try_from(m.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        Ok(HostingConfig {
+            runtime: RuntimeConfig {
+                cache_dir: self.cache_dir.clone().or_else(RuntimeConfig::default_cache_dir),
+                max_programs: self.max_programs,
+                max_memory_bytes: mib(self.memory_mib),
+                ..RuntimeConfig::default()
+            },
+            limits: EffectiveLimits {
+                memory_bytes: mib(self.memory_mib),
+                cpu_time,
+                programs: self.programs_per_experiment,
+                variable_bytes: mib(self.variable_mib),
+                upload_bytes: mib(self.upload_mib),
+            },
+            admin_token: self.admin_token.clone(),
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -146,6 +232,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => tokio.block_on(run(args)),
         Command::Serve(args) => tokio.block_on(serve(args)),
         Command::Launch(args) => tokio.block_on(launch(args)),
+        verb => tokio.block_on(hosting::run_verb(verb)),
     }
 }
 
@@ -232,22 +319,45 @@ async fn launch(args: LaunchArgs) -> ExitCode {
 
 async fn serve(args: ServeArgs) -> ExitCode {
     let started = async {
-        let Some((cluster, id)) = args.cluster.resolve()? else {
-            return Err(Error::invalid("weft serve needs --cluster FILE --job NAME --task N (or TF_CONFIG)"));
+        let config = args.hosting_config()?;
+        let (own, listener, label) = match &args.listen {
+            Some(address) => {
+                let listener =
+                    TcpListener::bind(address).await.map_err(|e| Error::io(format!("listening on {address}"), e))?;
+                (None, listener, format!("experiments on {address}"))
+            }
+            None => {
+                let Some((cluster, id)) = args.cluster.resolve()? else {
+                    return Err(Error::invalid(
+                        "weft serve needs --listen ADDR, or --cluster FILE --job NAME --task N (or TF_CONFIG)",
+                    ));
+                };
+                let (task, listener) = start_task(cluster, id).await?;
+                let label = format!("{} on {}", task.id(), task.address());
+                (Some(task), listener, label)
+            }
         };
-        start_task(cluster, id).await
+        let hosting = tokio::task::spawn_blocking(move || Hosting::new(config, own))
+            .await
+            .map_err(|e| Error::internal(format!("starting the runtime panicked: {e}")))??;
+        Ok::<_, Error>((Arc::new(hosting), listener, label))
     };
-    let (task, listener) = match started.await {
-        Ok(pair) => pair,
+    let (hosting, listener, label) = match started.await {
+        Ok(t) => t,
         Err(e) => {
             eprintln!("weft: {e}");
             return ExitCode::from(2);
         }
     };
-    eprintln!("weft: serving {} on {}", task.id(), task.address());
-    match server::serve(listener, task.clone(), shutdown_signal()).await {
+    eprintln!("weft: serving {label}");
+    let services = HostServices {
+        directory: hosting.clone(),
+        auth: hosting.clone(),
+        control: Some(ControlService::new(hosting.clone())),
+    };
+    match server::serve_host(listener, services, &label, shutdown_signal()).await {
         Ok(()) => {
-            eprintln!("weft: {} stopped", task.id());
+            eprintln!("weft: {label} stopped");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -1,0 +1,394 @@
+//! The hosting verbs of `weft`: `experiment create|list|delete`, `submit`,
+//! `ps`, `logs`, `kill`. Each is a client of hosts' `ControlService`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::cluster::TaskId;
+use crate::error::{Error, Result};
+use crate::hosting::{Limits, check_name};
+use crate::rpc::Credentials;
+use crate::rpc::pb;
+use crate::runtime::module_hash;
+
+type Client = pb::control_service_client::ControlServiceClient<Channel>;
+
+/// Bytes per upload message.
+const UPLOAD_CHUNK: usize = 1 << 20;
+
+/// Which host, and which experiment with which token.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Remote {
+    /// The host's address.
+    #[arg(long, env = "WEFT_HOST", default_value = "127.0.0.1:7070")]
+    host: String,
+    /// The experiment.
+    #[arg(long, env = "WEFT_EXPERIMENT")]
+    experiment: String,
+    /// The experiment's token.
+    #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+/// `weft experiment ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ExperimentCommand {
+    /// Create an experiment on every host its file names: a TOML file with
+    /// `name`, optional `token`, `[cluster]` (job = [host addresses]) and `[limits]`.
+    Create {
+        /// The experiment file.
+        file: PathBuf,
+        /// The hosts' admin token, if they have one.
+        #[arg(long, env = "WEFT_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
+    /// List the experiments a host holds: yours with your token, all with the admin token.
+    List {
+        /// The host's address.
+        #[arg(long, env = "WEFT_HOST", default_value = "127.0.0.1:7070")]
+        host: String,
+        /// An experiment's token (with --experiment) or the admin token.
+        #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// The experiment whose token --token is.
+        #[arg(long, env = "WEFT_EXPERIMENT")]
+        experiment: Option<String>,
+    },
+    /// Delete an experiment on every host its file names: stops its
+    /// programs and frees its variables, graphs and logs.
+    Delete {
+        /// The experiment file it was created from.
+        file: PathBuf,
+        /// Its token (default: the file's).
+        #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+}
+
+/// `weft submit`.
+#[derive(Debug, clap::Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// The task's job.
+    #[arg(long)]
+    job: String,
+    /// The task's index.
+    #[arg(long, default_value_t = 0)]
+    task: u32,
+    /// A name for `weft ps` (default: the module's hash prefix).
+    #[arg(long)]
+    name: Option<String>,
+    /// Stream the program's output until it ends; exit with its status.
+    #[arg(long, short)]
+    follow: bool,
+    /// The worker component.
+    module: PathBuf,
+    /// Arguments passed to the program's `run`.
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+/// An experiment file.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExperimentFile {
+    name: String,
+    token: Option<String>,
+    cluster: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    limits: Limits,
+}
+
+impl ExperimentFile {
+    fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let file: ExperimentFile =
+            toml::from_str(&text).map_err(|e| Error::invalid(format!("experiment file {}: {e}", path.display())))?;
+        check_name(&file.name)?;
+        if file.cluster.is_empty() || file.cluster.values().any(Vec::is_empty) {
+            return Err(Error::invalid(format!("experiment file {}: every job needs a host", path.display())));
+        }
+        Ok(file)
+    }
+
+    /// Each host address with the tasks it serves.
+    fn hosts(&self) -> BTreeMap<&str, Vec<TaskId>> {
+        let mut hosts: BTreeMap<&str, Vec<TaskId>> = BTreeMap::new();
+        for (job, addresses) in &self.cluster {
+            for (i, a) in addresses.iter().enumerate() {
+                hosts.entry(a.as_str()).or_default().push(TaskId::new(job.clone(), i as u32));
+            }
+        }
+        hosts
+    }
+}
+
+async fn connect(host: &str) -> Result<Client> {
+    let endpoint = Endpoint::from_shared(format!("http://{host}"))
+        .map_err(|e| Error::invalid(format!("host address '{host}': {e}")))?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true);
+    let channel = endpoint.connect().await.map_err(|e| Error::unavailable(format!("cannot reach host {host}: {e}")))?;
+    Ok(Client::new(channel))
+}
+
+fn request<T>(message: T, credentials: &Credentials) -> Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    credentials.attach(&mut request, None).map_err(|s| Error::invalid(s.message().to_string()))?;
+    Ok(request)
+}
+
+/// A failed call, as the user reads it: code and message, and which host.
+fn failed(host: &str, s: tonic::Status) -> Error {
+    let code = crate::rpc::auth::code_name(s.code());
+    Error::unavailable(format!("host {host}: {code}: {}", s.message()))
+}
+
+fn admin(token: Option<&str>) -> Credentials {
+    Credentials { experiment: None, admin: token.map(str::to_string) }
+}
+
+async fn create(file: &Path, admin_token: Option<String>) -> Result<()> {
+    let file = ExperimentFile::read(file)?;
+    let token = file.token.clone().unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+    let cluster: std::collections::HashMap<String, pb::Job> =
+        file.cluster.iter().map(|(j, a)| (j.clone(), pb::Job { addresses: a.clone() })).collect();
+    let l = &file.limits;
+    let limits = pb::Limits {
+        memory_mib: l.memory_mib,
+        cpu_seconds: l.cpu_seconds,
+        programs: l.programs,
+        variable_mib: l.variable_mib,
+        upload_mib: l.upload_mib,
+    };
+    for (host, tasks) in file.hosts() {
+        let req = pb::CreateExperimentRequest {
+            name: file.name.clone(),
+            token: token.clone(),
+            cluster: cluster.clone(),
+            tasks: tasks.iter().map(|t| pb::TaskRef { job: t.job.clone(), index: t.index }).collect(),
+            limits: Some(limits.clone()),
+        };
+        let mut client = connect(host).await?;
+        client.create_experiment(request(req, &admin(admin_token.as_deref()))?).await.map_err(|s| failed(host, s))?;
+        let names: Vec<String> = tasks.iter().map(|t| format!("{}:{}", t.job, t.index)).collect();
+        println!("created experiment '{}' on {host} ({})", file.name, names.join(", "));
+    }
+    println!("token: {token}");
+    Ok(())
+}
+
+async fn list(host: &str, experiment: Option<String>, token: Option<String>) -> Result<()> {
+    let credentials = match (experiment, token) {
+        (Some(e), Some(t)) => Credentials::experiment(e, t),
+        (None, t) => admin(t.as_deref()),
+        (Some(e), None) => return Err(Error::invalid(format!("--experiment {e} needs --token (or WEFT_TOKEN)"))),
+    };
+    let mut client = connect(host).await?;
+    let resp = client
+        .list_experiments(request(pb::ListExperimentsRequest {}, &credentials)?)
+        .await
+        .map_err(|s| failed(host, s))?
+        .into_inner();
+    println!("{:<24} {:<28} {:>8} {:>14}", "EXPERIMENT", "TASKS HERE", "RUNNING", "VARIABLE BYTES");
+    for e in resp.experiments {
+        let tasks: Vec<String> = e.tasks.iter().map(|t| format!("{}:{}", t.job, t.index)).collect();
+        println!("{:<24} {:<28} {:>8} {:>14}", e.name, tasks.join(","), e.programs_running, e.variable_bytes);
+    }
+    Ok(())
+}
+
+async fn delete(file: &Path, token: Option<String>) -> Result<()> {
+    let file = ExperimentFile::read(file)?;
+    let token = token
+        .or(file.token.clone())
+        .ok_or_else(|| Error::invalid(format!("deleting '{}' needs its token (--token or WEFT_TOKEN)", file.name)))?;
+    let credentials = Credentials::experiment(&file.name, token);
+    for host in file.hosts().keys() {
+        let mut client = connect(host).await?;
+        let req = pb::DeleteExperimentRequest { name: file.name.clone() };
+        let resp = client.delete_experiment(request(req, &credentials)?).await.map_err(|s| failed(host, s))?;
+        println!(
+            "deleted experiment '{}' on {host} ({} programs stopped)",
+            file.name,
+            resp.into_inner().programs_stopped
+        );
+    }
+    Ok(())
+}
+
+impl Remote {
+    fn credentials(&self) -> Credentials {
+        Credentials::experiment(&self.experiment, &self.token)
+    }
+}
+
+/// Uploads `bytes` unless the experiment already has them; returns the sha256.
+pub async fn upload(client: &mut Client, remote: &Remote, bytes: &[u8]) -> Result<String> {
+    let sha256 = module_hash(bytes);
+    let credentials = remote.credentials();
+    let has = client
+        .has_module(request(pb::HasModuleRequest { sha256: sha256.clone() }, &credentials)?)
+        .await
+        .map_err(|s| failed(&remote.host, s))?;
+    if has.into_inner().present {
+        return Ok(sha256);
+    }
+    let total = bytes.len() as u64;
+    let chunks: Vec<pb::UploadChunk> = bytes
+        .chunks(UPLOAD_CHUNK)
+        .enumerate()
+        .map(|(i, c)| pb::UploadChunk {
+            sha256: if i == 0 { sha256.clone() } else { String::new() },
+            total_bytes: if i == 0 { total } else { 0 },
+            data: bytes::Bytes::copy_from_slice(c),
+        })
+        .collect();
+    let chunks = if chunks.is_empty() {
+        vec![pb::UploadChunk { sha256: sha256.clone(), total_bytes: 0, data: bytes::Bytes::new() }]
+    } else {
+        chunks
+    };
+    client
+        .upload_module(request(futures_util::stream::iter(chunks), &credentials)?)
+        .await
+        .map_err(|s| failed(&remote.host, s))?;
+    Ok(sha256)
+}
+
+/// A state as `weft ps` shows it.
+fn state_text(p: &pb::ProgramInfo) -> String {
+    let state = pb::ProgramState::try_from(p.state).unwrap_or(pb::ProgramState::Unspecified);
+    let name = state.as_str_name().trim_start_matches("PROGRAM_STATE_").to_lowercase();
+    if p.detail.is_empty() {
+        name
+    } else if p.code.is_empty() {
+        format!("{name}: {}", p.detail)
+    } else {
+        format!("{name}: {}: {}", p.code, p.detail)
+    }
+}
+
+/// Prints a program's output, following it if asked; returns its final info.
+async fn print_logs(client: &mut Client, remote: &Remote, id: u64, follow: bool) -> Result<Option<pb::ProgramInfo>> {
+    let req = request(pb::LogsRequest { id, follow }, &remote.credentials())?;
+    let mut stream = client.stream_logs(req).await.map_err(|s| failed(&remote.host, s))?.into_inner();
+    let mut end = None;
+    while let Some(chunk) = stream.message().await.map_err(|s| failed(&remote.host, s))? {
+        let _ = match chunk.stream {
+            1 => std::io::stdout().lock().write_all(&chunk.data),
+            2 => std::io::stderr().lock().write_all(&chunk.data),
+            _ => Ok(()),
+        };
+        if chunk.end.is_some() {
+            end = chunk.end;
+        }
+    }
+    let _ = std::io::stdout().flush();
+    Ok(end)
+}
+
+fn exit_for(info: Option<&pb::ProgramInfo>) -> ExitCode {
+    match info {
+        Some(p) if p.state == pb::ProgramState::Succeeded as i32 => ExitCode::SUCCESS,
+        Some(p) => {
+            eprintln!("weft: program {} {}", p.id, state_text(p));
+            ExitCode::from(1)
+        }
+        None => ExitCode::from(1),
+    }
+}
+
+async fn submit(args: SubmitArgs) -> Result<ExitCode> {
+    let bytes = std::fs::read(&args.module).map_err(|e| Error::io(format!("reading {}", args.module.display()), e))?;
+    let mut client = connect(&args.remote.host).await?;
+    let sha256 = upload(&mut client, &args.remote, &bytes).await?;
+    let name = args.name.clone().or_else(|| args.module.file_stem().map(|s| s.to_string_lossy().into_owned()));
+    let req = pb::StartProgramRequest {
+        module_sha256: sha256,
+        name: name.unwrap_or_default(),
+        task: Some(pb::TaskRef { job: args.job.clone(), index: args.task }),
+        args: args.args.clone(),
+    };
+    let info = client
+        .start_program(request(req, &args.remote.credentials())?)
+        .await
+        .map_err(|s| failed(&args.remote.host, s))?
+        .into_inner();
+    eprintln!("weft: program {} started on {} as {}:{}", info.id, args.remote.host, args.job, args.task);
+    if !args.follow {
+        println!("{}", info.id);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let end = print_logs(&mut client, &args.remote, info.id, true).await?;
+    Ok(exit_for(end.as_ref()))
+}
+
+async fn ps(remote: Remote) -> Result<ExitCode> {
+    let mut client = connect(&remote.host).await?;
+    let resp = client
+        .list_programs(request(pb::ListProgramsRequest {}, &remote.credentials())?)
+        .await
+        .map_err(|s| failed(&remote.host, s))?
+        .into_inner();
+    println!("{:>6} {:<20} {:<12} STATE", "ID", "NAME", "TASK");
+    for p in resp.programs {
+        let task = p.task.as_ref().map(|t| format!("{}:{}", t.job, t.index)).unwrap_or_default();
+        println!("{:>6} {:<20} {:<12} {}", p.id, p.name, task, state_text(&p));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn kill(remote: Remote, id: u64) -> Result<ExitCode> {
+    let mut client = connect(&remote.host).await?;
+    let info = client
+        .kill_program(request(pb::KillProgramRequest { id }, &remote.credentials())?)
+        .await
+        .map_err(|s| failed(&remote.host, s))?
+        .into_inner();
+    println!("{} {}", info.id, state_text(&info));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a hosting verb; errors print as `weft: ...` with exit code 2.
+pub(super) async fn run_verb(verb: super::Command) -> ExitCode {
+    let result = match verb {
+        super::Command::Experiment { command } => match command {
+            ExperimentCommand::Create { file, admin_token } => {
+                create(&file, admin_token).await.map(|()| ExitCode::SUCCESS)
+            }
+            ExperimentCommand::List { host, token, experiment } => {
+                list(&host, experiment, token).await.map(|()| ExitCode::SUCCESS)
+            }
+            ExperimentCommand::Delete { file, token } => delete(&file, token).await.map(|()| ExitCode::SUCCESS),
+        },
+        super::Command::Submit(args) => submit(args).await,
+        super::Command::Ps(remote) => ps(remote).await,
+        super::Command::Logs { remote, id, follow } => {
+            let mut client = match connect(&remote.host).await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("weft: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match print_logs(&mut client, &remote, id, follow).await {
+                Ok(end) if follow => Ok(exit_for(end.as_ref())),
+                Ok(_) => Ok(ExitCode::SUCCESS),
+                Err(e) => Err(e),
+            }
+        }
+        super::Command::Kill { remote, id } => kill(remote, id).await,
+        _ => unreachable!("not a hosting verb"),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("weft: {}", e.message());
+        ExitCode::from(2)
+    })
+}
