@@ -3,12 +3,14 @@
 //! - `component`: real guest components on the in-process test host.
 //! - `bad_input`: every kind of bad program, and that the host carries on.
 //! - `cli`: the `weft` binary as a user runs it, as a child process.
+//! - `hosting`: uploads, tenants, credentials and limits on a real gRPC host.
 //! - `multiprocess`: S6, S7, S9 with real `weft` processes.
 //! - `scenarios`: the seed's S2-S9 on in-process clusters talking gRPC.
 
 mod bad_input;
 mod cli;
 mod component;
+mod hosting;
 mod multiprocess;
 mod process;
 mod scenarios;

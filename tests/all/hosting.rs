@@ -1,0 +1,314 @@
+//! Hosting on a real gRPC host in this process: uploads, credentials,
+//! tenants side by side, and sandbox limits. After every bad input the host
+//! still serves and other experiments' programs and variables are untouched.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use weft_host::cluster::TaskId;
+use weft_host::hosting::{EffectiveLimits, Hosting, HostingConfig};
+use weft_host::rpc::pb::{self, control_service_client::ControlServiceClient, task_service_client::TaskServiceClient};
+use weft_host::rpc::{ControlService, Credentials};
+use weft_host::runtime::{RuntimeConfig, module_hash};
+use weft_host::server::{HostServices, serve_host};
+use weft_tests::{example, fixture};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// Runs a test body on a multi-threaded runtime, failing it after [`LIMIT`].
+fn run_test<F: Future<Output = ()>>(body: F) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async { tokio::time::timeout(LIMIT, body).await.expect("test finished in time") });
+}
+
+/// A host serving experiments only, on a free loopback port.
+struct Host {
+    address: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start_host() -> Host {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let config = HostingConfig {
+        runtime: RuntimeConfig { max_programs: 24, ..RuntimeConfig::default() },
+        limits: EffectiveLimits::host_defaults(),
+        admin_token: None,
+    };
+    let hosting = Arc::new(tokio::task::spawn_blocking(move || Hosting::new(config, None)).await.unwrap().unwrap());
+    let services = HostServices {
+        directory: hosting.clone(),
+        auth: hosting.clone(),
+        control: Some(ControlService::new(hosting.clone())),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move { serve_host(listener, services, "test host", async move { drop(stopped.await) }).await });
+    Host { address, _stop: stop }
+}
+
+/// A tenant: a client of one host, acting for one experiment.
+#[derive(Clone)]
+struct Tenant {
+    client: ControlServiceClient<Channel>,
+    credentials: Credentials,
+}
+
+fn req<T>(t: &Tenant, message: T) -> Request<T> {
+    let mut r = Request::new(message);
+    t.credentials.attach(&mut r, None).unwrap();
+    r
+}
+
+async fn tenant(host: &Host, name: &str, limits: pb::Limits, jobs: &[(&str, u32)]) -> Tenant {
+    let token = format!("token-of-{name}-0123456789");
+    let mut client = ControlServiceClient::connect(format!("http://{}", host.address)).await.unwrap();
+    let cluster: HashMap<String, pb::Job> = jobs
+        .iter()
+        .map(|&(job, n)| (job.to_string(), pb::Job { addresses: vec![host.address.clone(); n as usize] }))
+        .collect();
+    let tasks =
+        jobs.iter().flat_map(|&(job, n)| (0..n).map(move |i| pb::TaskRef { job: job.into(), index: i })).collect();
+    let create =
+        pb::CreateExperimentRequest { name: name.into(), token: token.clone(), cluster, tasks, limits: Some(limits) };
+    client.create_experiment(create).await.unwrap();
+    Tenant { client, credentials: Credentials::experiment(name, token) }
+}
+
+fn chunk(sha256: &str, total: usize, data: &[u8]) -> pb::UploadChunk {
+    pb::UploadChunk { sha256: sha256.into(), total_bytes: total as u64, data: data.to_vec().into() }
+}
+
+async fn upload_chunks(t: &Tenant, chunks: Vec<pb::UploadChunk>) -> Result<pb::UploadResponse, Status> {
+    let mut c = t.client.clone();
+    c.upload_module(req(t, futures_util::stream::iter(chunks))).await.map(|r| r.into_inner())
+}
+
+async fn upload(t: &Tenant, bytes: &[u8]) -> Result<String, Status> {
+    let sha = module_hash(bytes);
+    upload_chunks(t, vec![chunk(&sha, bytes.len(), bytes)]).await.map(|r| r.sha256)
+}
+
+async fn start(t: &Tenant, sha: &str, task: (&str, u32), args: &[&str]) -> Result<pb::ProgramInfo, Status> {
+    let task = Some(pb::TaskRef { job: task.0.into(), index: task.1 });
+    let args = args.iter().map(|s| s.to_string()).collect();
+    let start = pb::StartProgramRequest { module_sha256: sha.into(), name: String::new(), task, args };
+    t.client.clone().start_program(req(t, start)).await.map(|r| r.into_inner())
+}
+
+/// Follows a program to its end: its final info and its stdout.
+async fn finish(t: &Tenant, id: u64) -> (pb::ProgramInfo, String) {
+    let mut stream =
+        t.client.clone().stream_logs(req(t, pb::LogsRequest { id, follow: true })).await.unwrap().into_inner();
+    let (mut out, mut end) = (Vec::new(), None);
+    while let Some(c) = stream.message().await.unwrap() {
+        if c.stream == 1 {
+            out.extend_from_slice(&c.data);
+        }
+        end = c.end.or(end);
+    }
+    (end.expect("a final state"), String::from_utf8_lossy(&out).into_owned())
+}
+
+async fn state(t: &Tenant, id: u64) -> pb::ProgramState {
+    let list = t.client.clone().list_programs(req(t, pb::ListProgramsRequest {})).await.unwrap().into_inner();
+    let p = list.programs.iter().find(|p| p.id == id).expect("listed");
+    pb::ProgramState::try_from(p.state).unwrap()
+}
+
+fn read(path: std::path::PathBuf) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+fn assert_status(r: Result<impl std::fmt::Debug, Status>, code: Code, needle: &str) {
+    let s = r.expect_err("the call must fail");
+    assert_eq!(s.code(), code, "{s:?}");
+    assert!(s.message().contains(needle), "{:?} should contain {needle:?}", s.message());
+}
+
+/// A program of `t` that keeps running (the parameter server's ps, waiting
+/// for workers that never come), with `var` initialized on ps:0.
+async fn long_runner(t: &Tenant) -> u64 {
+    let sha = upload(t, &read(example("parameter-server"))).await.unwrap();
+    let p = start(t, &sha, ("ps", 0), &["20"]).await.unwrap();
+    p.id
+}
+
+#[test]
+fn bad_uploads_are_refused_with_a_named_error_and_change_nothing() {
+    run_test(async {
+        let host = start_host().await;
+        let limits = pb::Limits { upload_mib: Some(1), ..Default::default() };
+        let t = tenant(&host, "uploader", limits, &[("ps", 1), ("worker", 1)]).await;
+        let bystander = tenant(&host, "bystander", pb::Limits::default(), &[("ps", 1), ("worker", 1)]).await;
+        let running = long_runner(&bystander).await;
+
+        let good = read(fixture("api-tour"));
+        let sha = module_hash(&good);
+        let big = vec![0u8; (1 << 20) + 1];
+        assert_status(upload(&t, &big).await, Code::ResourceExhausted, "upload-size limit");
+        let truncated = upload_chunks(&t, vec![chunk(&sha, good.len(), &good[..good.len() / 2])]).await;
+        assert_status(truncated, Code::InvalidArgument, "truncated upload");
+        let damaged = upload_chunks(&t, vec![chunk(&module_hash(b"other"), good.len(), &good)]).await;
+        assert_status(damaged, Code::InvalidArgument, "upload damaged");
+        assert_status(upload(&t, b"hello, not wasm").await, Code::InvalidArgument, "not a WebAssembly binary");
+        let wrong_world = upload(&t, &read(fixture("other-world"))).await;
+        assert_status(wrong_world, Code::InvalidArgument, "not a weft:runtime/task-worker component");
+        assert_status(start(&t, &sha, ("ps", 0), &[]).await, Code::NotFound, "was not uploaded");
+
+        // A good module in chunks, then again: the second time is only a check.
+        let chunks: Vec<pb::UploadChunk> = good
+            .chunks(64 << 10)
+            .enumerate()
+            .map(|(i, c)| if i == 0 { chunk(&sha, good.len(), c) } else { chunk("", 0, c) })
+            .collect();
+        assert_eq!(upload_chunks(&t, chunks).await.unwrap().sha256, sha);
+        let has = t.client.clone().has_module(req(&t, pb::HasModuleRequest { sha256: sha.clone() })).await.unwrap();
+        assert!(has.into_inner().present);
+        // Another experiment does not see it: it must prove it has the bytes.
+        let mut other = bystander.client.clone();
+        let seen = other.has_module(req(&bystander, pb::HasModuleRequest { sha256: sha.clone() })).await.unwrap();
+        assert!(!seen.into_inner().present);
+
+        assert_eq!(state(&bystander, running).await, pb::ProgramState::Running);
+    });
+}
+
+#[test]
+fn credentials_are_checked_and_tenants_cannot_reach_each_other() {
+    run_test(async {
+        let host = start_host().await;
+        let alice = tenant(&host, "alice", pb::Limits::default(), &[("ps", 1), ("worker", 1)]).await;
+        let bob = tenant(&host, "bob", pb::Limits::default(), &[("ps", 1), ("worker", 1)]).await;
+        let tour = read(fixture("api-tour"));
+        let (a_sha, b_sha) = (upload(&alice, &tour).await.unwrap(), upload(&bob, &tour).await.unwrap());
+
+        // Both set `var` (on worker:0) under the same name, concurrently.
+        const ON: &str = "/job:worker/task:0";
+        let (a, b) = tokio::join!(
+            start(&alice, &a_sha, ("worker", 0), &["set-on", ON, "5"]),
+            start(&bob, &b_sha, ("worker", 0), &["set-on", ON, "7"])
+        );
+        let (a, b) = tokio::join!(finish(&alice, a.unwrap().id), finish(&bob, b.unwrap().id));
+        assert_eq!(a.0.state, pb::ProgramState::Succeeded as i32, "{:?}", a.0);
+        assert_eq!(b.0.state, pb::ProgramState::Succeeded as i32, "{:?}", b.0);
+        let a_get = start(&alice, &a_sha, ("worker", 0), &["get-on", ON]).await.unwrap();
+        assert_eq!(finish(&alice, a_get.id).await.1.trim(), "var = 5.0");
+        let b_get = start(&bob, &b_sha, ("worker", 0), &["get-on", ON]).await.unwrap();
+        assert_eq!(finish(&bob, b_get.id).await.1.trim(), "var = 7.0");
+
+        let running = long_runner(&alice).await;
+        // No token; a wrong token; bob's token for alice's experiment.
+        let mut anon = alice.client.clone();
+        let mut no_token = Request::new(pb::ListProgramsRequest {});
+        no_token.metadata_mut().insert("weft-experiment", "alice".parse().unwrap());
+        assert_status(anon.list_programs(no_token).await, Code::Unauthenticated, "needs its token");
+        let forged = Tenant { credentials: Credentials::experiment("alice", "token-of-bob-0123456789"), ..bob.clone() };
+        assert_status(
+            forged.client.clone().list_programs(req(&forged, pb::ListProgramsRequest {})).await,
+            Code::PermissionDenied,
+            "not valid for experiment 'alice'",
+        );
+        assert_status(
+            forged.client.clone().kill_program(req(&forged, pb::KillProgramRequest { id: running })).await,
+            Code::PermissionDenied,
+            "not valid",
+        );
+        // Bob's own credentials, aimed at alice's program.
+        assert_status(
+            bob.client.clone().kill_program(req(&bob, pb::KillProgramRequest { id: running })).await,
+            Code::PermissionDenied,
+            "belongs to another experiment",
+        );
+        let logs = bob.client.clone().stream_logs(req(&bob, pb::LogsRequest { id: running, follow: false })).await;
+        assert_status(logs, Code::PermissionDenied, "belongs to another experiment");
+        let delete =
+            bob.client.clone().delete_experiment(req(&bob, pb::DeleteExperimentRequest { name: "alice".into() })).await;
+        assert_status(delete, Code::PermissionDenied, "cannot delete experiment 'alice'");
+
+        // The data plane: alice's task, with bob's token or none.
+        let mut tasks = TaskServiceClient::connect(format!("http://{}", host.address)).await.unwrap();
+        let mut status = Request::new(pb::GetStatusRequest {});
+        forged.credentials.attach(&mut status, Some(&TaskId::new("ps", 0))).unwrap();
+        assert_status(tasks.get_status(status).await, Code::PermissionDenied, "not valid for experiment 'alice'");
+        assert_status(
+            tasks.get_status(pb::GetStatusRequest {}).await,
+            Code::Unauthenticated,
+            "serves experiments only",
+        );
+
+        // Nothing changed: alice's program runs, her variable holds 5.
+        assert_eq!(state(&alice, running).await, pb::ProgramState::Running);
+        let a_get = start(&alice, &a_sha, ("worker", 0), &["get-on", ON]).await.unwrap();
+        assert_eq!(finish(&alice, a_get.id).await.1.trim(), "var = 5.0");
+        let killed =
+            alice.client.clone().kill_program(req(&alice, pb::KillProgramRequest { id: running })).await.unwrap();
+        assert_eq!(killed.into_inner().state, pb::ProgramState::Killed as i32);
+        // Deleting bob frees his variables; alice's stay.
+        bob.client
+            .clone()
+            .delete_experiment(req(&bob, pb::DeleteExperimentRequest { name: String::new() }))
+            .await
+            .unwrap();
+        assert_status(
+            bob.client.clone().list_programs(req(&bob, pb::ListProgramsRequest {})).await,
+            Code::NotFound,
+            "no experiment 'bob'",
+        );
+        let a_get = start(&alice, &a_sha, ("worker", 0), &["get-on", ON]).await.unwrap();
+        assert_eq!(finish(&alice, a_get.id).await.1.trim(), "var = 5.0");
+    });
+}
+
+#[test]
+fn limits_stop_the_program_at_fault_and_nothing_else() {
+    run_test(async {
+        let host = start_host().await;
+        let victim = tenant(&host, "victim", pb::Limits::default(), &[("ps", 1), ("worker", 1)]).await;
+        let running = long_runner(&victim).await;
+        let limits = pb::Limits {
+            memory_mib: Some(32),
+            cpu_seconds: Some(0.5),
+            programs: Some(2),
+            variable_mib: Some(1),
+            upload_mib: None,
+        };
+        let m = tenant(&host, "mallory", limits, &[("local", 2), ("ps", 1), ("worker", 1)]).await;
+        let misbehave = upload(&m, &read(fixture("misbehave"))).await.unwrap();
+
+        let spin = start(&m, &misbehave, ("local", 0), &["loop"]).await.unwrap();
+        let (end, _) = finish(&m, spin.id).await;
+        assert_eq!((end.state, end.code.as_str()), (pb::ProgramState::Failed as i32, "resource-exhausted"), "{end:?}");
+        assert!(end.detail.contains("cpu-time limit"), "{end:?}");
+
+        let bomb = start(&m, &misbehave, ("local", 0), &["memory-bomb"]).await.unwrap();
+        let (end, _) = finish(&m, bomb.id).await;
+        assert_eq!(end.code, "resource-exhausted", "{end:?}");
+        assert!(end.detail.contains("memory limit") && end.detail.contains("32 MiB"), "{end:?}");
+
+        // A 2 MiB variable against a 1 MiB budget.
+        let bench = upload(&m, &read(fixture("bench-cluster"))).await.unwrap();
+        let hog = start(&m, &bench, ("local", 1), &["fetch", "2", "1"]).await.unwrap();
+        let (end, _) = finish(&m, hog.id).await;
+        assert_eq!(end.state, pb::ProgramState::Failed as i32, "{end:?}");
+        assert!(end.detail.contains("variable-bytes limit"), "{end:?}");
+
+        // Two programs at once (both waiting, using no CPU), not three.
+        let a = long_runner(&m).await;
+        let b = long_runner(&m).await;
+        assert_status(start(&m, &misbehave, ("local", 0), &["ok"]).await, Code::ResourceExhausted, "programs limit");
+        assert_eq!((state(&m, a).await, state(&m, b).await), (pb::ProgramState::Running, pb::ProgramState::Running));
+        let deleted =
+            m.client.clone().delete_experiment(req(&m, pb::DeleteExperimentRequest { name: String::new() })).await;
+        assert_eq!(deleted.unwrap().into_inner().programs_stopped, 2);
+
+        // The victim never noticed.
+        assert_eq!(state(&victim, running).await, pb::ProgramState::Running);
+        let list = victim.client.clone().list_experiments(req(&victim, pb::ListExperimentsRequest {})).await.unwrap();
+        assert_eq!(list.into_inner().experiments.len(), 1, "a tenant lists only its own experiment");
+    });
+}
