@@ -4,6 +4,7 @@
 //! - `bad_input`: every kind of bad program, and that the host carries on.
 //! - `cli`: the `weft` binary as a user runs it, as a child process.
 //! - `hosting`: uploads, tenants, credentials and limits on a real gRPC host.
+//! - `hosting_cli`: two `weft serve --listen` hosts shared by tenants, as a user drives them.
 //! - `multiprocess`: S6, S7, S9 with real `weft` processes.
 //! - `scenarios`: the seed's S2-S9 on in-process clusters talking gRPC.
 
@@ -11,6 +12,7 @@ mod bad_input;
 mod cli;
 mod component;
 mod hosting;
+mod hosting_cli;
 mod multiprocess;
 mod process;
 mod scenarios;

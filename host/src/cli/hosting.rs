@@ -173,7 +173,7 @@ async fn create(file: &Path, admin_token: Option<String>) -> Result<()> {
             token: token.clone(),
             cluster: cluster.clone(),
             tasks: tasks.iter().map(|t| pb::TaskRef { job: t.job.clone(), index: t.index }).collect(),
-            limits: Some(limits.clone()),
+            limits: Some(limits),
         };
         let mut client = connect(host).await?;
         client.create_experiment(request(req, &admin(admin_token.as_deref()))?).await.map_err(|s| failed(host, s))?;

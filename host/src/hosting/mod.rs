@@ -197,7 +197,7 @@ impl Hosting {
         };
         let served = experiment.served(task)?;
         let id = self.next_program.fetch_add(1, Ordering::Relaxed);
-        let name = name.filter(|n| !n.is_empty()).unwrap_or_else(|| format!("{}", &module[..12.min(module.len())]));
+        let name = name.filter(|n| !n.is_empty()).unwrap_or_else(|| module[..12.min(module.len())].to_string());
         let record = Arc::new(ProgramRecord::new(id, name, module.to_string(), task.clone(), LOG_CAP));
         experiment.add_program(record.clone())?;
         lock(&self.owners).insert(id, experiment.name().to_string());

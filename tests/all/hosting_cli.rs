@@ -1,0 +1,128 @@
+//! Hosting as a new user tries it, with real `weft` processes: two hosts
+//! started with `weft serve --listen`, experiments created from files,
+//! modules submitted to them, logs followed, tenants kept apart.
+
+use std::time::Duration;
+
+use weft_tests::{example, fixture};
+
+use crate::process::{Finished, Spawned, Stream, TempDir, free_ports, run, weft};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+struct Tenant {
+    name: &'static str,
+    token: String,
+}
+
+impl Tenant {
+    fn new(name: &'static str) -> Self {
+        Tenant { name, token: format!("{name}-secret-token-0123456789") }
+    }
+
+    /// `weft VERB --host HOST --experiment NAME --token TOKEN REST...`.
+    fn weft(&self, dir: &TempDir, verb: &str, host: &str, rest: &[&str]) -> Finished {
+        let mut args = vec![verb, "--host", host, "--experiment", self.name, "--token", &self.token];
+        args.extend_from_slice(rest);
+        run(weft(&args, &dir.0), LIMIT)
+    }
+
+    fn submit(&self, dir: &TempDir, host: &str, job: &str, task: &str, module: &str, args: &[&str]) -> u64 {
+        let mut rest = vec!["--job", job, "--task", task, module, "--"];
+        rest.extend_from_slice(args);
+        let out = self.weft(dir, "submit", host, &rest);
+        assert!(out.status.success(), "{}", out.stderr);
+        out.stdout.trim().parse().expect("submit prints the program id")
+    }
+}
+
+fn experiment_file(dir: &TempDir, tenant: &Tenant, hosts: &[String], limits: &str) -> String {
+    let path = dir.0.join(format!("{}.toml", tenant.name));
+    let text = format!(
+        "name = \"{}\"\ntoken = \"{}\"\n\n[cluster]\nps = [\"{h0}\"]\nworker = [\"{h0}\", \"{h1}\"]\n\n[limits]\n{limits}\n",
+        tenant.name,
+        tenant.token,
+        h0 = hosts[0],
+        h1 = hosts[1]
+    );
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn two_tenants_share_two_hosts_while_a_hostile_one_is_stopped() {
+    let dir = TempDir::new("hosting");
+    let hosts: Vec<String> = free_ports(2).iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut servers: Vec<Spawned> =
+        hosts.iter().map(|h| Spawned::start(weft(&["serve", "--listen", h], &dir.0))).collect();
+    for s in &mut servers {
+        s.expect(Stream::Err, "serving experiments on", LIMIT);
+    }
+    let (alice, bob, mallory) = (Tenant::new("alice"), Tenant::new("bob"), Tenant::new("mallory"));
+    for (t, limits) in [(&alice, ""), (&bob, ""), (&mallory, "cpu_seconds = 1.0\nmemory_mib = 32")] {
+        let file = experiment_file(&dir, t, &hosts, limits);
+        let out = run(weft(&["experiment", "create", &file], &dir.0), LIMIT);
+        assert!(out.status.success(), "{}", out.stderr);
+        assert!(
+            out.stdout.contains(&format!("created experiment '{}' on {} (ps:0, worker:0)", t.name, hosts[0])),
+            "{}",
+            out.stdout
+        );
+    }
+
+    let ps = example("parameter-server");
+    let ps = ps.to_str().unwrap();
+    let mut ids = Vec::new();
+    for t in [&alice, &bob] {
+        let p = t.submit(&dir, &hosts[0], "ps", "0", ps, &["100"]);
+        let w0 = t.submit(&dir, &hosts[0], "worker", "0", ps, &["100"]);
+        let w1 = t.submit(&dir, &hosts[1], "worker", "1", ps, &["100"]);
+        ids.push((p, w0, w1));
+    }
+    // Meanwhile a hostile program spins on the first host.
+    let bad = fixture("misbehave");
+    let hostile =
+        mallory.weft(&dir, "submit", &hosts[0], &["--follow", "--job", "ps", bad.to_str().unwrap(), "--", "loop"]);
+    assert_eq!(hostile.status.code(), Some(1), "{}", hostile.stderr);
+    assert!(hostile.stdout.contains("looping forever"), "{}", hostile.stdout);
+    assert!(
+        hostile.stderr.contains("resource-exhausted") && hostile.stderr.contains("cpu-time limit"),
+        "{}",
+        hostile.stderr
+    );
+
+    for (t, (p, _, w1)) in [&alice, &bob].into_iter().zip(&ids) {
+        let story = t.weft(&dir, "logs", &hosts[0], &["-f", &p.to_string()]);
+        assert!(story.status.success(), "{}", story.stderr);
+        assert!(story.stdout.contains("Parameter server: variables initialized"), "{}", story.stdout);
+        assert!(story.stdout.contains("Parameter server: final value of var: 10.0"), "{}: {}", t.name, story.stdout);
+        let worker = t.weft(&dir, "logs", &hosts[1], &["-f", &w1.to_string()]);
+        assert!(worker.status.success() && worker.stdout.contains("Worker 1: done"), "{}", worker.stdout);
+        let listing = t.weft(&dir, "ps", &hosts[0], &[]);
+        assert_eq!(listing.stdout.matches("succeeded").count(), 2, "{}", listing.stdout);
+    }
+
+    // Tenants cannot reach each other, and nothing changes when they try.
+    let forged = Tenant { name: "alice", token: bob.token.clone() };
+    let denied = forged.weft(&dir, "ps", &hosts[0], &[]);
+    assert_eq!(denied.status.code(), Some(2));
+    assert!(denied.stderr.contains("permission-denied") && denied.stderr.contains("'alice'"), "{}", denied.stderr);
+    let alice_ps = ids[0].0.to_string();
+    let denied = mallory.weft(&dir, "kill", &hosts[0], &[&alice_ps]);
+    assert!(denied.stderr.contains("permission-denied: program"), "{}", denied.stderr);
+    let denied = mallory.weft(&dir, "logs", &hosts[0], &[&alice_ps]);
+    assert!(denied.stderr.contains("permission-denied"), "{}", denied.stderr);
+    let story = alice.weft(&dir, "logs", &hosts[0], &[&alice_ps]);
+    assert!(story.stdout.contains("final value of var: 10.0"), "{}", story.stdout);
+
+    let list = run(
+        weft(&["experiment", "list", "--host", &hosts[0], "--experiment", "alice", "--token", &alice.token], &dir.0),
+        LIMIT,
+    );
+    assert!(list.stdout.contains("alice") && !list.stdout.contains("bob"), "{}", list.stdout);
+
+    let mallory_file = dir.0.join("mallory.toml");
+    let deleted = run(weft(&["experiment", "delete", mallory_file.to_str().unwrap()], &dir.0), LIMIT);
+    assert!(deleted.status.success(), "{}", deleted.stderr);
+    assert_eq!(deleted.stdout.matches("deleted experiment 'mallory'").count(), 2, "{}", deleted.stdout);
+}
