@@ -215,6 +215,7 @@ impl Runtime {
             .total_core_instances(n * 10)
             .total_memories(n * 2)
             .total_tables(n * 10)
+            .total_stacks(n)
             .max_memory_size(config.max_memory_bytes);
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&cfg).map_err(|e| Error::wasm("creating the wasmtime engine", &e))?;
