@@ -41,6 +41,7 @@ fn hosting(max_programs: u32) -> anyhow::Result<Arc<Hosting>> {
         runtime: RuntimeConfig { max_programs, ..RuntimeConfig::default() },
         limits: EffectiveLimits { programs: max_programs, ..EffectiveLimits::host_defaults() },
         admin_token: None,
+        client_tls: None,
     };
     Ok(Arc::new(Hosting::new(config, None)?))
 }
@@ -67,6 +68,7 @@ async fn serve(
         directory: hosting.clone(),
         auth: hosting.clone(),
         control: Some(ControlService::new(hosting.clone())),
+        tls: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move { serve_host(listener, services, "bench host", async move { drop(stopped.await) }).await });

@@ -34,5 +34,6 @@ pub mod server;
 pub mod task;
 pub mod tensor;
 pub mod testing;
+pub mod tls;
 
 pub use error::{Code, Error, Result};

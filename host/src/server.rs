@@ -48,6 +48,7 @@ pub async fn serve(listener: TcpListener, task: Arc<Task>, shutdown: impl Future
         directory: Arc::new(SingleTask(Arc::new(ServedTask::new(task)))),
         auth: Arc::new(OpenAccess),
         control: None,
+        tls: None,
     };
     serve_host(listener, services, &label, shutdown).await
 }
@@ -61,6 +62,8 @@ pub struct HostServices {
     pub auth: Arc<dyn Authenticator>,
     /// The control API, on hosts that take uploads.
     pub control: Option<ControlService>,
+    /// TLS for every connection, when configured.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 /// Serves `services` on `listener` until `shutdown` completes (see [`serve`]).
@@ -86,7 +89,11 @@ pub async fn serve_host(
     tracing::info!("serving {label} on {address}");
     let stopping = Arc::new(Notify::new());
     let graceful = stopping.clone();
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = &services.tls {
+        builder = builder.tls_config(tls.config()).map_err(|e| Error::invalid(format!("TLS for {label}: {e}")))?;
+    }
+    let server = builder
         .initial_stream_window_size(16 << 20)
         .initial_connection_window_size(32 << 20)
         .max_frame_size(1 << 20)

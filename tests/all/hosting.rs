@@ -39,12 +39,14 @@ async fn start_host() -> Host {
         runtime: RuntimeConfig { max_programs: 24, ..RuntimeConfig::default() },
         limits: EffectiveLimits::host_defaults(),
         admin_token: None,
+        client_tls: None,
     };
     let hosting = Arc::new(tokio::task::spawn_blocking(move || Hosting::new(config, None)).await.unwrap().unwrap());
     let services = HostServices {
         directory: hosting.clone(),
         auth: hosting.clone(),
         control: Some(ControlService::new(hosting.clone())),
+        tls: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move { serve_host(listener, services, "test host", async move { drop(stopped.await) }).await });

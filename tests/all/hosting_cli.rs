@@ -126,3 +126,52 @@ fn two_tenants_share_two_hosts_while_a_hostile_one_is_stopped() {
     assert!(deleted.status.success(), "{}", deleted.stderr);
     assert_eq!(deleted.stdout.matches("deleted experiment 'mallory'").count(), 2, "{}", deleted.stdout);
 }
+
+/// The same story over TLS: clients and host-to-host traffic alike. A
+/// client that does not speak TLS, or does not trust the hosts' CA, gets a
+/// clear error and changes nothing.
+#[test]
+fn hosts_serve_tls_to_clients_and_to_each_other() {
+    let dir = TempDir::new("tls");
+    let tls = weft_tests::workspace_root().join("tests/tls");
+    let (cert, key, ca) = (tls.join("host.pem"), tls.join("host.key"), tls.join("ca.pem"));
+    let (cert, key, ca) = (cert.to_str().unwrap(), key.to_str().unwrap(), ca.to_str().unwrap());
+    let hosts: Vec<String> = free_ports(2).iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut servers: Vec<Spawned> = hosts
+        .iter()
+        .map(|h| {
+            let args = ["serve", "--listen", h, "--tls-cert", cert, "--tls-key", key, "--tls-ca", ca];
+            Spawned::start(weft(&args, &dir.0))
+        })
+        .collect();
+    for s in &mut servers {
+        s.expect(Stream::Err, "serving experiments on", LIMIT);
+    }
+    let alice = Tenant::new("alice");
+    let file = experiment_file(&dir, &alice, &hosts, "");
+    let plaintext = run(weft(&["experiment", "create", &file], &dir.0), LIMIT);
+    assert_eq!(plaintext.status.code(), Some(2), "{}", plaintext.stdout);
+    assert!(plaintext.stderr.contains("if the host serves TLS, pass --tls-ca"), "{}", plaintext.stderr);
+    let created = run(weft(&["experiment", "create", &file, "--tls-ca", ca], &dir.0), LIMIT);
+    assert!(created.status.success(), "{}", created.stderr);
+
+    let ps = example("parameter-server");
+    let ps = ps.to_str().unwrap();
+    let with_tls = |host: &str, job: &str, task: &str| {
+        let rest = ["--tls-ca", ca, "--job", job, "--task", task, ps, "--", "50"];
+        let out = alice.weft(&dir, "submit", host, &rest);
+        assert!(out.status.success(), "{}", out.stderr);
+        out.stdout.trim().to_string()
+    };
+    let p = with_tls(&hosts[0], "ps", "0");
+    with_tls(&hosts[0], "worker", "0");
+    with_tls(&hosts[1], "worker", "1");
+    let story = alice.weft(&dir, "logs", &hosts[0], &["--tls-ca", ca, "-f", &p]);
+    assert!(story.status.success(), "{}", story.stderr);
+    assert!(story.stdout.contains("Parameter server: final value of var: 10.0"), "{}", story.stdout);
+
+    // Trusting the wrong CA (the host's own leaf is not a CA) fails to connect.
+    let distrust = alice.weft(&dir, "ps", &hosts[0], &["--tls-ca", cert]);
+    assert_eq!(distrust.status.code(), Some(2), "{}", distrust.stdout);
+    assert!(distrust.stderr.contains("cannot reach host"), "{}", distrust.stderr);
+}

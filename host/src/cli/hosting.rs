@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::cluster::TaskId;
 use crate::error::{Error, Result};
@@ -15,6 +15,7 @@ use crate::hosting::{Limits, check_name};
 use crate::rpc::Credentials;
 use crate::rpc::pb;
 use crate::runtime::module_hash;
+use crate::tls::ClientTls;
 
 type Client = pb::control_service_client::ControlServiceClient<Channel>;
 
@@ -33,6 +34,9 @@ pub struct Remote {
     /// The experiment's token.
     #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
     token: String,
+    /// CA certificate (PEM) that signed the host's certificate: connect over TLS.
+    #[arg(long, value_name = "FILE", env = "WEFT_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 /// `weft experiment ...`.
@@ -46,6 +50,9 @@ pub enum ExperimentCommand {
         /// The hosts' admin token, if they have one.
         #[arg(long, env = "WEFT_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
+        /// CA certificate (PEM) that signed the hosts' certificates: connect over TLS.
+        #[arg(long, value_name = "FILE", env = "WEFT_TLS_CA")]
+        tls_ca: Option<PathBuf>,
     },
     /// List the experiments a host holds: yours with your token, all with the admin token.
     List {
@@ -58,6 +65,9 @@ pub enum ExperimentCommand {
         /// The experiment whose token --token is.
         #[arg(long, env = "WEFT_EXPERIMENT")]
         experiment: Option<String>,
+        /// CA certificate (PEM) that signed the hosts' certificates: connect over TLS.
+        #[arg(long, value_name = "FILE", env = "WEFT_TLS_CA")]
+        tls_ca: Option<PathBuf>,
     },
     /// Delete an experiment on every host its file names: stops its
     /// programs and frees its variables, graphs and logs.
@@ -67,6 +77,9 @@ pub enum ExperimentCommand {
         /// Its token (default: the file's).
         #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// CA certificate (PEM) that signed the hosts' certificates: connect over TLS.
+        #[arg(long, value_name = "FILE", env = "WEFT_TLS_CA")]
+        tls_ca: Option<PathBuf>,
     },
 }
 
@@ -129,11 +142,9 @@ impl ExperimentFile {
     }
 }
 
-async fn connect(host: &str) -> Result<Client> {
-    let endpoint = Endpoint::from_shared(format!("http://{host}"))
-        .map_err(|e| Error::invalid(format!("host address '{host}': {e}")))?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true);
+async fn connect(host: &str, tls_ca: Option<&Path>) -> Result<Client> {
+    let tls = tls_ca.map(ClientTls::from_file).transpose()?;
+    let endpoint = crate::tls::endpoint(host, tls.as_ref())?.connect_timeout(Duration::from_secs(3)).tcp_nodelay(true);
     let channel = endpoint.connect().await.map_err(|e| Error::unavailable(format!("cannot reach host {host}: {e}")))?;
     Ok(Client::new(channel))
 }
@@ -147,14 +158,20 @@ fn request<T>(message: T, credentials: &Credentials) -> Result<tonic::Request<T>
 /// A failed call, as the user reads it: code and message, and which host.
 fn failed(host: &str, s: tonic::Status) -> Error {
     let code = crate::rpc::auth::code_name(s.code());
-    Error::unavailable(format!("host {host}: {code}: {}", s.message()))
+    // What a plaintext client sees from a TLS host.
+    let hint = if s.message().contains("h2 protocol error") || s.message().contains("operation was canceled") {
+        " (if the host serves TLS, pass --tls-ca CA.pem)"
+    } else {
+        ""
+    };
+    Error::unavailable(format!("host {host}: {code}: {}{hint}", s.message()))
 }
 
 fn admin(token: Option<&str>) -> Credentials {
     Credentials { experiment: None, admin: token.map(str::to_string) }
 }
 
-async fn create(file: &Path, admin_token: Option<String>) -> Result<()> {
+async fn create(file: &Path, admin_token: Option<String>, tls_ca: Option<&Path>) -> Result<()> {
     let file = ExperimentFile::read(file)?;
     let token = file.token.clone().unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
     let cluster: std::collections::HashMap<String, pb::Job> =
@@ -175,7 +192,7 @@ async fn create(file: &Path, admin_token: Option<String>) -> Result<()> {
             tasks: tasks.iter().map(|t| pb::TaskRef { job: t.job.clone(), index: t.index }).collect(),
             limits: Some(limits),
         };
-        let mut client = connect(host).await?;
+        let mut client = connect(host, tls_ca).await?;
         client.create_experiment(request(req, &admin(admin_token.as_deref()))?).await.map_err(|s| failed(host, s))?;
         let names: Vec<String> = tasks.iter().map(|t| format!("{}:{}", t.job, t.index)).collect();
         println!("created experiment '{}' on {host} ({})", file.name, names.join(", "));
@@ -184,13 +201,13 @@ async fn create(file: &Path, admin_token: Option<String>) -> Result<()> {
     Ok(())
 }
 
-async fn list(host: &str, experiment: Option<String>, token: Option<String>) -> Result<()> {
+async fn list(host: &str, experiment: Option<String>, token: Option<String>, tls_ca: Option<&Path>) -> Result<()> {
     let credentials = match (experiment, token) {
         (Some(e), Some(t)) => Credentials::experiment(e, t),
         (None, t) => admin(t.as_deref()),
         (Some(e), None) => return Err(Error::invalid(format!("--experiment {e} needs --token (or WEFT_TOKEN)"))),
     };
-    let mut client = connect(host).await?;
+    let mut client = connect(host, tls_ca).await?;
     let resp = client
         .list_experiments(request(pb::ListExperimentsRequest {}, &credentials)?)
         .await
@@ -204,14 +221,14 @@ async fn list(host: &str, experiment: Option<String>, token: Option<String>) -> 
     Ok(())
 }
 
-async fn delete(file: &Path, token: Option<String>) -> Result<()> {
+async fn delete(file: &Path, token: Option<String>, tls_ca: Option<&Path>) -> Result<()> {
     let file = ExperimentFile::read(file)?;
     let token = token
         .or(file.token.clone())
         .ok_or_else(|| Error::invalid(format!("deleting '{}' needs its token (--token or WEFT_TOKEN)", file.name)))?;
     let credentials = Credentials::experiment(&file.name, token);
     for host in file.hosts().keys() {
-        let mut client = connect(host).await?;
+        let mut client = connect(host, tls_ca).await?;
         let req = pb::DeleteExperimentRequest { name: file.name.clone() };
         let resp = client.delete_experiment(request(req, &credentials)?).await.map_err(|s| failed(host, s))?;
         println!(
@@ -307,7 +324,7 @@ fn exit_for(info: Option<&pb::ProgramInfo>) -> ExitCode {
 
 async fn submit(args: SubmitArgs) -> Result<ExitCode> {
     let bytes = std::fs::read(&args.module).map_err(|e| Error::io(format!("reading {}", args.module.display()), e))?;
-    let mut client = connect(&args.remote.host).await?;
+    let mut client = connect(&args.remote.host, args.remote.tls_ca.as_deref()).await?;
     let sha256 = upload(&mut client, &args.remote, &bytes).await?;
     let name = args.name.clone().or_else(|| args.module.file_stem().map(|s| s.to_string_lossy().into_owned()));
     let req = pb::StartProgramRequest {
@@ -331,7 +348,7 @@ async fn submit(args: SubmitArgs) -> Result<ExitCode> {
 }
 
 async fn ps(remote: Remote) -> Result<ExitCode> {
-    let mut client = connect(&remote.host).await?;
+    let mut client = connect(&remote.host, remote.tls_ca.as_deref()).await?;
     let resp = client
         .list_programs(request(pb::ListProgramsRequest {}, &remote.credentials())?)
         .await
@@ -346,7 +363,7 @@ async fn ps(remote: Remote) -> Result<ExitCode> {
 }
 
 async fn kill(remote: Remote, id: u64) -> Result<ExitCode> {
-    let mut client = connect(&remote.host).await?;
+    let mut client = connect(&remote.host, remote.tls_ca.as_deref()).await?;
     let info = client
         .kill_program(request(pb::KillProgramRequest { id }, &remote.credentials())?)
         .await
@@ -360,18 +377,20 @@ async fn kill(remote: Remote, id: u64) -> Result<ExitCode> {
 pub(super) async fn run_verb(verb: super::Command) -> ExitCode {
     let result = match verb {
         super::Command::Experiment { command } => match command {
-            ExperimentCommand::Create { file, admin_token } => {
-                create(&file, admin_token).await.map(|()| ExitCode::SUCCESS)
+            ExperimentCommand::Create { file, admin_token, tls_ca } => {
+                create(&file, admin_token, tls_ca.as_deref()).await.map(|()| ExitCode::SUCCESS)
             }
-            ExperimentCommand::List { host, token, experiment } => {
-                list(&host, experiment, token).await.map(|()| ExitCode::SUCCESS)
+            ExperimentCommand::List { host, token, experiment, tls_ca } => {
+                list(&host, experiment, token, tls_ca.as_deref()).await.map(|()| ExitCode::SUCCESS)
             }
-            ExperimentCommand::Delete { file, token } => delete(&file, token).await.map(|()| ExitCode::SUCCESS),
+            ExperimentCommand::Delete { file, token, tls_ca } => {
+                delete(&file, token, tls_ca.as_deref()).await.map(|()| ExitCode::SUCCESS)
+            }
         },
         super::Command::Submit(args) => submit(args).await,
         super::Command::Ps(remote) => ps(remote).await,
         super::Command::Logs { remote, id, follow } => {
-            let mut client = match connect(&remote.host).await {
+            let mut client = match connect(&remote.host, remote.tls_ca.as_deref()).await {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("weft: {e}");

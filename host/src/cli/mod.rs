@@ -157,6 +157,36 @@ struct ServeArgs {
     /// Size of one uploaded module, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     upload_mib: u64,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// TLS of a host: what it presents, and the CA it trusts when it calls
+/// other hosts.
+#[derive(Debug, Clone, clap::Args)]
+struct TlsArgs {
+    /// This host's certificate chain (PEM): serve TLS only.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the other hosts' certificates: reach them over TLS.
+    #[arg(long, value_name = "FILE", env = "WEFT_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn server(&self) -> Result<Option<crate::tls::ServerTls>, Error> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => crate::tls::ServerTls::from_files(cert, key).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    fn client(&self) -> Result<Option<crate::tls::ClientTls>, Error> {
+        self.tls_ca.as_deref().map(crate::tls::ClientTls::from_file).transpose()
+    }
 }
 
 impl ServeArgs {
@@ -182,6 +212,7 @@ impl ServeArgs {
                 upload_bytes: mib(self.upload_mib),
             },
             admin_token: self.admin_token.clone(),
+            client_tls: self.tls.client()?,
         })
     }
 }
@@ -255,8 +286,12 @@ async fn shutdown_signal() {
 
 /// This task of `cluster`, reaching the other tasks over gRPC, and its
 /// server, listening on the task's address.
-async fn start_task(cluster: ClusterSpec, id: TaskId) -> Result<(Arc<Task>, TcpListener), Error> {
-    let task = Task::new(cluster.clone(), id)?.with_remote(Arc::new(GrpcRemote::new(cluster)));
+async fn start_task(
+    cluster: ClusterSpec,
+    id: TaskId,
+    tls: Option<crate::tls::ClientTls>,
+) -> Result<(Arc<Task>, TcpListener), Error> {
+    let task = Task::new(cluster.clone(), id)?.with_remote(Arc::new(GrpcRemote::new(cluster).with_tls(tls)));
     let address = task.address().to_string();
     let listener = TcpListener::bind(&address)
         .await
@@ -320,6 +355,7 @@ async fn launch(args: LaunchArgs) -> ExitCode {
 async fn serve(args: ServeArgs) -> ExitCode {
     let started = async {
         let config = args.hosting_config()?;
+        let server_tls = args.tls.server()?;
         let (own, listener, label) = match &args.listen {
             Some(address) => {
                 let listener =
@@ -332,7 +368,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
                         "weft serve needs --listen ADDR, or --cluster FILE --job NAME --task N (or TF_CONFIG)",
                     ));
                 };
-                let (task, listener) = start_task(cluster, id).await?;
+                let (task, listener) = start_task(cluster, id, config.client_tls.clone()).await?;
                 let label = format!("{} on {}", task.id(), task.address());
                 (Some(task), listener, label)
             }
@@ -340,9 +376,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
         let hosting = tokio::task::spawn_blocking(move || Hosting::new(config, own))
             .await
             .map_err(|e| Error::internal(format!("starting the runtime panicked: {e}")))??;
-        Ok::<_, Error>((Arc::new(hosting), listener, label))
+        Ok::<_, Error>((Arc::new(hosting), listener, label, server_tls))
     };
-    let (hosting, listener, label) = match started.await {
+    let (hosting, listener, label, tls) = match started.await {
         Ok(t) => t,
         Err(e) => {
             eprintln!("weft: {e}");
@@ -354,6 +390,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         directory: hosting.clone(),
         auth: hosting.clone(),
         control: Some(ControlService::new(hosting.clone())),
+        tls,
     };
     match server::serve_host(listener, services, &label, shutdown_signal()).await {
         Ok(()) => {
@@ -398,7 +435,7 @@ async fn run(args: RunArgs) -> ExitCode {
 
     let task = match args.cluster.resolve() {
         Ok(None) => Arc::new(Task::standalone()),
-        Ok(Some((cluster, id))) => match start_task(cluster, id).await {
+        Ok(Some((cluster, id))) => match start_task(cluster, id, None).await {
             Ok((task, listener)) => {
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                 let served = task.clone();

@@ -13,6 +13,7 @@ use crate::error::{Code, Error, Result};
 use crate::exec::{ByteBudget, LocalDevices};
 use crate::rpc::{Credentials, GrpcRemote, ServedTask};
 use crate::task::Task;
+use crate::tls::ClientTls;
 
 /// Finished programs an experiment keeps records of; older ones are forgotten.
 const MAX_FINISHED_RECORDS: usize = 1024;
@@ -73,7 +74,8 @@ pub fn check_name(name: &str) -> Result<()> {
 
 impl Experiment {
     /// Creates `spec` under the host's limits.
-    pub fn new(spec: ExperimentSpec, host_limits: &EffectiveLimits) -> Result<Self> {
+    /// Its tasks reach their other hosts over TLS when `tls` is given.
+    pub fn new(spec: ExperimentSpec, host_limits: &EffectiveLimits, tls: Option<ClientTls>) -> Result<Self> {
         check_name(&spec.name)?;
         if spec.token.len() < 16 || !spec.token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(Error::invalid(format!(
@@ -91,7 +93,9 @@ impl Experiment {
         let budget = Arc::new(ByteBudget::new(format!("experiment '{}'", spec.name), limits.variable_bytes));
         let devices = Arc::new(LocalDevices::with_budget(spec.tasks.iter().cloned(), budget.clone()));
         let remote = Arc::new(
-            GrpcRemote::new(spec.cluster.clone()).with_credentials(Credentials::experiment(&spec.name, &spec.token)),
+            GrpcRemote::new(spec.cluster.clone())
+                .with_credentials(Credentials::experiment(&spec.name, &spec.token))
+                .with_tls(tls),
         );
         let mut tasks = BTreeMap::new();
         for id in &spec.tasks {

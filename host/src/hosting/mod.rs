@@ -38,6 +38,9 @@ pub struct HostingConfig {
     /// Lets its holder create, list and delete any experiment. Without one,
     /// anyone who can reach the host may create experiments.
     pub admin_token: Option<String>,
+    /// How experiments' tasks reach their other hosts: over TLS trusting this
+    /// CA, or in plaintext.
+    pub client_tls: Option<crate::tls::ClientTls>,
 }
 
 impl Default for HostingConfig {
@@ -46,6 +49,7 @@ impl Default for HostingConfig {
             runtime: RuntimeConfig { max_programs: 1100, ..RuntimeConfig::default() },
             limits: EffectiveLimits::host_defaults(),
             admin_token: None,
+            client_tls: None,
         }
     }
 }
@@ -55,6 +59,7 @@ pub struct Hosting {
     runtime: Arc<Runtime>,
     limits: EffectiveLimits,
     admin_token: Option<String>,
+    client_tls: Option<crate::tls::ClientTls>,
     own: Option<Arc<ServedTask>>,
     workers: Mutex<HashMap<String, Worker>>,
     experiments: RwLock<BTreeMap<String, Arc<Experiment>>>,
@@ -80,6 +85,7 @@ impl Hosting {
             runtime: Arc::new(Runtime::new(config.runtime)?),
             limits,
             admin_token: config.admin_token,
+            client_tls: config.client_tls,
             own: own.map(|t| Arc::new(ServedTask::new(t))),
             workers: Mutex::default(),
             experiments: RwLock::default(),
@@ -110,7 +116,7 @@ impl Hosting {
 
     /// Creates an experiment; `failed-precondition` if the name is taken.
     pub fn create_experiment(&self, spec: ExperimentSpec) -> Result<Arc<Experiment>> {
-        let experiment = Arc::new(Experiment::new(spec, &self.limits)?);
+        let experiment = Arc::new(Experiment::new(spec, &self.limits, self.client_tls.clone())?);
         let mut all = self.experiments.write().unwrap_or_else(|p| p.into_inner());
         if all.contains_key(experiment.name()) {
             return Err(Error::precondition(format!("experiment '{}' already exists on this host", experiment.name())));

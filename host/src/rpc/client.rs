@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::auth::Credentials;
 use super::convert::{dtype_from_pb, error_from_status, partition_to_pb, stats_from_pb, tensor_to_pb};
@@ -23,6 +23,7 @@ use crate::error::{Code, Error, Result};
 use crate::exec::{PartitionResult, RemotePartition, RemoteTasks};
 use crate::tensor::Tensor;
 use crate::tensor::TensorAssembler;
+use crate::tls::ClientTls;
 
 type Client = pb::task_service_client::TaskServiceClient<Channel>;
 
@@ -44,6 +45,7 @@ struct Peer {
     task: TaskId,
     address: String,
     credentials: Credentials,
+    tls: Option<ClientTls>,
     state: tokio::sync::Mutex<PeerState>,
 }
 
@@ -52,6 +54,7 @@ pub struct GrpcRemote {
     cluster: ClusterSpec,
     master: u64,
     credentials: Credentials,
+    tls: Option<ClientTls>,
     peers: Mutex<HashMap<TaskId, Arc<Peer>>>,
 }
 
@@ -64,13 +67,25 @@ impl std::fmt::Debug for GrpcRemote {
 impl GrpcRemote {
     /// A client for `cluster`'s tasks, identifying itself as a new master.
     pub fn new(cluster: ClusterSpec) -> Self {
-        GrpcRemote { cluster, master: rand::random(), credentials: Credentials::default(), peers: Mutex::default() }
+        GrpcRemote {
+            cluster,
+            master: rand::random(),
+            credentials: Credentials::default(),
+            tls: None,
+            peers: Mutex::default(),
+        }
     }
 
     /// This client, attaching `credentials` (an experiment and its token) to
     /// every call.
     pub fn with_credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = credentials;
+        self
+    }
+
+    /// This client, reaching every task over TLS, trusting `tls`'s CA.
+    pub fn with_tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -85,6 +100,7 @@ impl GrpcRemote {
             task: task.clone(),
             address,
             credentials: self.credentials.clone(),
+            tls: self.tls.clone(),
             state: Default::default(),
         });
         peers.insert(task.clone(), peer.clone());
@@ -135,8 +151,8 @@ impl Peer {
         if let Some(c) = &st.client {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{}", self.address))
-            .map_err(|e| Error::invalid(format!("address '{}' of {}: {e}", self.address, self.task)))?
+        let endpoint = crate::tls::endpoint(&self.address, self.tls.as_ref())
+            .map_err(|e| Error::invalid(format!("{} of {}", e.message(), self.task)))?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .initial_stream_window_size(16 << 20)
