@@ -42,6 +42,7 @@ fn hosting(max_programs: u32) -> anyhow::Result<Arc<Hosting>> {
         limits: EffectiveLimits { programs: max_programs, ..EffectiveLimits::host_defaults() },
         admin_token: None,
         client_tls: None,
+        data_root: None,
     };
     Ok(Arc::new(Hosting::new(config, None)?))
 }
@@ -54,6 +55,7 @@ fn spec(name: &str, address: &str) -> ExperimentSpec {
         cluster,
         tasks: vec![TaskId::new("worker", 0)],
         limits: Limits::default(),
+        data_dir: None,
     }
 }
 

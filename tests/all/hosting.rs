@@ -33,6 +33,10 @@ struct Host {
 }
 
 async fn start_host() -> Host {
+    start_host_with(None).await
+}
+
+async fn start_host_with(data_root: Option<std::path::PathBuf>) -> Host {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let config = HostingConfig {
@@ -40,6 +44,7 @@ async fn start_host() -> Host {
         limits: EffectiveLimits::host_defaults(),
         admin_token: None,
         client_tls: None,
+        data_root,
     };
     let hosting = Arc::new(tokio::task::spawn_blocking(move || Hosting::new(config, None)).await.unwrap().unwrap());
     let services = HostServices {
@@ -54,7 +59,7 @@ async fn start_host() -> Host {
 }
 
 /// A tenant: a client of one host, acting for one experiment.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 struct Tenant {
     client: ControlServiceClient<Channel>,
     credentials: Credentials,
@@ -67,6 +72,16 @@ fn req<T>(t: &Tenant, message: T) -> Request<T> {
 }
 
 async fn tenant(host: &Host, name: &str, limits: pb::Limits, jobs: &[(&str, u32)]) -> Tenant {
+    try_tenant(host, name, limits, jobs, "").await.unwrap()
+}
+
+async fn try_tenant(
+    host: &Host,
+    name: &str,
+    limits: pb::Limits,
+    jobs: &[(&str, u32)],
+    data_dir: &str,
+) -> Result<Tenant, Status> {
     let token = format!("token-of-{name}-0123456789");
     let mut client = ControlServiceClient::connect(format!("http://{}", host.address)).await.unwrap();
     let cluster: HashMap<String, pb::Job> = jobs
@@ -75,10 +90,12 @@ async fn tenant(host: &Host, name: &str, limits: pb::Limits, jobs: &[(&str, u32)
         .collect();
     let tasks =
         jobs.iter().flat_map(|&(job, n)| (0..n).map(move |i| pb::TaskRef { job: job.into(), index: i })).collect();
+    let limits = Some(limits);
+    let data_dir = data_dir.into();
     let create =
-        pb::CreateExperimentRequest { name: name.into(), token: token.clone(), cluster, tasks, limits: Some(limits) };
-    client.create_experiment(create).await.unwrap();
-    Tenant { client, credentials: Credentials::experiment(name, token) }
+        pb::CreateExperimentRequest { name: name.into(), token: token.clone(), cluster, tasks, limits, data_dir };
+    client.create_experiment(create).await?;
+    Ok(Tenant { client, credentials: Credentials::experiment(name, token) })
 }
 
 fn chunk(sha256: &str, total: usize, data: &[u8]) -> pb::UploadChunk {
@@ -312,5 +329,43 @@ fn limits_stop_the_program_at_fault_and_nothing_else() {
         assert_eq!(state(&victim, running).await, pb::ProgramState::Running);
         let list = victim.client.clone().list_experiments(req(&victim, pb::ListExperimentsRequest {})).await.unwrap();
         assert_eq!(list.into_inner().experiments.len(), 1, "a tenant lists only its own experiment");
+    });
+}
+
+#[test]
+fn programs_see_no_network_no_host_environment_and_only_a_granted_read_only_directory() {
+    run_test(async {
+        let root = std::env::temp_dir().join(format!("weft-data-root-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("shared")).unwrap();
+        std::fs::write(root.join("shared/hello.txt"), "hello from the host").unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port().to_string();
+        let host = start_host_with(Some(root.clone())).await;
+        let jobs = [("ps", 1), ("worker", 1)];
+        let escape = try_tenant(&host, "escape", pb::Limits::default(), &jobs, "..").await;
+        assert_status(escape, Code::InvalidArgument, "no data directory '..'");
+        let granted = try_tenant(&host, "granted", pb::Limits::default(), &jobs, "shared").await.unwrap();
+        let plain = tenant(&host, "plain", pb::Limits::default(), &jobs).await;
+
+        let mut outputs = Vec::new();
+        for t in [&granted, &plain] {
+            let sha = upload(t, &read(fixture("misbehave"))).await.unwrap();
+            let p = start(t, &sha, ("worker", 0), &["sandbox", &port]).await.unwrap();
+            let (end, out) = finish(t, p.id).await;
+            assert_eq!(end.state, pb::ProgramState::Succeeded as i32, "{end:?}");
+            outputs.push(out);
+        }
+        let (granted_out, plain_out) = (&outputs[0], &outputs[1]);
+        for out in [granted_out, plain_out] {
+            assert!(out.contains("env: WEFT_JOB,WEFT_TASK\n"), "{out}");
+            assert!(out.contains("write /data/new.txt: denied"), "{out}");
+            assert!(out.contains("read /etc/passwd: denied"), "{out}");
+            assert!(out.contains("connect: denied"), "{out}");
+        }
+        assert!(granted_out.contains("read /data/hello.txt: ok hello from the host"), "{granted_out}");
+        assert!(plain_out.contains("read /data/hello.txt: denied"), "{plain_out}");
+        assert!(!root.join("shared/new.txt").exists());
+        drop(listener);
+        let _ = std::fs::remove_dir_all(&root);
     });
 }

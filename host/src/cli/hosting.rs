@@ -43,7 +43,8 @@ pub struct Remote {
 #[derive(Debug, clap::Subcommand)]
 pub enum ExperimentCommand {
     /// Create an experiment on every host its file names: a TOML file with
-    /// `name`, optional `token`, `[cluster]` (job = [host addresses]) and `[limits]`.
+    /// `name`, optional `token` and `data_dir`, `[cluster]` (job = [host
+    /// addresses]) and `[limits]`.
     Create {
         /// The experiment file.
         file: PathBuf,
@@ -116,6 +117,8 @@ struct ExperimentFile {
     cluster: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     limits: Limits,
+    /// A subdirectory of each host's data root, readable as `/data`.
+    data_dir: Option<String>,
 }
 
 impl ExperimentFile {
@@ -191,6 +194,7 @@ async fn create(file: &Path, admin_token: Option<String>, tls_ca: Option<&Path>)
             cluster: cluster.clone(),
             tasks: tasks.iter().map(|t| pb::TaskRef { job: t.job.clone(), index: t.index }).collect(),
             limits: Some(limits),
+            data_dir: file.data_dir.clone().unwrap_or_default(),
         };
         let mut client = connect(host, tls_ca).await?;
         client.create_experiment(request(req, &admin(admin_token.as_deref()))?).await.map_err(|s| failed(host, s))?;

@@ -157,6 +157,10 @@ struct ServeArgs {
     /// Size of one uploaded module, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     upload_mib: u64,
+    /// Directory whose subdirectories experiments may be granted (their
+    /// `data_dir`), read-only, as `/data`. Without it, programs see no files.
+    #[arg(long, value_name = "DIR")]
+    data_root: Option<PathBuf>,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -213,6 +217,7 @@ impl ServeArgs {
             },
             admin_token: self.admin_token.clone(),
             client_tls: self.tls.client()?,
+            data_root: self.data_root.clone(),
         })
     }
 }

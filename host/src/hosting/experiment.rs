@@ -4,6 +4,7 @@
 //! uploaded, and its programs.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::limits::EffectiveLimits;
@@ -31,6 +32,9 @@ pub struct ExperimentSpec {
     pub tasks: Vec<TaskId>,
     /// Its limits (unset fields take the host's).
     pub limits: super::Limits,
+    /// The data directory it asks for (a subdirectory of the host's data
+    /// root), which its programs may read as `/data`.
+    pub data_dir: Option<String>,
 }
 
 /// An experiment on this host.
@@ -39,6 +43,7 @@ pub struct Experiment {
     token: String,
     cluster: ClusterSpec,
     limits: EffectiveLimits,
+    data_dir: Option<PathBuf>,
     tasks: BTreeMap<TaskId, Arc<ServedTask>>,
     budget: Arc<ByteBudget>,
     modules: Mutex<HashSet<String>>,
@@ -74,8 +79,14 @@ pub fn check_name(name: &str) -> Result<()> {
 
 impl Experiment {
     /// Creates `spec` under the host's limits.
-    /// Its tasks reach their other hosts over TLS when `tls` is given.
-    pub fn new(spec: ExperimentSpec, host_limits: &EffectiveLimits, tls: Option<ClientTls>) -> Result<Self> {
+    /// Its tasks reach their other hosts over TLS when `tls` is given; its
+    /// programs may read `data_dir` (the host resolved and checked it).
+    pub fn new(
+        spec: ExperimentSpec,
+        host_limits: &EffectiveLimits,
+        tls: Option<ClientTls>,
+        data_dir: Option<PathBuf>,
+    ) -> Result<Self> {
         check_name(&spec.name)?;
         if spec.token.len() < 16 || !spec.token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(Error::invalid(format!(
@@ -108,6 +119,7 @@ impl Experiment {
             token: spec.token,
             cluster: spec.cluster,
             limits,
+            data_dir,
             tasks,
             budget,
             modules: Mutex::default(),
@@ -133,6 +145,11 @@ impl Experiment {
     /// The limits in force.
     pub fn limits(&self) -> &EffectiveLimits {
         &self.limits
+    }
+
+    /// The host directory its programs read as `/data`, if granted.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.data_dir.as_deref()
     }
 
     /// The tasks served here.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::ProgramLimits;
+use crate::runtime::ProgramSandbox;
 
 /// Limits as written in an experiment file (`[limits]`) or a host's flags;
 /// unset fields take the host's.
@@ -83,9 +83,9 @@ impl EffectiveLimits {
         }
     }
 
-    /// What the runtime enforces on each program.
-    pub fn program_limits(&self) -> ProgramLimits {
-        ProgramLimits { memory_bytes: Some(self.memory_bytes), cpu_time: self.cpu_time }
+    /// What the runtime enforces on each program, which may read `data_dir`.
+    pub fn sandbox(&self, data_dir: Option<std::path::PathBuf>) -> ProgramSandbox {
+        ProgramSandbox { memory_bytes: Some(self.memory_bytes), cpu_time: self.cpu_time, data_dir }
     }
 }
 

@@ -41,6 +41,9 @@ pub struct HostingConfig {
     /// How experiments' tasks reach their other hosts: over TLS trusting this
     /// CA, or in plaintext.
     pub client_tls: Option<crate::tls::ClientTls>,
+    /// Directories experiments may be granted, read-only, as `/data`: each
+    /// experiment names one subdirectory of this.
+    pub data_root: Option<std::path::PathBuf>,
 }
 
 impl Default for HostingConfig {
@@ -50,6 +53,7 @@ impl Default for HostingConfig {
             limits: EffectiveLimits::host_defaults(),
             admin_token: None,
             client_tls: None,
+            data_root: None,
         }
     }
 }
@@ -60,6 +64,7 @@ pub struct Hosting {
     limits: EffectiveLimits,
     admin_token: Option<String>,
     client_tls: Option<crate::tls::ClientTls>,
+    data_root: Option<std::path::PathBuf>,
     own: Option<Arc<ServedTask>>,
     workers: Mutex<HashMap<String, Worker>>,
     experiments: RwLock<BTreeMap<String, Arc<Experiment>>>,
@@ -86,6 +91,7 @@ impl Hosting {
             limits,
             admin_token: config.admin_token,
             client_tls: config.client_tls,
+            data_root: config.data_root,
             own: own.map(|t| Arc::new(ServedTask::new(t))),
             workers: Mutex::default(),
             experiments: RwLock::default(),
@@ -116,7 +122,8 @@ impl Hosting {
 
     /// Creates an experiment; `failed-precondition` if the name is taken.
     pub fn create_experiment(&self, spec: ExperimentSpec) -> Result<Arc<Experiment>> {
-        let experiment = Arc::new(Experiment::new(spec, &self.limits, self.client_tls.clone())?);
+        let data_dir = spec.data_dir.as_deref().map(|d| self.grant(d)).transpose()?;
+        let experiment = Arc::new(Experiment::new(spec, &self.limits, self.client_tls.clone(), data_dir)?);
         let mut all = self.experiments.write().unwrap_or_else(|p| p.into_inner());
         if all.contains_key(experiment.name()) {
             return Err(Error::precondition(format!("experiment '{}' already exists on this host", experiment.name())));
@@ -124,6 +131,20 @@ impl Hosting {
         all.insert(experiment.name().to_string(), experiment.clone());
         tracing::info!(experiment = experiment.name(), "created");
         Ok(experiment)
+    }
+
+    /// The host directory behind the data directory `name`: a direct
+    /// subdirectory of the host's data root.
+    fn grant(&self, name: &str) -> Result<std::path::PathBuf> {
+        let root = self.data_root.as_ref().ok_or_else(|| {
+            Error::invalid(format!("this host grants no data directories (asked for '{name}'; see --data-root)"))
+        })?;
+        let single = !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\']);
+        let dir = root.join(name);
+        if !single || !dir.is_dir() {
+            return Err(Error::invalid(format!("no data directory '{name}' under this host's data root")));
+        }
+        Ok(dir)
     }
 
     /// The experiment `name`.
@@ -216,12 +237,12 @@ impl Hosting {
             }
         });
         let runtime = self.runtime.clone();
-        let limits = experiment.limits().program_limits();
+        let sandbox = experiment.limits().sandbox(experiment.data_dir().map(Into::into));
         let rec = record.clone();
         let task = served.task().clone();
         let handle = tokio::spawn(async move {
             rec.set_state(ProgramState::Running);
-            let outcome = match runtime.instantiate_limited(&worker, task, args, Some(tx), &limits).await {
+            let outcome = match runtime.instantiate_sandboxed(&worker, task, args, Some(tx), &sandbox).await {
                 Ok(program) => ProgramState::Exited(program.call().await.status),
                 Err(e) => ProgramState::Failed(e.code(), e.message()),
             };

@@ -132,6 +132,7 @@ impl pb::control_service_server::ControlService for ControlService {
             cluster: ClusterSpec::new(jobs).map_err(status_from_error)?,
             tasks: req.tasks.iter().map(|t| TaskId::new(t.job.clone(), t.index)).collect(),
             limits: limits_from_pb(req.limits),
+            data_dir: Some(req.data_dir).filter(|d| !d.is_empty()),
         };
         let experiment = self.hosting.create_experiment(spec).map_err(|e| match e.code() {
             crate::error::Code::FailedPrecondition => Status::already_exists(e.message()),

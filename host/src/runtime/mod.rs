@@ -150,15 +150,21 @@ impl std::fmt::Display for ExitStatus {
     }
 }
 
-/// Limits of one program; `None` takes the runtime's setting.
+/// A program's sandbox beyond the runtime's defaults: its limits (`None`
+/// takes the runtime's setting) and what it is granted. Every program gets
+/// no network, no host environment (only `WEFT_JOB` and `WEFT_TASK`) and no
+/// filesystem, except `data_dir` when granted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProgramLimits {
+pub struct ProgramSandbox {
     /// Linear memory it may grow to (at most the runtime's `max_memory_bytes`).
     pub memory_bytes: Option<usize>,
     /// Time it may spend executing guest code (time blocked in host calls,
     /// such as waiting for another task, does not count). Measured in
-    /// [`EPOCH_TICK`]s.
+    /// [`EPOCH_TICK`]s of wall-clock time while guest code is running, so
+    /// time the host's scheduler takes away from it counts too.
     pub cpu_time: Option<Duration>,
+    /// A host directory the program may read (not write) as `/data`.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// The trap a program's CPU-time limit raises.
@@ -305,37 +311,46 @@ impl Runtime {
         args: Vec<String>,
         follow: Option<UnboundedSender<OutputChunk>>,
     ) -> Result<Program> {
-        self.instantiate_limited(worker, task, args, follow, &ProgramLimits::default()).await
+        self.instantiate_sandboxed(worker, task, args, follow, &ProgramSandbox::default()).await
     }
 
-    /// [`Runtime::instantiate`] with per-program `limits`.
-    pub async fn instantiate_limited(
+    /// [`Runtime::instantiate`] in a per-program `sandbox`.
+    pub async fn instantiate_sandboxed(
         &self,
         worker: &Worker,
         task: Arc<Task>,
         args: Vec<String>,
         follow: Option<UnboundedSender<OutputChunk>>,
-        limits: &ProgramLimits,
+        sandbox: &ProgramSandbox,
     ) -> Result<Program> {
         let stdout = OutputSink::new(StreamKind::Stdout, self.config.max_output_bytes, follow.clone());
         let stderr = OutputSink::new(StreamKind::Stderr, self.config.max_output_bytes, follow);
         let mut argv = vec![worker.name.clone()];
         argv.extend(args.iter().cloned());
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
             .args(&argv)
             .env("WEFT_JOB", &task.id().job)
             .env("WEFT_TASK", task.id().index.to_string())
-            .build();
-        let memory_limit = limits.memory_bytes.unwrap_or(usize::MAX).min(self.config.max_memory_bytes);
+            // No sockets at all (the default address check denies every
+            // address too; this says so twice).
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        if let Some(dir) = &sandbox.data_dir {
+            wasi.preopened_dir(dir, "/data", wasmtime_wasi::FsPerms::ReadOnly)
+                .map_err(|e| Error::wasm(format!("granting {} as /data", dir.display()), &e))?;
+        }
+        let wasi = wasi.build();
+        let memory_limit = sandbox.memory_bytes.unwrap_or(usize::MAX).min(self.config.max_memory_bytes);
         let store_limits = StoreLimitsBuilder::new().memory_size(memory_limit).build();
         let state = ProgramState { wasi, table: Default::default(), task, limits: store_limits };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1);
         // Every tick the guest is found running costs it one tick of CPU time.
-        let budget = limits.cpu_time.map(|t| (t, t.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64));
+        let budget = sandbox.cpu_time.map(|t| (t, t.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64));
         let mut ticks = 0u64;
         store.epoch_deadline_callback(move |_| {
             ticks += 1;
