@@ -369,3 +369,27 @@ fn programs_see_no_network_no_host_environment_and_only_a_granted_read_only_dire
         let _ = std::fs::remove_dir_all(&root);
     });
 }
+
+#[test]
+fn several_tenants_submitting_at_once_each_see_only_their_own_values() {
+    run_test(async {
+        let host = start_host().await;
+        let tour = read(fixture("api-tour"));
+        let names = ["t0", "t1", "t2", "t3", "t4", "t5"];
+        let runs = names.iter().enumerate().map(|(i, name)| {
+            let (host, tour) = (&host, &tour);
+            async move {
+                let t = tenant(host, name, pb::Limits::default(), &[("ps", 1), ("worker", 1)]).await;
+                let sha = upload(&t, tour).await.unwrap();
+                let set = start(&t, &sha, ("worker", 0), &["set", &i.to_string()]).await.unwrap();
+                assert_eq!(finish(&t, set.id).await.0.state, pb::ProgramState::Succeeded as i32);
+                let get = start(&t, &sha, ("worker", 0), &["get"]).await.unwrap();
+                finish(&t, get.id).await.1
+            }
+        });
+        let got = futures_util::future::join_all(runs).await;
+        for (i, out) in got.iter().enumerate() {
+            assert_eq!(out.trim(), format!("var = {i}.0"), "tenant t{i}");
+        }
+    });
+}

@@ -365,7 +365,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             Some(address) => {
                 let listener =
                     TcpListener::bind(address).await.map_err(|e| Error::io(format!("listening on {address}"), e))?;
-                (None, listener, format!("experiments on {address}"))
+                (None, listener, "experiments".to_string())
             }
             None => {
                 let Some((cluster, id)) = args.cluster.resolve()? else {
@@ -374,7 +374,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
                     ));
                 };
                 let (task, listener) = start_task(cluster, id, config.client_tls.clone()).await?;
-                let label = format!("{} on {}", task.id(), task.address());
+                let label = task.id().to_string();
                 (Some(task), listener, label)
             }
         };
@@ -390,7 +390,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    eprintln!("weft: serving {label}");
+    let address = listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+    eprintln!("weft: serving {label} on {address}");
     let services = HostServices {
         directory: hosting.clone(),
         auth: hosting.clone(),

@@ -121,8 +121,9 @@ impl Credentials {
     pub fn attach<T>(&self, request: &mut Request<T>, task: Option<&TaskId>) -> Result<(), Status> {
         let md = request.metadata_mut();
         let value = |s: String| {
-            s.parse::<AsciiMetadataValue>()
-                .map_err(|_| Status::invalid_argument(format!("'{s}' cannot be sent as a header (not ASCII)")))
+            s.parse::<AsciiMetadataValue>().map_err(|_| {
+                Status::invalid_argument(format!("'{s}' cannot be sent as a header (it has control characters)"))
+            })
         };
         if let Some((name, token)) = &self.experiment {
             md.insert(EXPERIMENT_HEADER, value(name.clone())?);
@@ -158,7 +159,7 @@ mod tests {
         req.metadata_mut().insert(TASK_HEADER, "ps".parse().unwrap());
         assert!(bearer_token(req.metadata()).unwrap_err().message().contains("Bearer TOKEN"));
         assert!(task_of(req.metadata()).unwrap_err().message().contains("JOB:INDEX"));
-        assert!(Credentials::experiment("bob", "tökén").attach(&mut req, None).is_err());
+        assert!(Credentials::experiment("bob", "tok\nen").attach(&mut req, None).is_err());
     }
 
     #[test]
