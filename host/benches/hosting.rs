@@ -19,8 +19,8 @@ use tonic::Request;
 use tonic::transport::Channel;
 use weft_host::cluster::{ClusterSpec, TaskId};
 use weft_host::hosting::{EffectiveLimits, ExperimentSpec, Hosting, HostingConfig, Limits, ProgramState};
+use weft_host::rpc::Credentials;
 use weft_host::rpc::pb::{self, control_service_client::ControlServiceClient};
-use weft_host::rpc::{ControlService, Credentials};
 use weft_host::runtime::{RuntimeConfig, module_hash};
 use weft_host::server::{HostServices, serve_host};
 use weft_host::testing::build_component;
@@ -66,12 +66,7 @@ async fn serve(
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?.to_string();
     hosting.create_experiment(spec("bench", &address))?;
-    let services = HostServices {
-        directory: hosting.clone(),
-        auth: hosting.clone(),
-        control: Some(ControlService::new(hosting.clone())),
-        tls: None,
-    };
+    let services = HostServices::hosting(&hosting, None);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move { serve_host(listener, services, "bench host", async move { drop(stopped.await) }).await });
     let client = ControlServiceClient::connect(format!("http://{address}")).await?;
@@ -134,34 +129,8 @@ fn main() -> anyhow::Result<()> {
     println!("| measurement | median | samples |");
     println!("|---|---|---|");
     tokio.block_on(async {
-        // Cold: a new host each time, nothing compiled or cached.
-        let mut cold = Vec::new();
-        for _ in 0..10 {
-            let host = tokio::task::spawn_blocking(|| hosting(8)).await??;
-            let (mut client, _stop) = serve(host).await?;
-            let start = Instant::now();
-            submit_until_first_output(&mut client, &example).await?;
-            cold.push(start.elapsed().as_secs_f64());
-        }
-        println!(
-            "| cold submit of local_sessions.wasm ({} KB): upload + compile + instantiate + first op | {:.1} ms | {} |",
-            example.len() / 1000,
-            median(cold.clone()) * 1e3,
-            cold.len()
-        );
-
-        let host = tokio::task::spawn_blocking(|| hosting(64)).await??;
-        let (mut client, _stop) = serve(host).await?;
-        submit_until_first_output(&mut client, &example).await?;
-        let mut warm = Vec::new();
-        for _ in 0..50 {
-            let start = Instant::now();
-            submit_until_first_output(&mut client, &example).await?;
-            warm.push(start.elapsed().as_secs_f64());
-        }
-        println!("| warm submit of the same module (hash check + start + first op) | {:.2} ms | {} |", median(warm.clone()) * 1e3, warm.len());
-
-        // Density: N idle programs on one host.
+        // Density first, while this process has freed nothing its
+        // allocator could hand back without growing: N idle programs.
         let n: usize = std::env::var("WEFT_BENCH_PROGRAMS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
         let host = tokio::task::spawn_blocking(move || hosting(n as u32 + 8)).await??;
         let experiment = host.create_experiment(spec("density", "127.0.0.1:1"))?;
@@ -199,6 +168,34 @@ fn main() -> anyhow::Result<()> {
             (after.saturating_sub(before)) as f64 / n as f64 / 1024.0
         );
         host.delete_experiment("density")?;
+
+        // Cold: a new host each time, nothing compiled or cached.
+        let mut cold = Vec::new();
+        for _ in 0..10 {
+            let host = tokio::task::spawn_blocking(|| hosting(8)).await??;
+            let (mut client, _stop) = serve(host).await?;
+            let start = Instant::now();
+            submit_until_first_output(&mut client, &example).await?;
+            cold.push(start.elapsed().as_secs_f64());
+        }
+        println!(
+            "| cold submit of local_sessions.wasm ({} KB): upload + compile + instantiate + first op | {:.1} ms | {} |",
+            example.len() / 1000,
+            median(cold.clone()) * 1e3,
+            cold.len()
+        );
+
+        let host = tokio::task::spawn_blocking(|| hosting(64)).await??;
+        let (mut client, _stop) = serve(host).await?;
+        submit_until_first_output(&mut client, &example).await?;
+        let mut warm = Vec::new();
+        for _ in 0..50 {
+            let start = Instant::now();
+            submit_until_first_output(&mut client, &example).await?;
+            warm.push(start.elapsed().as_secs_f64());
+        }
+        println!("| warm submit of the same module (hash check + start + first op) | {:.2} ms | {} |", median(warm.clone()) * 1e3, warm.len());
+
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(())

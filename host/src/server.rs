@@ -66,6 +66,19 @@ pub struct HostServices {
     pub tls: Option<crate::tls::ServerTls>,
 }
 
+impl HostServices {
+    /// A hosting host: its tasks, credentials and control API all come from
+    /// `hosting`.
+    pub fn hosting(hosting: &Arc<crate::hosting::Hosting>, tls: Option<crate::tls::ServerTls>) -> Self {
+        HostServices {
+            directory: hosting.clone(),
+            auth: hosting.clone(),
+            control: Some(ControlService::new(hosting.clone())),
+            tls,
+        }
+    }
+}
+
 /// Serves `services` on `listener` until `shutdown` completes (see [`serve`]).
 /// `label` names the host in logs and errors.
 pub async fn serve_host(

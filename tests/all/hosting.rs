@@ -12,8 +12,8 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use weft_host::cluster::TaskId;
 use weft_host::hosting::{EffectiveLimits, Hosting, HostingConfig};
+use weft_host::rpc::Credentials;
 use weft_host::rpc::pb::{self, control_service_client::ControlServiceClient, task_service_client::TaskServiceClient};
-use weft_host::rpc::{ControlService, Credentials};
 use weft_host::runtime::{RuntimeConfig, module_hash};
 use weft_host::server::{HostServices, serve_host};
 use weft_tests::{example, fixture};
@@ -47,12 +47,7 @@ async fn start_host_with(data_root: Option<std::path::PathBuf>) -> Host {
         data_root,
     };
     let hosting = Arc::new(tokio::task::spawn_blocking(move || Hosting::new(config, None)).await.unwrap().unwrap());
-    let services = HostServices {
-        directory: hosting.clone(),
-        auth: hosting.clone(),
-        control: Some(ControlService::new(hosting.clone())),
-        tls: None,
-    };
+    let services = HostServices::hosting(&hosting, None);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move { serve_host(listener, services, "test host", async move { drop(stopped.await) }).await });
     Host { address, _stop: stop }

@@ -19,7 +19,7 @@ use crate::cluster::{ClusterConfig, ClusterSpec, TaskId};
 use crate::error::Error;
 use crate::hosting::{EffectiveLimits, Hosting, HostingConfig};
 use crate::launch::LaunchFile;
-use crate::rpc::{ControlService, GrpcRemote};
+use crate::rpc::GrpcRemote;
 use crate::runtime::{ExitStatus, OutputChunk, Runtime, RuntimeConfig, StreamKind};
 use crate::server::{self, HostServices};
 use crate::task::Task;
@@ -392,12 +392,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     };
     let address = listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
     eprintln!("weft: serving {label} on {address}");
-    let services = HostServices {
-        directory: hosting.clone(),
-        auth: hosting.clone(),
-        control: Some(ControlService::new(hosting.clone())),
-        tls,
-    };
+    let services = HostServices::hosting(&hosting, tls);
     match server::serve_host(listener, services, &label, shutdown_signal()).await {
         Ok(()) => {
             eprintln!("weft: {label} stopped");
