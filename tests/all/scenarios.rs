@@ -34,6 +34,19 @@ fn s2_sessions_on_two_tasks_share_var() {
     assert_eq!(host.variable_on("/job:local/task:1", "var").unwrap(), None);
 }
 
+/// Tensors bigger than a chunk cross tasks in both directions: a 4 MiB
+/// tensor made on task 1 is a partition input on task 0 (streamed in
+/// 1 MiB chunks), and a 4 MiB variable on task 0 comes back the same way.
+#[test]
+fn big_tensors_stream_between_tasks_in_chunks() {
+    let host = TestHost::grpc_cluster(&[("local", 2)]).unwrap();
+    let out = host.run_on("/job:local/task:1", fixture("bench-cluster"), &["push", "4"]).unwrap();
+    assert_eq!(ok(&out), "sum 1048576\n");
+    let out = host.run_on("/job:local/task:1", fixture("bench-cluster"), &["reduce", "4", "1"]).unwrap();
+    assert!(ok(&out).starts_with("seconds "), "{}", out.stdout);
+    assert_eq!(f32_var(&host, "/job:local/task:0", "big").len(), 1 << 20);
+}
+
 /// S3: the traces the seed prints, device by device.
 #[test]
 fn s3_placement_traces_match_the_seed() {

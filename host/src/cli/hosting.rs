@@ -162,11 +162,12 @@ fn request<T>(message: T, credentials: &Credentials) -> Result<tonic::Request<T>
 fn failed(host: &str, s: tonic::Status) -> Error {
     let code = crate::rpc::auth::code_name(s.code());
     // What a plaintext client sees from a TLS host.
-    let hint = if s.message().contains("h2 protocol error") || s.message().contains("operation was canceled") {
-        " (if the host serves TLS, pass --tls-ca CA.pem)"
-    } else {
-        ""
-    };
+    let hint =
+        if ["h2 protocol error", "operation was canceled", "transport error"].iter().any(|m| s.message().contains(m)) {
+            " (if the host serves TLS, pass --tls-ca CA.pem)"
+        } else {
+            ""
+        };
     Error::unavailable(format!("host {host}: {code}: {}{hint}", s.message()))
 }
 
@@ -187,6 +188,8 @@ async fn create(file: &Path, admin_token: Option<String>, tls_ca: Option<&Path>)
         variable_mib: l.variable_mib,
         upload_mib: l.upload_mib,
     };
+    // First, so that it is known even if a later host refuses.
+    println!("token: {token}");
     for (host, tasks) in file.hosts() {
         let req = pb::CreateExperimentRequest {
             name: file.name.clone(),
@@ -201,7 +204,6 @@ async fn create(file: &Path, admin_token: Option<String>, tls_ca: Option<&Path>)
         let names: Vec<String> = tasks.iter().map(|t| format!("{}:{}", t.job, t.index)).collect();
         println!("created experiment '{}' on {host} ({})", file.name, names.join(", "));
     }
-    println!("token: {token}");
     Ok(())
 }
 

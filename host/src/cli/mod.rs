@@ -132,8 +132,9 @@ struct ServeArgs {
     /// Serve experiments only, on this address (no cluster task of its own).
     #[arg(long, value_name = "ADDR", conflicts_with_all = ["cluster", "job", "task"])]
     listen: Option<String>,
-    /// Token that may create, list and delete any experiment. Without one,
-    /// anyone who reaches the host may create experiments.
+    /// Token (16+ characters) that may create, list and delete any
+    /// experiment. Without one, anyone who reaches a `--listen` host may
+    /// create experiments, and a `--cluster` host takes no uploads at all.
     #[arg(long, env = "WEFT_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     /// Where compiled modules are cached [default: $WEFT_CACHE_DIR or ~/.cache/weft/modules].
@@ -392,7 +393,11 @@ async fn serve(args: ServeArgs) -> ExitCode {
     };
     let address = listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
     eprintln!("weft: serving {label} on {address}");
-    let services = HostServices::hosting(&hosting, tls);
+    let mut services = HostServices::hosting(&hosting, tls);
+    if args.listen.is_none() && args.admin_token.is_none() {
+        // A cluster task server takes uploads only when an admin token guards them.
+        services.control = None;
+    }
     match server::serve_host(listener, services, &label, shutdown_signal()).await {
         Ok(()) => {
             eprintln!("weft: {label} stopped");

@@ -56,8 +56,13 @@ impl ByteBudget {
     }
 }
 
+/// Bytes a value holds: elements times their width, or for strings their
+/// lengths (plus a word each).
 fn byte_size(t: &Tensor) -> usize {
-    t.len() * t.dtype().byte_width().unwrap_or(16)
+    match t.dtype().byte_width() {
+        Some(w) => t.len() * w,
+        None => t.to_le_bytes().len() + t.len() * 4,
+    }
 }
 
 /// One variable's slot.

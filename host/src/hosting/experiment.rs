@@ -17,7 +17,10 @@ use crate::task::Task;
 use crate::tls::ClientTls;
 
 /// Finished programs an experiment keeps records of; older ones are forgotten.
-const MAX_FINISHED_RECORDS: usize = 1024;
+pub const MAX_FINISHED_RECORDS: usize = 128;
+
+/// Tasks one experiment may have on one host.
+pub const MAX_TASKS_PER_HOST: usize = 64;
 
 /// What it takes to create an experiment on a host.
 #[derive(Clone, Debug)]
@@ -47,7 +50,14 @@ pub struct Experiment {
     tasks: BTreeMap<TaskId, Arc<ServedTask>>,
     budget: Arc<ByteBudget>,
     modules: Mutex<HashSet<String>>,
-    programs: Mutex<BTreeMap<u64, Arc<ProgramRecord>>>,
+    programs: Mutex<Programs>,
+}
+
+#[derive(Default)]
+struct Programs {
+    by_id: BTreeMap<u64, Arc<ProgramRecord>>,
+    /// Set when the experiment is deleted: no program starts after that.
+    closed: bool,
 }
 
 impl std::fmt::Debug for Experiment {
@@ -92,6 +102,13 @@ impl Experiment {
             return Err(Error::invalid(format!(
                 "the token of experiment '{}' must be at least 16 printable ASCII characters",
                 spec.name
+            )));
+        }
+        if spec.tasks.len() > MAX_TASKS_PER_HOST {
+            return Err(Error::invalid(format!(
+                "experiment '{}' asks this host to serve {} tasks; at most {MAX_TASKS_PER_HOST}",
+                spec.name,
+                spec.tasks.len()
             )));
         }
         if spec.tasks.is_empty() {
@@ -186,23 +203,28 @@ impl Experiment {
 
     /// Its program `id`, if it has one.
     pub fn program(&self, id: u64) -> Option<Arc<ProgramRecord>> {
-        lock(&self.programs).get(&id).cloned()
+        lock(&self.programs).by_id.get(&id).cloned()
     }
 
     /// Its programs, oldest first.
     pub fn programs(&self) -> Vec<Arc<ProgramRecord>> {
-        lock(&self.programs).values().cloned().collect()
+        lock(&self.programs).by_id.values().cloned().collect()
     }
 
     /// Programs still compiling or running.
     pub fn running(&self) -> usize {
-        lock(&self.programs).values().filter(|p| !p.state().is_final()).count()
+        lock(&self.programs).by_id.values().filter(|p| !p.state().is_final()).count()
     }
 
-    /// Adds a program, unless that would exceed its programs limit.
-    pub fn add_program(&self, record: Arc<ProgramRecord>) -> Result<()> {
+    /// Adds a program, unless the experiment was deleted or that would exceed
+    /// its programs limit. Returns the ids of finished programs it forgot to
+    /// make room.
+    pub fn add_program(&self, record: Arc<ProgramRecord>) -> Result<Vec<u64>> {
         let mut programs = lock(&self.programs);
-        let running = programs.values().filter(|p| !p.state().is_final()).count();
+        if programs.closed {
+            return Err(Error::not_found(format!("experiment '{}' was deleted", self.name)));
+        }
+        let running = programs.by_id.values().filter(|p| !p.state().is_final()).count();
         if running >= self.limits.programs as usize {
             return Err(Error::status(
                 Code::ResourceExhausted,
@@ -212,16 +234,24 @@ impl Experiment {
                 ),
             ));
         }
-        let finished: Vec<u64> = programs.iter().filter(|(_, p)| p.state().is_final()).map(|(&id, _)| id).collect();
-        for id in finished.iter().take(finished.len().saturating_sub(MAX_FINISHED_RECORDS)) {
-            programs.remove(id);
+        let finished: Vec<u64> =
+            programs.by_id.iter().filter(|(_, p)| p.state().is_final()).map(|(&id, _)| id).collect();
+        let forget: Vec<u64> =
+            finished.iter().copied().take(finished.len().saturating_sub(MAX_FINISHED_RECORDS - 1)).collect();
+        for id in &forget {
+            programs.by_id.remove(id);
         }
-        programs.insert(record.id, record);
-        Ok(())
+        programs.by_id.insert(record.id, record);
+        Ok(forget)
     }
 
     /// Stops every program; returns how many were still going.
     pub fn stop_all(&self) -> usize {
-        self.programs().iter().filter(|p| p.kill()).count()
+        let programs: Vec<Arc<ProgramRecord>> = {
+            let mut p = lock(&self.programs);
+            p.closed = true;
+            p.by_id.values().cloned().collect()
+        };
+        programs.iter().filter(|p| p.kill()).count()
     }
 }

@@ -67,6 +67,7 @@ pub struct Hosting {
     data_root: Option<std::path::PathBuf>,
     own: Option<Arc<ServedTask>>,
     workers: Mutex<HashMap<String, Worker>>,
+    compile_slots: tokio::sync::Semaphore,
     experiments: RwLock<BTreeMap<String, Arc<Experiment>>>,
     owners: Mutex<HashMap<u64, String>>,
     next_program: AtomicU64,
@@ -76,8 +77,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Bytes of output kept per program.
-const LOG_CAP: usize = 4 << 20;
+/// Bytes of output kept per program (an experiment keeps the records of at
+/// most [`experiment::MAX_FINISHED_RECORDS`] finished programs).
+const LOG_CAP: usize = 1 << 20;
+
+/// Modules compiled at once.
+const COMPILES_AT_ONCE: usize = 2;
+
+/// Output a program's runtime keeps beside its log, to explain how it ended
+/// (a panic message, an allocation that hit the memory limit).
+const TRAP_CONTEXT_BYTES: usize = 64 << 10;
 
 impl Hosting {
     /// A host with no experiments yet; `own` is the cluster task it serves to
@@ -86,14 +95,19 @@ impl Hosting {
     pub fn new(config: HostingConfig, own: Option<Arc<crate::task::Task>>) -> Result<Self> {
         let mut limits = config.limits;
         limits.memory_bytes = limits.memory_bytes.min(config.runtime.max_memory_bytes);
+        if config.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(Error::invalid("the admin token must be at least 16 characters"));
+        }
+        let runtime = RuntimeConfig { max_output_bytes: TRAP_CONTEXT_BYTES, ..config.runtime };
         Ok(Hosting {
-            runtime: Arc::new(Runtime::new(config.runtime)?),
+            runtime: Arc::new(Runtime::new(runtime)?),
             limits,
             admin_token: config.admin_token,
             client_tls: config.client_tls,
             data_root: config.data_root,
             own: own.map(|t| Arc::new(ServedTask::new(t))),
             workers: Mutex::default(),
+            compile_slots: tokio::sync::Semaphore::new(COMPILES_AT_ONCE),
             experiments: RwLock::default(),
             owners: Mutex::default(),
             next_program: AtomicU64::new(1),
@@ -165,6 +179,10 @@ impl Hosting {
         let experiment = removed.ok_or_else(|| Error::not_found(format!("no experiment '{name}' on this host")))?;
         let stopped = experiment.stop_all();
         lock(&self.owners).retain(|_, owner| owner != name);
+        // Compiled modules no other experiment uploaded go too (their
+        // `.cwasm` stays in the on-disk cache).
+        let others = self.experiments();
+        lock(&self.workers).retain(|sha, _| !experiment.has_module(sha) || others.iter().any(|e| e.has_module(sha)));
         tracing::info!(experiment = name, stopped, "deleted");
         Ok(stopped)
     }
@@ -192,6 +210,9 @@ impl Hosting {
             experiment.add_module(&sha);
             return Ok((sha, Duration::ZERO));
         }
+        // Compiling takes a core for ~50 ms per 150 KB: a few at a time, so
+        // uploads cannot starve running programs.
+        let _slot = self.compile_slots.acquire().await.map_err(|_| Error::internal("the host is stopping"))?;
         let runtime = self.runtime.clone();
         let name = format!("module {}", &sha[..12]);
         let start = Instant::now();
@@ -226,21 +247,25 @@ impl Hosting {
         let id = self.next_program.fetch_add(1, Ordering::Relaxed);
         let name = name.filter(|n| !n.is_empty()).unwrap_or_else(|| module[..12.min(module.len())].to_string());
         let record = Arc::new(ProgramRecord::new(id, name, module.to_string(), task.clone(), LOG_CAP));
-        experiment.add_program(record.clone())?;
-        lock(&self.owners).insert(id, experiment.name().to_string());
 
         let (tx, mut rx) = mpsc::unbounded_channel::<crate::runtime::OutputChunk>();
         let log = record.clone();
-        let forward = tokio::spawn(async move {
-            while let Some(chunk) = rx.recv().await {
-                log.append(chunk.stream, chunk.bytes);
-            }
-        });
         let runtime = self.runtime.clone();
         let sandbox = experiment.limits().sandbox(experiment.data_dir().map(Into::into));
         let rec = record.clone();
         let task = served.task().clone();
+        // The program waits for `go`: it starts only once it is counted
+        // against its experiment's limit and can be killed.
+        let (go, ready) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
+            if ready.await.is_err() {
+                return;
+            }
+            let forward = tokio::spawn(async move {
+                while let Some(chunk) = rx.recv().await {
+                    log.append(chunk.stream, chunk.bytes);
+                }
+            });
             rec.set_state(ProgramState::Running);
             let outcome = match runtime.instantiate_sandboxed(&worker, task, args, Some(tx), &sandbox).await {
                 Ok(program) => ProgramState::Exited(program.call().await.status),
@@ -252,6 +277,21 @@ impl Hosting {
             rec.set_state(outcome);
         });
         record.set_abort(handle.abort_handle());
+        let forgotten = match experiment.add_program(record.clone()) {
+            Ok(forgotten) => forgotten,
+            Err(e) => {
+                handle.abort();
+                return Err(e);
+            }
+        };
+        {
+            let mut owners = lock(&self.owners);
+            for old in forgotten {
+                owners.remove(&old);
+            }
+            owners.insert(id, experiment.name().to_string());
+        }
+        let _ = go.send(());
         Ok(record)
     }
 

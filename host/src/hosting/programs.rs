@@ -110,9 +110,15 @@ impl ProgramRecord {
         if self.state().is_final() {
             return false;
         }
-        if let Some(handle) = Self::lock(&self.abort).take() {
+        let mut abort = Self::lock(&self.abort);
+        // A program whose task already finished is recording its end: let it.
+        if abort.as_ref().is_some_and(|h| h.is_finished()) {
+            return false;
+        }
+        if let Some(handle) = abort.take() {
             handle.abort();
         }
+        drop(abort);
         self.set_state(ProgramState::Killed);
         true
     }

@@ -15,14 +15,14 @@ use futures_util::future::BoxFuture;
 use tonic::transport::Channel;
 
 use super::auth::Credentials;
-use super::convert::{dtype_from_pb, error_from_status, partition_to_pb, stats_from_pb, tensor_to_pb};
+use super::convert::{error_from_status, partition_to_pb, stats_from_pb};
+use super::frames::{FrameReader, frames};
 use super::service::NOT_REGISTERED;
 use super::{MAX_MESSAGE_BYTES, pb};
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::error::{Code, Error, Result};
 use crate::exec::{PartitionResult, RemotePartition, RemoteTasks};
 use crate::tensor::Tensor;
-use crate::tensor::TensorAssembler;
 use crate::tls::ClientTls;
 
 type Client = pb::task_service_client::TaskServiceClient<Channel>;
@@ -216,7 +216,7 @@ impl Peer {
         inputs: Vec<Tensor>,
         trace: bool,
     ) -> Result<PartitionResult> {
-        let inputs: Vec<pb::Tensor> = inputs.iter().map(tensor_to_pb).collect();
+        let inputs = frames(&inputs);
         for attempt in 0..2 {
             let mut client = {
                 let mut st = self.state.lock().await;
@@ -242,8 +242,19 @@ impl Peer {
                 }
                 client
             };
-            let req = pb::RunPartitionRequest { master, partition_id: part.id, inputs: inputs.clone(), trace };
-            match client.run_partition(self.request(req)?).await {
+            // The first message names the partition (and may start the first
+            // input); the inputs' other chunks follow.
+            let mut messages =
+                vec![pb::RunPartitionRequest { master, partition_id: part.id, trace, ..Default::default() }];
+            for (i, f) in inputs.iter().enumerate() {
+                if i > 0 {
+                    messages.push(pb::RunPartitionRequest::default());
+                }
+                let m = messages.last_mut().expect("a message");
+                m.meta = f.meta.clone();
+                m.data = f.data.clone();
+            }
+            match client.run_partition(self.request(futures_util::stream::iter(messages))?).await {
                 Ok(resp) => {
                     let result = self.receive(&mut resp.into_inner()).await?;
                     if result.outputs.len() != part.def.outputs.len() {
@@ -275,8 +286,7 @@ impl Peer {
 
     /// Reassembles streamed outputs: each a meta, then its bytes.
     async fn receive(&self, stream: &mut tonic::Streaming<pb::RunPartitionChunk>) -> Result<PartitionResult> {
-        let mut outputs = Vec::new();
-        let mut current: Option<TensorAssembler> = None;
+        let mut reader = FrameReader::default();
         let mut stats = Vec::new();
         let broken = |why: String| Error::unavailable(format!("output stream from {} broke off: {why}", self.task));
         loop {
@@ -285,32 +295,12 @@ impl Peer {
                 Ok(None) => break,
                 Err(s) => return Err(self.unavailable(s.message())),
             };
-            if let Some(meta) = chunk.meta {
-                if current.is_some() {
-                    return Err(broken("an output ended early".into()));
-                }
-                let shape = meta.shape.iter().map(|&d| d as usize).collect();
-                let len = usize::try_from(meta.byte_length).map_err(|_| broken("output too large".into()))?;
-                current = Some(TensorAssembler::new(dtype_from_pb(meta.dtype)?, shape, len)?);
-            }
-            match current.as_mut() {
-                Some(asm) => {
-                    asm.push(&chunk.data)?;
-                    if asm.is_complete() {
-                        outputs.push(current.take().expect("current output").finish()?);
-                    }
-                }
-                None if !chunk.data.is_empty() => return Err(broken("bytes without an output".into())),
-                None => {}
-            }
+            reader.push(chunk.meta, &chunk.data).map_err(broken)?;
             if !chunk.stats.is_empty() {
                 stats = stats_from_pb(chunk.stats);
             }
         }
-        if current.is_some() {
-            return Err(broken("the last output is incomplete".into()));
-        }
-        Ok(PartitionResult { outputs, stats })
+        Ok(PartitionResult { outputs: reader.finish().map_err(broken)?, stats })
     }
 
     /// Learns the task's new incarnation and start time after a restart.

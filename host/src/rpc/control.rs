@@ -203,8 +203,8 @@ impl pb::control_service_server::ControlService for ControlService {
         if first.sha256.len() != 64 {
             return Err(Status::invalid_argument("the first chunk's sha256 must be 64 hex digits"));
         }
-        let mut bytes = Vec::with_capacity(total);
-        bytes.extend_from_slice(&first.data);
+        // Grows with what arrives, not with what the client announced.
+        let mut bytes = first.data.to_vec();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|s| {
                 Status::aborted(format!("upload broke off after {} of {total} bytes: {}", bytes.len(), s.message()))

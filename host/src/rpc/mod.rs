@@ -6,6 +6,7 @@ pub mod auth;
 mod client;
 mod control;
 mod convert;
+mod frames;
 mod service;
 
 pub use auth::{AuthInterceptor, Authenticator, Caller, Credentials};
@@ -19,6 +20,7 @@ pub mod pb {
     tonic::include_proto!("weft.v1");
 }
 
-/// Largest message either side accepts: tensors travel as bytes in one
-/// message (the next step is streaming them in chunks).
+/// Largest message either side accepts. Tensors between tasks travel in
+/// chunks of at most 1 MiB; a partition definition carries its constants
+/// whole, hence the headroom.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 30;

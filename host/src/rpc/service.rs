@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::rngs::StdRng;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{Caller, task_of};
-use super::convert::{dtype_to_pb, partition_from_pb, stats_to_pb, status_from_error, tensor_from_pb};
+use super::convert::{partition_from_pb, stats_to_pb, status_from_error};
+use super::frames::{FrameReader, frames};
 use super::pb;
 use crate::cluster::TaskId;
 use crate::error::Error;
@@ -18,9 +19,10 @@ use crate::graph::{NodeId, Output};
 use crate::task::Task;
 use crate::tensor::Tensor;
 
-/// Partitions a task keeps per master; beyond this the oldest are dropped
-/// (a master re-registers on `NOT_FOUND`).
+/// Partitions a task keeps, and the bytes of their definitions; beyond
+/// either, all are dropped (masters register again on `NOT_FOUND`).
 const MAX_PARTITIONS: usize = 4096;
+const MAX_PARTITION_BYTES: usize = 256 << 20;
 
 struct Registered {
     def: PartitionDef,
@@ -33,7 +35,13 @@ pub struct ServedTask {
     task: Arc<Task>,
     incarnation: u64,
     started_micros: u64,
-    partitions: Mutex<HashMap<(u64, u64), Arc<Registered>>>,
+    partitions: Mutex<Partitions>,
+}
+
+#[derive(Default)]
+struct Partitions {
+    by_key: HashMap<(u64, u64), Arc<Registered>>,
+    bytes: usize,
 }
 
 /// A fresh incarnation number: different for every start of a task.
@@ -58,7 +66,7 @@ impl ServedTask {
         self.incarnation
     }
 
-    fn partitions(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, u64), Arc<Registered>>> {
+    fn partitions(&self) -> std::sync::MutexGuard<'_, Partitions> {
         self.partitions.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -108,36 +116,40 @@ impl TaskService {
 /// again (and retry once) only on this one.
 pub const NOT_REGISTERED: &str = "is not registered with this incarnation";
 
-/// Largest chunk of tensor bytes in one message.
-pub const CHUNK_BYTES: usize = 1 << 20;
-
 /// The chunks that carry `outputs` and then `stats`.
-fn chunks(outputs: Vec<Tensor>, stats: Vec<pb::DeviceStats>) -> Vec<pb::RunPartitionChunk> {
-    let mut out = Vec::new();
-    for t in outputs {
-        let bytes = t.to_shared_bytes();
-        let meta = pb::TensorMeta {
-            dtype: dtype_to_pb(t.dtype()),
-            shape: t.shape().iter().map(|&d| d as u64).collect(),
-            byte_length: bytes.len() as u64,
-        };
-        let mut first = Some(meta);
-        let mut offset = 0;
-        loop {
-            let end = (offset + CHUNK_BYTES).min(bytes.len());
-            out.push(pb::RunPartitionChunk { meta: first.take(), data: bytes.slice(offset..end), stats: Vec::new() });
-            offset = end;
-            if offset >= bytes.len() {
-                break;
-            }
-        }
-    }
+fn chunks(outputs: &[Tensor], stats: Vec<pb::DeviceStats>) -> Vec<pb::RunPartitionChunk> {
+    let mut out: Vec<pb::RunPartitionChunk> = frames(outputs)
+        .into_iter()
+        .map(|f| pb::RunPartitionChunk { meta: f.meta, data: f.data, stats: Vec::new() })
+        .collect();
     // Stats ride on the last chunk: a small result is one message.
     match out.last_mut() {
         Some(last) => last.stats = stats,
         None => out.push(pb::RunPartitionChunk { meta: None, data: bytes::Bytes::new(), stats }),
     }
     out
+}
+
+/// Reads a step's request stream: the partition it names, and its inputs.
+async fn read_inputs(
+    first: pb::RunPartitionRequest,
+    stream: &mut tonic::Streaming<pb::RunPartitionRequest>,
+    expected: usize,
+) -> Result<Vec<Tensor>, Status> {
+    let broken = |why: String| Status::invalid_argument(format!("inputs of partition {}: {why}", first.partition_id));
+    let mut reader = FrameReader::default();
+    reader.push(first.meta, &first.data).map_err(broken)?;
+    while reader.complete() < expected {
+        match stream.message().await? {
+            Some(m) => reader.push(m.meta, &m.data).map_err(broken)?,
+            None => break,
+        }
+    }
+    let inputs = reader.finish().map_err(broken)?;
+    if inputs.len() != expected {
+        return Err(broken(format!("the partition takes {expected} inputs, got {}", inputs.len())));
+    }
+    Ok(inputs)
 }
 
 type ChunkStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::RunPartitionChunk, Status>> + Send>>;
@@ -166,42 +178,34 @@ impl pb::task_service_server::TaskService for TaskService {
         let served = self.served(&request)?;
         let req = request.into_inner();
         let def = req.def.ok_or_else(|| Status::invalid_argument("RegisterPartition without a partition"))?;
+        let size = prost::Message::encoded_len(&def);
         let def = partition_from_pb(&def).map_err(status_from_error)?;
         let mut partitions = served.partitions();
-        if partitions.len() >= MAX_PARTITIONS {
-            partitions.clear();
+        if partitions.by_key.len() >= MAX_PARTITIONS || partitions.bytes + size > MAX_PARTITION_BYTES {
+            *partitions = Partitions::default();
         }
-        partitions.insert((req.master, req.partition_id), Arc::new(Registered { def, rngs: Mutex::default() }));
+        partitions.bytes += size;
+        partitions.by_key.insert((req.master, req.partition_id), Arc::new(Registered { def, rngs: Mutex::default() }));
         Ok(Response::new(pb::RegisterPartitionResponse { incarnation: served.incarnation }))
     }
 
-    async fn run_partition(&self, request: Request<pb::RunPartitionRequest>) -> Result<Response<ChunkStream>, Status> {
+    async fn run_partition(
+        &self,
+        request: Request<Streaming<pb::RunPartitionRequest>>,
+    ) -> Result<Response<ChunkStream>, Status> {
         let served = self.served(&request)?;
-        let req = request.into_inner();
-        let part = served.partitions().get(&(req.master, req.partition_id)).cloned().ok_or_else(|| {
+        let mut stream = request.into_inner();
+        let req = stream.message().await?.ok_or_else(|| Status::invalid_argument("RunPartition without a request"))?;
+        let part = served.partitions().by_key.get(&(req.master, req.partition_id)).cloned().ok_or_else(|| {
             Status::not_found(format!("partition {} {NOT_REGISTERED} of {}", req.partition_id, served.task.id()))
         })?;
-        if req.inputs.len() != part.def.inputs.len() {
-            return Err(Status::invalid_argument(format!(
-                "partition {} takes {} inputs, got {}",
-                req.partition_id,
-                part.def.inputs.len(),
-                req.inputs.len()
-            )));
-        }
-        let inputs: HashMap<Output, Tensor> = part
-            .def
-            .inputs
-            .iter()
-            .copied()
-            .zip(req.inputs.iter().map(tensor_from_pb))
-            .map(|(o, t)| t.map(|t| (o, t)))
-            .collect::<Result<_, Error>>()
-            .map_err(status_from_error)?;
-        let device = served.task.device().clone();
+        let trace = req.trace;
         let id = req.partition_id;
+        let values = read_inputs(req, &mut stream, part.def.inputs.len()).await?;
+        let inputs: HashMap<Output, Tensor> = part.def.inputs.iter().copied().zip(values).collect();
+        let device = served.task.device().clone();
         let compute = move || {
-            let mut trace = req.trace.then(Trace::default);
+            let mut trace = trace.then(Trace::default);
             let node_device = vec![0; part.def.nodes.len()];
             let mut rngs = part.rngs.lock().unwrap_or_else(|p| p.into_inner());
             let outputs = run_partition(&part.def, &[device], &node_device, &inputs, &mut rngs, trace.as_mut())?;
@@ -221,7 +225,7 @@ impl pb::task_service_server::TaskService for TaskService {
             _ => guarded(),
         }
         .map_err(status_from_error)?;
-        let chunks = chunks(result.0, stats_to_pb(result.1));
+        let chunks = chunks(&result.0, stats_to_pb(result.1));
         Ok(Response::new(Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok)))))
     }
 }

@@ -158,10 +158,10 @@ impl std::fmt::Display for ExitStatus {
 pub struct ProgramSandbox {
     /// Linear memory it may grow to (at most the runtime's `max_memory_bytes`).
     pub memory_bytes: Option<usize>,
-    /// Time it may spend executing guest code (time blocked in host calls,
-    /// such as waiting for another task, does not count). Measured in
-    /// [`EPOCH_TICK`]s of wall-clock time while guest code is running, so
-    /// time the host's scheduler takes away from it counts too.
+    /// Time it may spend running guest code (time in host calls, such as
+    /// waiting for another task or sleeping, does not count; time the OS or
+    /// the async executor takes away from a running guest does). Checked
+    /// every [`EPOCH_TICK`].
     pub cpu_time: Option<Duration>,
     /// A host directory the program may read (not write) as `/data`.
     pub data_dir: Option<PathBuf>,
@@ -345,20 +345,33 @@ impl Runtime {
         let wasi = wasi.build();
         let memory_limit = sandbox.memory_bytes.unwrap_or(usize::MAX).min(self.config.max_memory_bytes);
         let store_limits = StoreLimitsBuilder::new().memory_size(memory_limit).build();
-        let state = ProgramState { wasi, table: Default::default(), task, limits: store_limits };
+        let state =
+            ProgramState { wasi, table: Default::default(), task, limits: store_limits, cpu: Default::default() };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1);
-        // Every tick the guest is found running costs it one tick of CPU time.
-        let budget = sandbox.cpu_time.map(|t| (t, t.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64));
-        let mut ticks = 0u64;
-        store.epoch_deadline_callback(move |_| {
-            ticks += 1;
-            match budget {
-                Some((limit, max_ticks)) if ticks > max_ticks => Err(CpuTimeExceeded(limit).into()),
-                _ => Ok(UpdateDeadline::Yield(1)),
+        match sandbox.cpu_time {
+            None => store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1))),
+            Some(limit) => {
+                // Meter guest time at every crossing between wasm and the
+                // host; check it at every epoch tick the guest is running.
+                store.call_hook(|mut ctx, hook| {
+                    let meter = &mut ctx.data_mut().cpu;
+                    if hook.exiting_host() {
+                        meter.enter_guest()
+                    } else {
+                        meter.leave_guest()
+                    }
+                    Ok(())
+                });
+                store.epoch_deadline_callback(move |ctx| {
+                    if ctx.data().cpu.used() > limit {
+                        return Err(CpuTimeExceeded(limit).into());
+                    }
+                    Ok(UpdateDeadline::Yield(1))
+                });
             }
-        });
+        }
         let instance = worker
             .pre
             .instantiate_async(&mut store)

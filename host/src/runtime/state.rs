@@ -2,6 +2,7 @@
 //! program runs as, and its limits.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
@@ -15,10 +16,61 @@ pub struct ProgramState {
     pub(crate) table: ResourceTable,
     pub(crate) task: Arc<Task>,
     pub(crate) limits: StoreLimits,
+    pub(crate) cpu: CpuMeter,
+}
+
+/// Time a program has spent running guest code: from each entry into wasm
+/// (a call, or a host call returning) to the next exit (a host call, or
+/// returning). Time spent in host calls, such as waiting for another task or
+/// sleeping, does not count; time the guest is suspended at an epoch yield,
+/// or preempted by the OS, does.
+#[derive(Debug, Default)]
+pub struct CpuMeter {
+    used: Duration,
+    since: Option<Instant>,
+}
+
+impl CpuMeter {
+    /// The guest starts (or resumes) running.
+    pub fn enter_guest(&mut self) {
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// The guest stops running (calls the host, or returns).
+    pub fn leave_guest(&mut self) {
+        if let Some(since) = self.since.take() {
+            self.used += since.elapsed();
+        }
+    }
+
+    /// Guest time so far.
+    pub fn used(&self) -> Duration {
+        self.used + self.since.map_or(Duration::ZERO, |s| s.elapsed())
+    }
 }
 
 impl WasiView for ProgramState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_time_inside_the_guest_counts() {
+        let mut m = CpuMeter::default();
+        m.enter_guest();
+        std::thread::sleep(Duration::from_millis(20));
+        m.leave_guest();
+        let inside = m.used();
+        assert!(inside >= Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(m.used(), inside, "time in the host is not charged");
+        m.enter_guest();
+        m.enter_guest(); // re-entering keeps the first start
+        assert!(m.used() >= inside);
     }
 }

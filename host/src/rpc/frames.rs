@@ -1,0 +1,127 @@
+//! Tensors on the wire in both directions of `RunPartition`: each tensor is
+//! a frame carrying its [`pb::TensorMeta`] and first bytes, followed by
+//! frames of at most [`CHUNK_BYTES`] more, so no message is larger than a
+//! chunk however big the tensor. The sender shares the tensor's memory (no
+//! copy); the reader decodes each piece straight into the typed array.
+
+use bytes::Bytes;
+
+use super::convert::{dtype_from_pb, dtype_to_pb};
+use super::pb;
+use crate::tensor::{Tensor, TensorAssembler};
+
+/// Largest piece of tensor bytes in one message.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// One message's share of a tensor sequence.
+#[derive(Debug)]
+pub struct Frame {
+    /// Set on a tensor's first frame.
+    pub meta: Option<pb::TensorMeta>,
+    /// The next bytes of the current tensor.
+    pub data: Bytes,
+}
+
+/// The frames that carry `tensors`, in order; none for no tensors.
+pub fn frames(tensors: &[Tensor]) -> Vec<Frame> {
+    let mut out = Vec::new();
+    for t in tensors {
+        let bytes = t.to_shared_bytes();
+        let mut meta = Some(pb::TensorMeta {
+            dtype: dtype_to_pb(t.dtype()),
+            shape: t.shape().iter().map(|&d| d as u64).collect(),
+            byte_length: bytes.len() as u64,
+        });
+        let mut offset = 0;
+        loop {
+            let end = (offset + CHUNK_BYTES).min(bytes.len());
+            out.push(Frame { meta: meta.take(), data: bytes.slice(offset..end) });
+            offset = end;
+            if offset >= bytes.len() {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Reassembles tensors from frames; errors say what is wrong with the stream.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    done: Vec<Tensor>,
+    current: Option<TensorAssembler>,
+}
+
+impl FrameReader {
+    /// Takes the next frame.
+    pub fn push(&mut self, meta: Option<pb::TensorMeta>, data: &[u8]) -> Result<(), String> {
+        if let Some(meta) = meta {
+            if self.current.is_some() {
+                return Err("a tensor ended early".into());
+            }
+            let shape = meta.shape.iter().map(|&d| usize::try_from(d).unwrap_or(usize::MAX)).collect();
+            let len = usize::try_from(meta.byte_length).map_err(|_| "a tensor too large".to_string())?;
+            let dtype = dtype_from_pb(meta.dtype).map_err(|e| e.message())?;
+            self.current = Some(TensorAssembler::new(dtype, shape, len).map_err(|e| e.message())?);
+        }
+        match self.current.as_mut() {
+            Some(asm) => {
+                asm.push(data).map_err(|e| e.message())?;
+                if asm.is_complete() {
+                    let t = self.current.take().expect("current tensor").finish().map_err(|e| e.message())?;
+                    self.done.push(t);
+                }
+                Ok(())
+            }
+            None if !data.is_empty() => Err("bytes without a tensor".into()),
+            None => Ok(()),
+        }
+    }
+
+    /// How many tensors are complete.
+    pub fn complete(&self) -> usize {
+        self.done.len()
+    }
+
+    /// The tensors, if the last one is complete.
+    pub fn finish(self) -> Result<Vec<Tensor>, String> {
+        match self.current {
+            Some(_) => Err("the last tensor is incomplete".into()),
+            None => Ok(self.done),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(frames: Vec<Frame>) -> Result<Vec<Tensor>, String> {
+        let mut r = FrameReader::default();
+        for f in frames {
+            r.push(f.meta, &f.data)?;
+        }
+        r.finish()
+    }
+
+    #[test]
+    fn tensors_round_trip_through_chunked_frames() {
+        let big = Tensor::from_f32(&[CHUNK_BYTES / 2], vec![1.5; CHUNK_BYTES / 2]).unwrap(); // 2 MiB: 2 frames
+        let empty = Tensor::from_f32(&[0], vec![]).unwrap();
+        let tensors = vec![Tensor::scalar_f32(3.0), big, empty, Tensor::strings(&["a", "bc"])];
+        let f = frames(&tensors);
+        assert_eq!(f.len(), 5);
+        assert!(f.iter().all(|f| f.data.len() <= CHUNK_BYTES));
+        assert_eq!(read(f).unwrap(), tensors);
+        assert!(read(Vec::new()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn broken_streams_are_named() {
+        let mut f = frames(&[Tensor::from_f32(&[CHUNK_BYTES], vec![0.0; CHUNK_BYTES]).unwrap()]);
+        f.pop();
+        assert_eq!(read(f).unwrap_err(), "the last tensor is incomplete");
+        let stray = Frame { meta: None, data: Bytes::from_static(b"xx") };
+        assert_eq!(read(vec![stray]).unwrap_err(), "bytes without a tensor");
+    }
+}
