@@ -125,6 +125,24 @@ fn two_tenants_share_two_hosts_while_a_hostile_one_is_stopped() {
     let deleted = run(weft(&["experiment", "delete", mallory_file.to_str().unwrap()], &dir.0), LIMIT);
     assert!(deleted.status.success(), "{}", deleted.stderr);
     assert_eq!(deleted.stdout.matches("deleted experiment 'mallory'").count(), 2, "{}", deleted.stdout);
+
+    // Compiled modules are on disk; a restarted host loads them from there.
+    let cached = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "cwasm"));
+    assert_eq!(cached.count(), 2, "parameter_server and misbehave");
+    drop(servers.remove(0));
+    let mut again = weft(&["serve", "--listen", &hosts[0]], &dir.0);
+    again.env("RUST_LOG", "weft_host=info");
+    let mut again = Spawned::start(again);
+    again.expect(Stream::Err, "serving experiments on", LIMIT);
+    let carol = Tenant::new("carol");
+    let file = experiment_file(&dir, &carol, &[hosts[0].clone(), hosts[0].clone()], "");
+    assert!(run(weft(&["experiment", "create", &file], &dir.0), LIMIT).status.success());
+    let out = carol.weft(&dir, "submit", &hosts[0], &["--follow", "--job", "ps", bad.to_str().unwrap(), "--", "ok"]);
+    assert!(out.status.success() && out.stdout.contains("fine"), "{}", out.stderr);
+    let ready = again.expect(Stream::Err, "module ready", LIMIT);
+    assert!(ready.contains("source=Cache"), "{ready}");
 }
 
 /// The same story over TLS: clients and host-to-host traffic alike. A

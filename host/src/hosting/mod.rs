@@ -220,6 +220,7 @@ impl Hosting {
             .await
             .map_err(|e| Error::internal(format!("compiling panicked: {e}")))??;
         let took = start.elapsed();
+        tracing::info!(module = &sha[..12], source = ?worker.source(), ?took, "module ready");
         lock(&self.workers).insert(sha.clone(), worker);
         experiment.add_module(&sha);
         Ok((sha, took))
