@@ -59,9 +59,9 @@ impl ByteBudget {
 /// Bytes a value holds: elements times their width, or for strings their
 /// lengths (plus a word each).
 fn byte_size(t: &Tensor) -> usize {
-    match t.dtype().byte_width() {
-        Some(w) => t.len() * w,
-        None => t.to_le_bytes().len() + t.len() * 4,
+    match t {
+        Tensor::String(a) => a.iter().map(|s| s.len() + 8).sum(),
+        _ => t.len() * t.dtype().byte_width().unwrap_or(1),
     }
 }
 

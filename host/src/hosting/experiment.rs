@@ -201,6 +201,11 @@ impl Experiment {
         lock(&self.modules).insert(sha256.to_string());
     }
 
+    /// Whether it was deleted.
+    pub fn is_closed(&self) -> bool {
+        lock(&self.programs).closed
+    }
+
     /// Its program `id`, if it has one.
     pub fn program(&self, id: u64) -> Option<Arc<ProgramRecord>> {
         lock(&self.programs).by_id.get(&id).cloned()

@@ -67,7 +67,7 @@ pub struct Hosting {
     data_root: Option<std::path::PathBuf>,
     own: Option<Arc<ServedTask>>,
     workers: Mutex<HashMap<String, Worker>>,
-    compile_slots: tokio::sync::Semaphore,
+    compile_slots: Arc<tokio::sync::Semaphore>,
     experiments: RwLock<BTreeMap<String, Arc<Experiment>>>,
     owners: Mutex<HashMap<u64, String>>,
     next_program: AtomicU64,
@@ -107,7 +107,7 @@ impl Hosting {
             data_root: config.data_root,
             own: own.map(|t| Arc::new(ServedTask::new(t))),
             workers: Mutex::default(),
-            compile_slots: tokio::sync::Semaphore::new(COMPILES_AT_ONCE),
+            compile_slots: Arc::new(tokio::sync::Semaphore::new(COMPILES_AT_ONCE)),
             experiments: RwLock::default(),
             owners: Mutex::default(),
             next_program: AtomicU64::new(1),
@@ -206,24 +206,45 @@ impl Hosting {
                 "upload damaged: its sha256 is {sha}, but the client announced {expected}"
             )));
         }
-        if lock(&self.workers).contains_key(&sha) {
-            experiment.add_module(&sha);
+        if self.publish(experiment, &sha, None)? {
             return Ok((sha, Duration::ZERO));
         }
         // Compiling takes a core for ~50 ms per 150 KB: a few at a time, so
-        // uploads cannot starve running programs.
-        let _slot = self.compile_slots.acquire().await.map_err(|_| Error::internal("the host is stopping"))?;
+        // uploads cannot starve running programs. The permit goes with the
+        // compile, which runs on even if the uploader goes away.
+        let slot =
+            self.compile_slots.clone().acquire_owned().await.map_err(|_| Error::internal("the host is stopping"))?;
         let runtime = self.runtime.clone();
         let name = format!("module {}", &sha[..12]);
         let start = Instant::now();
-        let worker = tokio::task::spawn_blocking(move || runtime.load(&name, &bytes))
-            .await
-            .map_err(|e| Error::internal(format!("compiling panicked: {e}")))??;
+        let worker = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            runtime.load(&name, &bytes)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("compiling panicked: {e}")))??;
         let took = start.elapsed();
         tracing::info!(module = &sha[..12], source = ?worker.source(), ?took, "module ready");
-        lock(&self.workers).insert(sha.clone(), worker);
-        experiment.add_module(&sha);
+        self.publish(experiment, &sha, Some(worker))?;
         Ok((sha, took))
+    }
+
+    /// Lets `experiment` start module `sha`, adding its compiled `worker` if
+    /// given; returns whether the host has the module. Under the modules
+    /// lock, so a deletion's eviction sees either all of this or none.
+    fn publish(&self, experiment: &Experiment, sha: &str, worker: Option<Worker>) -> Result<bool> {
+        let mut workers = lock(&self.workers);
+        if experiment.is_closed() {
+            return Err(Error::not_found(format!("experiment '{}' was deleted", experiment.name())));
+        }
+        if let Some(w) = worker {
+            workers.entry(sha.to_string()).or_insert(w);
+        }
+        if !workers.contains_key(sha) {
+            return Ok(false);
+        }
+        experiment.add_module(sha);
+        Ok(true)
     }
 
     /// Starts `module` (uploaded by `experiment`) as a program of `task`.
@@ -278,19 +299,20 @@ impl Hosting {
             rec.set_state(outcome);
         });
         record.set_abort(handle.abort_handle());
-        let forgotten = match experiment.add_program(record.clone()) {
-            Ok(forgotten) => forgotten,
+        // Owned before it is visible: a deletion in between removes it.
+        lock(&self.owners).insert(id, experiment.name().to_string());
+        match experiment.add_program(record.clone()) {
+            Ok(forgotten) => {
+                let mut owners = lock(&self.owners);
+                for old in forgotten {
+                    owners.remove(&old);
+                }
+            }
             Err(e) => {
                 handle.abort();
+                lock(&self.owners).remove(&id);
                 return Err(e);
             }
-        };
-        {
-            let mut owners = lock(&self.owners);
-            for old in forgotten {
-                owners.remove(&old);
-            }
-            owners.insert(id, experiment.name().to_string());
         }
         let _ = go.send(());
         Ok(record)

@@ -110,16 +110,19 @@ impl ProgramRecord {
         if self.state().is_final() {
             return false;
         }
-        let mut abort = Self::lock(&self.abort);
-        // A program whose task already finished is recording its end: let it.
-        if abort.as_ref().is_some_and(|h| h.is_finished()) {
-            return false;
+        let handle = Self::lock(&self.abort).take();
+        match handle {
+            // Its task ended without recording how: it panicked.
+            Some(h) if h.is_finished() => self.set_state(ProgramState::Failed(
+                crate::error::Code::Internal,
+                "the program's host task panicked".into(),
+            )),
+            Some(h) => {
+                h.abort();
+                self.set_state(ProgramState::Killed);
+            }
+            None => self.set_state(ProgramState::Killed),
         }
-        if let Some(handle) = abort.take() {
-            handle.abort();
-        }
-        drop(abort);
-        self.set_state(ProgramState::Killed);
         true
     }
 

@@ -286,7 +286,7 @@ impl Peer {
 
     /// Reassembles streamed outputs: each a meta, then its bytes.
     async fn receive(&self, stream: &mut tonic::Streaming<pb::RunPartitionChunk>) -> Result<PartitionResult> {
-        let mut reader = FrameReader::default();
+        let mut reader = FrameReader::new(MAX_MESSAGE_BYTES);
         let mut stats = Vec::new();
         let broken = |why: String| Error::unavailable(format!("output stream from {} broke off: {why}", self.task));
         loop {

@@ -46,13 +46,21 @@ pub fn frames(tensors: &[Tensor]) -> Vec<Frame> {
 }
 
 /// Reassembles tensors from frames; errors say what is wrong with the stream.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FrameReader {
     done: Vec<Tensor>,
     current: Option<TensorAssembler>,
+    /// Bytes the stream's tensors may still announce: a tensor's memory is
+    /// allocated when its first frame arrives.
+    room: usize,
 }
 
 impl FrameReader {
+    /// A reader whose tensors may announce `max_bytes` in all.
+    pub fn new(max_bytes: usize) -> Self {
+        FrameReader { done: Vec::new(), current: None, room: max_bytes }
+    }
+
     /// Takes the next frame.
     pub fn push(&mut self, meta: Option<pb::TensorMeta>, data: &[u8]) -> Result<(), String> {
         if let Some(meta) = meta {
@@ -60,7 +68,11 @@ impl FrameReader {
                 return Err("a tensor ended early".into());
             }
             let shape = meta.shape.iter().map(|&d| usize::try_from(d).unwrap_or(usize::MAX)).collect();
-            let len = usize::try_from(meta.byte_length).map_err(|_| "a tensor too large".to_string())?;
+            let len = usize::try_from(meta.byte_length).unwrap_or(usize::MAX);
+            if len > self.room {
+                return Err(format!("a tensor of {len} bytes is more than the stream may carry ({} left)", self.room));
+            }
+            self.room -= len;
             let dtype = dtype_from_pb(meta.dtype).map_err(|e| e.message())?;
             self.current = Some(TensorAssembler::new(dtype, shape, len).map_err(|e| e.message())?);
         }
@@ -78,11 +90,6 @@ impl FrameReader {
         }
     }
 
-    /// How many tensors are complete.
-    pub fn complete(&self) -> usize {
-        self.done.len()
-    }
-
     /// The tensors, if the last one is complete.
     pub fn finish(self) -> Result<Vec<Tensor>, String> {
         match self.current {
@@ -97,7 +104,7 @@ mod tests {
     use super::*;
 
     fn read(frames: Vec<Frame>) -> Result<Vec<Tensor>, String> {
-        let mut r = FrameReader::default();
+        let mut r = FrameReader::new(usize::MAX);
         for f in frames {
             r.push(f.meta, &f.data)?;
         }
@@ -123,5 +130,8 @@ mod tests {
         assert_eq!(read(f).unwrap_err(), "the last tensor is incomplete");
         let stray = Frame { meta: None, data: Bytes::from_static(b"xx") };
         assert_eq!(read(vec![stray]).unwrap_err(), "bytes without a tensor");
+        let mut small = FrameReader::new(1024);
+        let f = frames(&[Tensor::from_f32(&[512], vec![0.0; 512]).unwrap()]).remove(0);
+        assert!(small.push(f.meta, &f.data).unwrap_err().contains("more than the stream may carry"));
     }
 }

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::auth::{Caller, task_of};
 use super::convert::{partition_from_pb, stats_to_pb, status_from_error};
 use super::frames::{FrameReader, frames};
-use super::pb;
+use super::{MAX_MESSAGE_BYTES, pb};
 use crate::cluster::TaskId;
 use crate::error::Error;
 use crate::exec::{PartitionDef, Trace, run_partition};
@@ -27,6 +27,10 @@ const MAX_PARTITION_BYTES: usize = 256 << 20;
 struct Registered {
     def: PartitionDef,
     rngs: Mutex<HashMap<NodeId, Option<StdRng>>>,
+    /// Bytes of its definition on the wire.
+    size: usize,
+    /// Order of registration, for evicting the oldest.
+    seq: u64,
 }
 
 /// One task as its server sees it: the task, this start's incarnation and
@@ -42,6 +46,28 @@ pub struct ServedTask {
 struct Partitions {
     by_key: HashMap<(u64, u64), Arc<Registered>>,
     bytes: usize,
+    next_seq: u64,
+}
+
+impl Partitions {
+    /// Registers `r`, replacing any earlier one under `key` and evicting the
+    /// oldest others until it fits (their masters register them again).
+    fn insert(&mut self, key: (u64, u64), mut r: Registered) {
+        if let Some(old) = self.by_key.remove(&key) {
+            self.bytes -= old.size;
+        }
+        while !self.by_key.is_empty()
+            && (self.by_key.len() >= MAX_PARTITIONS || self.bytes + r.size > MAX_PARTITION_BYTES)
+        {
+            let oldest = *self.by_key.iter().min_by_key(|(_, r)| r.seq).expect("not empty").0;
+            let gone = self.by_key.remove(&oldest).expect("present");
+            self.bytes -= gone.size;
+        }
+        r.seq = self.next_seq;
+        self.next_seq += 1;
+        self.bytes += r.size;
+        self.by_key.insert(key, Arc::new(r));
+    }
 }
 
 /// A fresh incarnation number: different for every start of a task.
@@ -137,13 +163,10 @@ async fn read_inputs(
     expected: usize,
 ) -> Result<Vec<Tensor>, Status> {
     let broken = |why: String| Status::invalid_argument(format!("inputs of partition {}: {why}", first.partition_id));
-    let mut reader = FrameReader::default();
+    let mut reader = FrameReader::new(MAX_MESSAGE_BYTES);
     reader.push(first.meta, &first.data).map_err(broken)?;
-    while reader.complete() < expected {
-        match stream.message().await? {
-            Some(m) => reader.push(m.meta, &m.data).map_err(broken)?,
-            None => break,
-        }
+    while let Some(m) = stream.message().await? {
+        reader.push(m.meta, &m.data).map_err(broken)?;
     }
     let inputs = reader.finish().map_err(broken)?;
     if inputs.len() != expected {
@@ -179,13 +202,15 @@ impl pb::task_service_server::TaskService for TaskService {
         let req = request.into_inner();
         let def = req.def.ok_or_else(|| Status::invalid_argument("RegisterPartition without a partition"))?;
         let size = prost::Message::encoded_len(&def);
+        if size > MAX_PARTITION_BYTES {
+            return Err(Status::resource_exhausted(format!(
+                "partition {} is {size} bytes; a task keeps at most {MAX_PARTITION_BYTES} bytes of partitions",
+                req.partition_id
+            )));
+        }
         let def = partition_from_pb(&def).map_err(status_from_error)?;
         let mut partitions = served.partitions();
-        if partitions.by_key.len() >= MAX_PARTITIONS || partitions.bytes + size > MAX_PARTITION_BYTES {
-            *partitions = Partitions::default();
-        }
-        partitions.bytes += size;
-        partitions.by_key.insert((req.master, req.partition_id), Arc::new(Registered { def, rngs: Mutex::default() }));
+        partitions.insert((req.master, req.partition_id), Registered { def, rngs: Mutex::default(), size, seq: 0 });
         Ok(Response::new(pb::RegisterPartitionResponse { incarnation: served.incarnation }))
     }
 
@@ -227,5 +252,29 @@ impl pb::task_service_server::TaskService for TaskService {
         .map_err(status_from_error)?;
         let chunks = chunks(&result.0, stats_to_pb(result.1));
         Ok(Response::new(Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok)))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registered(size: usize) -> Registered {
+        let def = PartitionDef { nodes: Vec::new(), inputs: Vec::new(), outputs: Vec::new() };
+        Registered { def, rngs: Mutex::default(), size, seq: 0 }
+    }
+
+    #[test]
+    fn partitions_evict_the_oldest_to_fit_and_replacing_is_not_counted_twice() {
+        let mut p = Partitions::default();
+        let third = MAX_PARTITION_BYTES / 3;
+        p.insert((1, 1), registered(third));
+        p.insert((1, 2), registered(third));
+        p.insert((1, 2), registered(third));
+        assert_eq!((p.by_key.len(), p.bytes), (2, 2 * third));
+        p.insert((2, 1), registered(third));
+        p.insert((2, 2), registered(third));
+        assert!(!p.by_key.contains_key(&(1, 1)), "the oldest went first");
+        assert!(p.by_key.contains_key(&(2, 2)) && p.bytes <= MAX_PARTITION_BYTES);
     }
 }

@@ -159,9 +159,9 @@ pub struct ProgramSandbox {
     /// Linear memory it may grow to (at most the runtime's `max_memory_bytes`).
     pub memory_bytes: Option<usize>,
     /// Time it may spend running guest code (time in host calls, such as
-    /// waiting for another task or sleeping, does not count; time the OS or
-    /// the async executor takes away from a running guest does). Checked
-    /// every [`EPOCH_TICK`].
+    /// waiting for another task or sleeping, and at epoch yields does not
+    /// count; time the OS preempts a running guest does). Checked every
+    /// [`EPOCH_TICK`].
     pub cpu_time: Option<Duration>,
     /// A host directory the program may read (not write) as `/data`.
     pub data_dir: Option<PathBuf>,

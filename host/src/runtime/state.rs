@@ -22,8 +22,9 @@ pub struct ProgramState {
 /// Time a program has spent running guest code: from each entry into wasm
 /// (a call, or a host call returning) to the next exit (a host call, or
 /// returning). Time spent in host calls, such as waiting for another task or
-/// sleeping, does not count; time the guest is suspended at an epoch yield,
-/// or preempted by the OS, does.
+/// sleeping, does not count, nor does time suspended at an epoch yield
+/// (wasmtime runs that as a host call); time the OS preempts a running
+/// guest does.
 #[derive(Debug, Default)]
 pub struct CpuMeter {
     used: Duration,
