@@ -81,6 +81,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// most [`experiment::MAX_FINISHED_RECORDS`] finished programs).
 const LOG_CAP: usize = 1 << 20;
 
+/// Experiments one host holds.
+const MAX_EXPERIMENTS: usize = 256;
+
 /// Modules compiled at once.
 const COMPILES_AT_ONCE: usize = 2;
 
@@ -141,6 +144,12 @@ impl Hosting {
         let mut all = self.experiments.write().unwrap_or_else(|p| p.into_inner());
         if all.contains_key(experiment.name()) {
             return Err(Error::precondition(format!("experiment '{}' already exists on this host", experiment.name())));
+        }
+        if all.len() >= MAX_EXPERIMENTS {
+            return Err(Error::status(
+                Code::ResourceExhausted,
+                format!("this host holds {MAX_EXPERIMENTS} experiments, its most; delete one first"),
+            ));
         }
         all.insert(experiment.name().to_string(), experiment.clone());
         tracing::info!(experiment = experiment.name(), "created");
