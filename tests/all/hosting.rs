@@ -45,6 +45,7 @@ async fn start_host_with(data_root: Option<std::path::PathBuf>) -> Host {
         admin_token: None,
         client_tls: None,
         data_root,
+        state_dir: None,
     };
     let hosting = Arc::new(tokio::task::spawn_blocking(move || Hosting::new(config, None)).await.unwrap().unwrap());
     let services = HostServices::hosting(&hosting, None);

@@ -193,3 +193,50 @@ fn hosts_serve_tls_to_clients_and_to_each_other() {
     assert_eq!(distrust.status.code(), Some(2), "{}", distrust.stdout);
     assert!(distrust.stderr.contains("cannot reach host"), "{}", distrust.stderr);
 }
+
+/// With `--state-dir`, a restarted host still has its experiments, their
+/// tokens and their modules: a submit after the restart needs no upload.
+/// Deleting removes them for good.
+#[test]
+fn a_host_with_a_state_dir_keeps_experiments_across_restarts() {
+    let dir = TempDir::new("state");
+    let state = dir.0.join("state");
+    let host = free_ports(1).iter().map(|p| format!("127.0.0.1:{p}")).next().unwrap();
+    let serve = || {
+        let mut cmd = weft(&["serve", "--listen", &host, "--state-dir", state.to_str().unwrap()], &dir.0);
+        cmd.env("RUST_LOG", "weft_host=info");
+        let mut s = Spawned::start(cmd);
+        s.expect(Stream::Err, "serving experiments on", LIMIT);
+        s
+    };
+    let mut first = serve();
+    let dora = Tenant::new("dora");
+    let file = experiment_file(&dir, &dora, &[host.clone(), host.clone()], "programs = 4");
+    assert!(run(weft(&["experiment", "create", &file], &dir.0), LIMIT).status.success());
+    let bad = fixture("misbehave");
+    let module = bad.to_str().unwrap();
+    let out = dora.weft(&dir, "submit", &host, &["--follow", "--job", "worker", module, "--", "ok"]);
+    assert!(out.status.success() && out.stdout.contains("fine"), "{}", out.stderr);
+    first.expect(Stream::Err, "module ready", LIMIT);
+    drop(first);
+
+    // It restores before it serves.
+    let second = serve();
+    let restored = second.lines(Stream::Err).into_iter().find(|l| l.contains("restored"));
+    assert!(restored.is_some_and(|l| l.contains("dora") && l.contains("modules=1")), "{:#?}", second.seen);
+    let listing = dora.weft(&dir, "ps", &host, &[]);
+    assert!(listing.status.success(), "the same token works: {}", listing.stderr);
+    let out = dora.weft(&dir, "submit", &host, &["--follow", "--job", "worker", module, "--", "ok"]);
+    assert!(out.status.success() && out.stdout.contains("fine"), "{}", out.stderr);
+    let wrong = Tenant { name: "dora", token: "not-dora-token-0123456789".into() };
+    assert!(wrong.weft(&dir, "ps", &host, &[]).stderr.contains("permission-denied"));
+
+    let deleted = run(weft(&["experiment", "delete", &file], &dir.0), LIMIT);
+    assert!(deleted.status.success(), "{}", deleted.stderr);
+    drop(second);
+    let _third = serve();
+    let gone = dora.weft(&dir, "ps", &host, &[]);
+    assert!(gone.stderr.contains("no experiment 'dora'"), "{}", gone.stderr);
+    let kept: Vec<_> = std::fs::read_dir(state.join("modules")).unwrap().collect();
+    assert!(kept.is_empty(), "modules of deleted experiments are deleted too");
+}

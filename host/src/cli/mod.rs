@@ -162,6 +162,10 @@ struct ServeArgs {
     /// `data_dir`), read-only, as `/data`. Without it, programs see no files.
     #[arg(long, value_name = "DIR")]
     data_root: Option<PathBuf>,
+    /// Keep experiments (with their tokens) and their uploaded modules here,
+    /// so they survive a restart. Programs, logs and variables do not.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -219,6 +223,7 @@ impl ServeArgs {
             admin_token: self.admin_token.clone(),
             client_tls: self.tls.client()?,
             data_root: self.data_root.clone(),
+            state_dir: self.state_dir.clone(),
         })
     }
 }

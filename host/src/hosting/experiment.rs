@@ -42,6 +42,7 @@ pub struct ExperimentSpec {
 
 /// An experiment on this host.
 pub struct Experiment {
+    spec: ExperimentSpec,
     name: String,
     token: String,
     cluster: ClusterSpec,
@@ -132,9 +133,10 @@ impl Experiment {
             tasks.insert(id.clone(), Arc::new(ServedTask::new(Arc::new(task))));
         }
         Ok(Experiment {
-            name: spec.name,
-            token: spec.token,
-            cluster: spec.cluster,
+            name: spec.name.clone(),
+            token: spec.token.clone(),
+            cluster: spec.cluster.clone(),
+            spec,
             limits,
             data_dir,
             tasks,
@@ -189,6 +191,18 @@ impl Experiment {
     /// Bytes its variables hold on this host.
     pub fn variable_bytes(&self) -> usize {
         self.budget.used()
+    }
+
+    /// What it was created from.
+    pub fn spec(&self) -> &ExperimentSpec {
+        &self.spec
+    }
+
+    /// The sha256 of every module it uploaded, sorted.
+    pub fn modules(&self) -> Vec<String> {
+        let mut m: Vec<String> = lock(&self.modules).iter().cloned().collect();
+        m.sort();
+        m
     }
 
     /// Whether it uploaded the module with this sha256.

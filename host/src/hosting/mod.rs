@@ -7,6 +7,7 @@
 
 mod experiment;
 mod limits;
+mod persist;
 mod programs;
 
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +45,9 @@ pub struct HostingConfig {
     /// Directories experiments may be granted, read-only, as `/data`: each
     /// experiment names one subdirectory of this.
     pub data_root: Option<std::path::PathBuf>,
+    /// Where experiments and their modules are kept across restarts; `None`
+    /// keeps them in memory only.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for HostingConfig {
@@ -54,6 +58,7 @@ impl Default for HostingConfig {
             admin_token: None,
             client_tls: None,
             data_root: None,
+            state_dir: None,
         }
     }
 }
@@ -65,6 +70,7 @@ pub struct Hosting {
     admin_token: Option<String>,
     client_tls: Option<crate::tls::ClientTls>,
     data_root: Option<std::path::PathBuf>,
+    state: Option<persist::StateDir>,
     own: Option<Arc<ServedTask>>,
     workers: Mutex<HashMap<String, Worker>>,
     compile_slots: Arc<tokio::sync::Semaphore>,
@@ -102,7 +108,8 @@ impl Hosting {
             return Err(Error::invalid("the admin token must be at least 16 characters"));
         }
         let runtime = RuntimeConfig { max_output_bytes: TRAP_CONTEXT_BYTES, ..config.runtime };
-        Ok(Hosting {
+        let state = config.state_dir.as_deref().map(persist::StateDir::open).transpose()?;
+        let hosting = Hosting {
             runtime: Arc::new(Runtime::new(runtime)?),
             limits,
             admin_token: config.admin_token,
@@ -114,7 +121,43 @@ impl Hosting {
             experiments: RwLock::default(),
             owners: Mutex::default(),
             next_program: AtomicU64::new(1),
-        })
+            state,
+        };
+        hosting.restore();
+        Ok(hosting)
+    }
+
+    /// Creates the experiments of the state directory again, with the
+    /// modules they uploaded (compiled from the cache when it has them).
+    /// Blocking. What cannot be restored is logged and skipped.
+    fn restore(&self) {
+        let Some(state) = &self.state else { return };
+        for saved in state.experiments() {
+            let experiment = match saved.spec().and_then(|spec| self.insert_experiment(spec)) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(experiment = saved.name, "not restored: {e}");
+                    continue;
+                }
+            };
+            for sha in &saved.modules {
+                let loaded =
+                    state.module(sha).and_then(|bytes| self.runtime.load(&format!("module {sha:.12}"), &bytes));
+                match loaded.and_then(|w| self.publish(&experiment, sha, Some(w))) {
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(experiment = saved.name, module = sha, "module not restored: {e}"),
+                }
+            }
+            tracing::info!(experiment = saved.name, modules = saved.modules.len(), "restored");
+        }
+    }
+
+    /// Writes an experiment's record to the state directory, if any.
+    fn save(&self, experiment: &Experiment) -> Result<()> {
+        match &self.state {
+            Some(state) => state.save(&persist::SavedExperiment::new(experiment.spec(), experiment.modules())),
+            None => Ok(()),
+        }
     }
 
     /// The runtime programs run in.
@@ -139,6 +182,15 @@ impl Hosting {
 
     /// Creates an experiment; `failed-precondition` if the name is taken.
     pub fn create_experiment(&self, spec: ExperimentSpec) -> Result<Arc<Experiment>> {
+        let experiment = self.insert_experiment(spec)?;
+        if let Err(e) = self.save(&experiment) {
+            self.experiments.write().unwrap_or_else(|p| p.into_inner()).remove(experiment.name());
+            return Err(e);
+        }
+        Ok(experiment)
+    }
+
+    fn insert_experiment(&self, spec: ExperimentSpec) -> Result<Arc<Experiment>> {
         let data_dir = spec.data_dir.as_deref().map(|d| self.grant(d)).transpose()?;
         let experiment = Arc::new(Experiment::new(spec, &self.limits, self.client_tls.clone(), data_dir)?);
         let mut all = self.experiments.write().unwrap_or_else(|p| p.into_inner());
@@ -192,6 +244,10 @@ impl Hosting {
         // `.cwasm` stays in the on-disk cache).
         let others = self.experiments();
         lock(&self.workers).retain(|sha, _| !experiment.has_module(sha) || others.iter().any(|e| e.has_module(sha)));
+        if let Some(state) = &self.state {
+            state.remove(name);
+            state.prune_modules(&others.iter().flat_map(|e| e.modules()).collect());
+        }
         tracing::info!(experiment = name, stopped, "deleted");
         Ok(stopped)
     }
@@ -215,7 +271,11 @@ impl Hosting {
                 "upload damaged: its sha256 is {sha}, but the client announced {expected}"
             )));
         }
+        if let Some(state) = &self.state {
+            state.keep_module(&sha, &bytes)?;
+        }
         if self.publish(experiment, &sha, None)? {
+            self.save(experiment)?;
             return Ok((sha, Duration::ZERO));
         }
         // Compiling takes a core for ~50 ms per 150 KB: a few at a time, so
@@ -235,6 +295,7 @@ impl Hosting {
         let took = start.elapsed();
         tracing::info!(module = &sha[..12], source = ?worker.source(), ?took, "module ready");
         self.publish(experiment, &sha, Some(worker))?;
+        self.save(experiment)?;
         Ok((sha, took))
     }
 
