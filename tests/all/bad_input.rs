@@ -98,6 +98,18 @@ fn panic_message_is_reported() {
     assert_host_still_works(&host);
 }
 
+/// The memory limit is named from the refused `memory.grow` the host saw,
+/// not from what the program printed.
+#[test]
+fn printing_an_out_of_memory_line_does_not_make_a_memory_limit() {
+    let host = TestHost::new().unwrap();
+    let out = host.run(fixture("misbehave"), &["fake-oom"]).unwrap();
+    match &out.status {
+        ExitStatus::Trapped(m) => assert!(m.contains("not out of memory at all"), "{m}"),
+        other => panic!("expected a plain trap, got {other:?}"),
+    }
+}
+
 #[test]
 fn memory_bomb_is_stopped_at_the_limit() {
     let host = TestHost::new().unwrap();

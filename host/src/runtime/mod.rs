@@ -345,8 +345,8 @@ impl Runtime {
         let wasi = wasi.build();
         let memory_limit = sandbox.memory_bytes.unwrap_or(usize::MAX).min(self.config.max_memory_bytes);
         let store_limits = StoreLimitsBuilder::new().memory_size(memory_limit).build();
-        let state =
-            ProgramState { wasi, table: Default::default(), task, limits: store_limits, cpu: Default::default() };
+        let limits = state::Limiter::new(store_limits);
+        let state = ProgramState { wasi, table: Default::default(), task, limits, cpu: Default::default() };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1);
@@ -397,7 +397,10 @@ impl Program {
         let status = match self.instance.call_run(&mut self.store, &self.args).await {
             Ok(Ok(())) => ExitStatus::Success,
             Ok(Err(message)) => ExitStatus::Failed(message),
-            Err(trap) => describe_trap(&trap, &self.stderr.contents(), self.memory_limit),
+            Err(trap) => {
+                let refused = self.store.data().limits.refused_memory;
+                describe_trap(&trap, &self.stderr.contents(), self.memory_limit, refused)
+            }
         };
         ProgramOutput { status, stdout: self.stdout.contents(), stderr: self.stderr.contents() }
     }
@@ -424,7 +427,15 @@ fn check_component_header(name: &str, bytes: &[u8]) -> Result<()> {
 
 /// The trap's reason, plus what the guest's runtime printed about it: a
 /// panic message, or the allocation that hit the memory limit.
-fn describe_trap(trap: &wasmtime::Error, stderr: &[u8], memory_limit: usize) -> ExitStatus {
+/// How a trapped program ended. Limits are named from what the host saw (a
+/// refused `memory.grow`, the CPU meter), not from what the guest printed;
+/// its output only adds detail.
+fn describe_trap(
+    trap: &wasmtime::Error,
+    stderr: &[u8],
+    memory_limit: usize,
+    refused_memory: Option<usize>,
+) -> ExitStatus {
     if let Some(cpu) = trap.downcast_ref::<CpuTimeExceeded>() {
         return ExitStatus::ResourceExhausted(format!("cpu-time limit: {cpu}"));
     }
@@ -433,10 +444,12 @@ fn describe_trap(trap: &wasmtime::Error, stderr: &[u8], memory_limit: usize) -> 
         None => format!("{trap:#}"),
     };
     let text = String::from_utf8_lossy(stderr);
-    if let Some(line) = text.lines().find(|l| l.starts_with("memory allocation of")) {
+    if let Some(desired) = refused_memory {
+        let detail = text.lines().find(|l| l.starts_with("memory allocation of")).map(str::trim);
         return ExitStatus::ResourceExhausted(format!(
-            "memory limit: the program ran out of memory ({}; the limit is {} MiB); {reason}",
-            line.trim(),
+            "memory limit: the program ran out of memory (it asked to grow its memory to {desired} bytes{}; \
+             the limit is {} MiB); {reason}",
+            detail.map(|d| format!(": {d}")).unwrap_or_default(),
             memory_limit >> 20
         ));
     }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::task::Task;
@@ -15,8 +15,50 @@ pub struct ProgramState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) task: Arc<Task>,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: Limiter,
     pub(crate) cpu: CpuMeter,
+}
+
+/// The store's limits, remembering a refused memory growth: how a program
+/// that trapped after running out of memory is told apart from other traps,
+/// whatever it printed.
+pub struct Limiter {
+    limits: StoreLimits,
+    /// The size a refused `memory.grow` asked for.
+    pub(crate) refused_memory: Option<usize>,
+}
+
+impl Limiter {
+    /// `limits`, watched.
+    pub fn new(limits: StoreLimits) -> Self {
+        Limiter { limits, refused_memory: None }
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if !allowed {
+            self.refused_memory = Some(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 /// Time a program has spent running guest code: from each entry into wasm
