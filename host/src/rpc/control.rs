@@ -36,7 +36,8 @@ impl ControlService {
     }
 }
 
-fn limits_to_pb(l: &Limits) -> pb::Limits {
+/// An experiment's limits on the wire (also what `weft experiment create` sends).
+pub(crate) fn limits_to_pb(l: &Limits) -> pb::Limits {
     pb::Limits {
         memory_mib: l.memory_mib,
         cpu_seconds: l.cpu_seconds,
@@ -78,7 +79,7 @@ fn experiment_info(e: &Experiment) -> pb::ExperimentInfo {
 }
 
 /// A program as the API shows it.
-pub fn program_info(p: &ProgramRecord) -> pb::ProgramInfo {
+fn program_info(p: &ProgramRecord) -> pb::ProgramInfo {
     use pb::ProgramState as S;
     let (state, code, detail) = match p.state() {
         ProgramState::Compiling => (S::Compiling, String::new(), String::new()),

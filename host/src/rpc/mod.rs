@@ -11,7 +11,8 @@ mod service;
 
 pub use auth::{AuthInterceptor, Authenticator, Caller, Credentials};
 pub use client::GrpcRemote;
-pub use control::{ControlService, program_info};
+pub use control::ControlService;
+pub(crate) use control::limits_to_pb;
 pub use service::{ServedTask, SingleTask, TaskDirectory, TaskService};
 
 /// Generated from `proto/weft/v1/task.proto`.
