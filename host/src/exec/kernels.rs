@@ -9,6 +9,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal, Uniform};
 
+use super::{kernels_array, kernels_train};
 use crate::error::{Error, Result};
 use crate::graph::{Node, OpType, reduction_axes, reshape_target};
 use crate::tensor::{DType, Tensor};
@@ -82,9 +83,9 @@ float_elem!(f64);
 int_elem!(i32);
 int_elem!(i64);
 
-type Arr<T> = ndarray::ArcArray<T, IxDyn>;
+pub(super) type Arr<T> = ndarray::ArcArray<T, IxDyn>;
 
-fn node_err(node: &Node, why: impl std::fmt::Display) -> Error {
+pub(super) fn node_err(node: &Node, why: impl std::fmt::Display) -> Error {
     Error::invalid(format!("{} '{}': {why}", node.op.name(), node.name))
 }
 
@@ -94,7 +95,7 @@ pub fn compute(node: &Node, inputs: &[Tensor], rng: &mut Option<StdRng>) -> Resu
     match node.op {
         Const => Ok(node.attrs.tensor(&node.name, "value")?.expect("checked at add").clone()),
         Identity => Ok(inputs[0].clone()),
-        Add | Sub | Mul | Div => binary(node, &inputs[0], &inputs[1]),
+        Add | Sub | Mul | Div | Maximum | Minimum => binary(node, &inputs[0], &inputs[1]),
         Neg | Square | Relu | Sqrt | Exp | Log | Sigmoid | Tanh => unary(node, &inputs[0]),
         Softmax => float_map(node, &inputs[0], softmax, softmax),
         MatMul => matmul(node, &inputs[0], &inputs[1]),
@@ -114,7 +115,39 @@ pub fn compute(node: &Node, inputs: &[Tensor], rng: &mut Option<StdRng>) -> Resu
                 .collect();
             Ok(Tensor::strings(&uninitialized))
         }
-        other => Err(Error::internal(format!("{} is not a stateless kernel", other.name()))),
+        StopGradient => Ok(inputs[0].clone()),
+        LogSoftmax => kernels_train::log_softmax(node, &inputs[0]),
+        SoftmaxCrossEntropyWithLogits => kernels_train::softmax_cross_entropy(node, &inputs[0], &inputs[1]),
+        SumToShapeOf => kernels_train::sum_to_shape_of(node, &inputs[0], &inputs[1]),
+        BroadcastToShapeOf => kernels_train::broadcast_to_shape_of(node, &inputs[0], &inputs[1]),
+        ReluGrad | SigmoidGrad | TanhGrad => kernels_train::activation_grad(node, &inputs[0], &inputs[1]),
+        AddN => kernels_array::add_n(node, inputs),
+        Equal | NotEqual | Less | LessEqual | Greater | GreaterEqual => {
+            kernels_array::compare(node, &inputs[0], &inputs[1])
+        }
+        LogicalNot => kernels_array::logical_not(node, &inputs[0]),
+        Select => kernels_array::select(node, &inputs[0], &inputs[1], &inputs[2]),
+        Cast => kernels_array::cast(node, &inputs[0]),
+        OneHot => kernels_array::one_hot(node, &inputs[0]),
+        ArgMax => kernels_array::arg_max(node, &inputs[0]),
+        Gather => kernels_array::gather(node, &inputs[0], &inputs[1]),
+        UnsortedSegmentSum => kernels_array::unsorted_segment_sum(node, &inputs[0], &inputs[1]),
+        Concat => kernels_array::concat(node, inputs),
+        Slice => kernels_array::slice(node, &inputs[0]),
+        Pad => kernels_array::pad(node, &inputs[0]),
+        ExpandDims | Squeeze => kernels_array::expand_or_squeeze(node, &inputs[0]),
+        ZerosLike | OnesLike => kernels_array::fill_like(node, &inputs[0]),
+        Placeholder
+        | VariableV2
+        | Assign
+        | AssignAdd
+        | AssignSub
+        | NoOp
+        | IsVariableInitialized
+        | ApplyGradientDescent
+        | ApplyMomentum
+        | ApplyAdam
+        | ApplyRMSProp => Err(Error::internal(format!("{} is not a stateless kernel", node.op.name()))),
     }
 }
 
@@ -142,6 +175,8 @@ where
         OpType::Add => zip_broadcast(node, a, b, T::add),
         OpType::Sub => zip_broadcast(node, a, b, T::sub),
         OpType::Mul => zip_broadcast(node, a, b, T::mul),
+        OpType::Maximum => zip_broadcast(node, a, b, |x, y| if x >= y { x } else { y }),
+        OpType::Minimum => zip_broadcast(node, a, b, |x, y| if x <= y { x } else { y }),
         _ => {
             if T::IS_INT && b.iter().any(|&y| y == T::ZERO) {
                 return Err(node_err(node, "integer division by zero"));

@@ -8,6 +8,8 @@
 
 mod executor;
 mod kernels;
+mod kernels_array;
+mod kernels_train;
 mod partition;
 mod plan;
 mod variables;
@@ -132,5 +134,7 @@ pub struct RunResult {
     pub step_stats: Vec<DeviceStats>,
 }
 
+#[cfg(test)]
+mod gradient_check;
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::StdRng;
 
-use super::{Device, DeviceStats, NodeStats, Variable, kernels};
+use super::{Device, DeviceStats, NodeStats, Variable, kernels, kernels_train};
 use crate::error::{Error, Result};
 use crate::graph::{Node, NodeId, OpType, Output};
 use crate::tensor::Tensor;
@@ -171,6 +171,12 @@ fn run_node(
             let delta = input(1)?.tensor()?;
             let var = var_input(0)?;
             Value::Tensor(var.update(|old| kernels::assign_update(node, old, &delta))?)
+        }
+        OpType::ApplyGradientDescent | OpType::ApplyMomentum | OpType::ApplyAdam | OpType::ApplyRMSProp => {
+            let refs = node.op.variable_ref_inputs();
+            let vars = (0..refs).map(var_input).collect::<Result<Vec<_>>>()?;
+            let rest = (refs..node.inputs.len()).map(|i| input(i)?.tensor()).collect::<Result<Vec<_>>>()?;
+            Value::Tensor(Variable::update_together(&vars, |values| kernels_train::apply(node, values, &rest))?)
         }
         OpType::IsVariableInitialized => Value::Tensor(Tensor::Bool(
             ndarray::ArrayD::from_elem(ndarray::IxDyn(&[]), var_input(0)?.is_initialized()).into_shared(),

@@ -144,6 +144,40 @@ impl Variable {
     }
 }
 
+impl Variable {
+    /// Updates several variables as one (a variable and its optimizer
+    /// slots): all their locks are held while `f` runs, taken in address
+    /// order so that overlapping updates cannot deadlock. `f` sees the
+    /// values in the order given and must not change their shapes. Returns
+    /// the first variable's new value.
+    pub fn update_together(vars: &[Arc<Variable>], f: impl FnOnce(&mut [&mut Tensor]) -> Result<()>) -> Result<Tensor> {
+        for (i, a) in vars.iter().enumerate() {
+            if vars[..i].iter().any(|b| Arc::ptr_eq(a, b)) {
+                return Err(Error::invalid(format!("variable '{}' is given twice to one update", a.name)));
+            }
+        }
+        let mut order: Vec<usize> = (0..vars.len()).collect();
+        order.sort_by_key(|&i| Arc::as_ptr(&vars[i]) as usize);
+        let mut guards: Vec<Option<MutexGuard<'_, Option<Tensor>>>> = (0..vars.len()).map(|_| None).collect();
+        for i in order {
+            guards[i] = Some(vars[i].lock());
+        }
+        let mut values: Vec<&mut Tensor> = Vec::with_capacity(vars.len());
+        for (i, guard) in guards.iter_mut().enumerate() {
+            match guard.as_mut().and_then(|g| g.as_mut()) {
+                Some(t) => values.push(t),
+                None => return Err(vars[i].uninitialized()),
+            }
+        }
+        let shapes: Vec<Vec<usize>> = values.iter().map(|t| t.shape().to_vec()).collect();
+        f(&mut values)?;
+        if values.iter().zip(&shapes).any(|(t, s)| t.shape() != &s[..]) {
+            return Err(Error::internal("a fused update changed a variable's shape"));
+        }
+        Ok(values[0].clone())
+    }
+}
+
 impl Drop for Variable {
     fn drop(&mut self) {
         // Give the bytes back: the budget may outlive this variable.

@@ -21,11 +21,11 @@ pub struct InferCtx<'a> {
 }
 
 impl InferCtx<'_> {
-    fn err(&self, why: impl std::fmt::Display) -> Error {
+    pub(super) fn err(&self, why: impl std::fmt::Display) -> Error {
         Error::invalid(format!("{} '{}': {why}", self.op.name(), self.name))
     }
 
-    fn arity(&self, n: usize) -> Result<()> {
+    pub(super) fn arity(&self, n: usize) -> Result<()> {
         if self.inputs.len() == n {
             Ok(())
         } else {
@@ -33,21 +33,21 @@ impl InferCtx<'_> {
         }
     }
 
-    fn input_desc(&self, i: usize) -> String {
+    pub(super) fn input_desc(&self, i: usize) -> String {
         format!("input {i} ('{}', {})", self.input_names[i], self.inputs[i])
     }
 
-    fn numeric(&self, i: usize) -> Result<DType> {
+    pub(super) fn numeric(&self, i: usize) -> Result<DType> {
         let d = self.inputs[i].dtype;
         if d.is_numeric() { Ok(d) } else { Err(self.err(format!("{} must be numeric", self.input_desc(i)))) }
     }
 
-    fn float(&self, i: usize) -> Result<DType> {
+    pub(super) fn float(&self, i: usize) -> Result<DType> {
         let d = self.inputs[i].dtype;
         if d.is_float() { Ok(d) } else { Err(self.err(format!("{} must be f32 or f64", self.input_desc(i)))) }
     }
 
-    fn same_dtype(&self, a: usize, b: usize) -> Result<DType> {
+    pub(super) fn same_dtype(&self, a: usize, b: usize) -> Result<DType> {
         if self.inputs[a].dtype == self.inputs[b].dtype {
             Ok(self.inputs[a].dtype)
         } else {
@@ -55,7 +55,7 @@ impl InferCtx<'_> {
         }
     }
 
-    fn attr_shape(&self, name: &str) -> Result<Vec<usize>> {
+    pub(super) fn attr_shape(&self, name: &str) -> Result<Vec<usize>> {
         let dims = Attrs::required(self.name, name, self.attrs.ints(self.name, name))?;
         let shape = dims
             .iter()
@@ -138,7 +138,7 @@ pub fn infer(cx: &InferCtx<'_>) -> Result<Vec<TensorType>> {
             }
             Ok(vec![TensorType { dtype: DType::String, shape: vec![None] }])
         }
-        Add | Sub | Mul | Div => {
+        Add | Sub | Mul | Div | Maximum | Minimum => {
             cx.arity(2)?;
             let dtype = cx.same_dtype(0, 1)?;
             cx.numeric(0)?;
@@ -181,6 +181,27 @@ pub fn infer(cx: &InferCtx<'_>) -> Result<Vec<TensorType>> {
             }
             Ok(vec![TensorType::known(cx.inputs[0].dtype, &cx.attr_shape("shape")?)])
         }
+        LogSoftmax => {
+            cx.arity(1)?;
+            cx.float(0)?;
+            if cx.inputs[0].shape.is_empty() {
+                return Err(cx.err("input must have rank >= 1"));
+            }
+            Ok(vec![cx.inputs[0].clone()])
+        }
+        StopGradient | Equal | NotEqual | Less | LessEqual | Greater | GreaterEqual | LogicalNot | Select | Cast
+        | OneHot | ArgMax | Gather | UnsortedSegmentSum | Concat | Slice | Pad | ExpandDims | Squeeze | ZerosLike
+        | OnesLike | AddN => super::infer_array::infer(cx),
+        SoftmaxCrossEntropyWithLogits
+        | SumToShapeOf
+        | BroadcastToShapeOf
+        | ReluGrad
+        | SigmoidGrad
+        | TanhGrad
+        | ApplyGradientDescent
+        | ApplyMomentum
+        | ApplyAdam
+        | ApplyRMSProp => super::infer_train::infer(cx),
         RandomNormal | RandomUniform => {
             cx.arity(0)?;
             let dtype = cx.attrs.dtype(cx.name, "dtype")?.unwrap_or(DType::F32);
@@ -193,7 +214,7 @@ pub fn infer(cx: &InferCtx<'_>) -> Result<Vec<TensorType>> {
     }
 }
 
-fn shapes_compatible(a: &[Dim], b: &[Dim]) -> bool {
+pub(super) fn shapes_compatible(a: &[Dim], b: &[Dim]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.is_none() || y.is_none() || x == y)
 }
 

@@ -4,12 +4,17 @@
 //! Pure data: no tokio, no wasmtime. The executor reads graphs; guests build
 //! them through the WIT `graph` interface.
 
+pub mod catalogue;
+mod gradients;
 mod infer;
+mod infer_array;
+mod infer_train;
 mod op;
 mod variables;
 
 use std::collections::HashMap;
 
+pub use gradients::{GradCtx, GradFn};
 pub use infer::{broadcast, reduction_axes, reshape_target};
 pub use op::{AttrValue, Attrs, OpType};
 pub use variables::{Operand, VariableDecl, VariableNodes};
@@ -280,24 +285,28 @@ impl Graph {
             NameRequest::Default => self.checked_unique(req.op.name())?,
         };
 
-        let colocate_with = if req.op.takes_variable_ref() {
-            let Some(first) = req.inputs.first() else {
+        catalogue::check_attrs(req.op, &name, &req.attrs)?;
+        let refs = req.op.variable_ref_inputs();
+        let colocate_with = if refs > 0 {
+            if req.inputs.len() < refs {
                 return Err(Error::invalid(format!(
-                    "{} '{name}': input 0 must be a variable, got no inputs",
-                    req.op.name()
-                )));
-            };
-            let var = first.node;
-            let var_node = &self.nodes[var as usize];
-            if var_node.op != OpType::VariableV2 {
-                return Err(Error::invalid(format!(
-                    "{} '{name}': input 0 must be a variable, got '{}' ({})",
+                    "{} '{name}': inputs 0..{refs} must be variables, got {} input(s)",
                     req.op.name(),
-                    var_node.name,
-                    var_node.op.name()
+                    req.inputs.len()
                 )));
             }
-            Some(var)
+            for (i, input) in req.inputs[..refs].iter().enumerate() {
+                let var_node = &self.nodes[input.node as usize];
+                if var_node.op != OpType::VariableV2 {
+                    return Err(Error::invalid(format!(
+                        "{} '{name}': input {i} must be a variable, got '{}' ({})",
+                        req.op.name(),
+                        var_node.name,
+                        var_node.op.name()
+                    )));
+                }
+            }
+            Some(req.inputs[0].node)
         } else {
             None
         };

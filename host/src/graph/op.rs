@@ -61,6 +61,41 @@ op_types!(
     RandomNormal,
     RandomUniform,
     Softmax,
+    LogSoftmax,
+    SoftmaxCrossEntropyWithLogits,
+    StopGradient,
+    AddN,
+    Maximum,
+    Minimum,
+    Equal,
+    NotEqual,
+    Less,
+    LessEqual,
+    Greater,
+    GreaterEqual,
+    LogicalNot,
+    Select,
+    Cast,
+    OneHot,
+    ArgMax,
+    Gather,
+    UnsortedSegmentSum,
+    Concat,
+    Slice,
+    Pad,
+    ExpandDims,
+    Squeeze,
+    ZerosLike,
+    OnesLike,
+    SumToShapeOf,
+    BroadcastToShapeOf,
+    ReluGrad,
+    SigmoidGrad,
+    TanhGrad,
+    ApplyGradientDescent,
+    ApplyMomentum,
+    ApplyAdam,
+    ApplyRMSProp,
 );
 
 impl OpType {
@@ -72,9 +107,22 @@ impl OpType {
         })
     }
 
+    /// How many leading inputs are variable references rather than values:
+    /// one for the assign ops, the variable and its slots for the fused
+    /// optimizer updates. The op is placed with its first variable.
+    pub fn variable_ref_inputs(self) -> usize {
+        use OpType::*;
+        match self {
+            Assign | AssignAdd | AssignSub | IsVariableInitialized | ApplyGradientDescent => 1,
+            ApplyMomentum => 2,
+            ApplyAdam | ApplyRMSProp => 3,
+            _ => 0,
+        }
+    }
+
     /// Ops whose first input is a variable reference rather than a value.
     pub fn takes_variable_ref(self) -> bool {
-        matches!(self, OpType::Assign | OpType::AssignAdd | OpType::AssignSub | OpType::IsVariableInitialized)
+        self.variable_ref_inputs() > 0
     }
 
     /// Ops with effects beyond their outputs; never skipped, never merged.
