@@ -97,5 +97,24 @@ impl From<WitError> for Error {
     }
 }
 
+impl Error {
+    /// The WIT form of the error.
+    pub fn into_raw(self) -> WitError {
+        let m = self.message;
+        match self.code {
+            Code::InvalidArgument => WitError::InvalidArgument(m),
+            Code::NotFound => WitError::NotFound(m),
+            Code::FailedPrecondition => WitError::FailedPrecondition(m),
+            Code::Unavailable => WitError::Unavailable(m),
+            Code::DeadlineExceeded => WitError::DeadlineExceeded(m),
+            Code::Aborted => WitError::Aborted(m),
+            Code::ResourceExhausted => WitError::ResourceExhausted(m),
+            Code::PermissionDenied => WitError::PermissionDenied(m),
+            Code::Unimplemented => WitError::Unimplemented(m),
+            Code::Internal => WitError::Internal(m),
+        }
+    }
+}
+
 /// `Result` with the SDK's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

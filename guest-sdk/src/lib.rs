@@ -32,8 +32,10 @@
 pub mod device;
 mod error;
 mod graph;
+mod ops;
 mod session;
 mod tensor;
+pub mod train;
 mod variable;
 #[doc(hidden)]
 pub mod wit;
@@ -50,8 +52,8 @@ pub use wit as __wit;
 /// Exports `run` as the program's entry point.
 ///
 /// `run` takes the program's arguments and returns `Result<(), E>` for any
-/// `E: Display` (such as [`Error`]); an `Err` is reported by the host as the
-/// program's failure.
+/// `E: Into<Error>` (usually [`Error`] itself); an `Err` crosses to the host
+/// as a typed error and is reported as the program's failure, `code: message`.
 ///
 /// ```no_run
 /// fn run(args: Vec<String>) -> weft_sdk::Result<()> {
@@ -68,8 +70,8 @@ macro_rules! export_worker {
         impl $crate::__wit::Guest for __WeftWorker {
             fn run(
                 args: ::std::vec::Vec<::std::string::String>,
-            ) -> ::std::result::Result<(), ::std::string::String> {
-                $run(args).map_err(|e| ::std::string::ToString::to_string(&e))
+            ) -> ::std::result::Result<(), $crate::__wit::types::Error> {
+                $run(args).map_err(|e| $crate::Error::into_raw(::std::convert::Into::into(e)))
             }
         }
 

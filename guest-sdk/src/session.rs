@@ -101,7 +101,7 @@ impl Session {
     /// [`Session::new`] with options.
     pub fn with_options(target: &str, graph: &Graph, options: SessionOptions) -> Result<Self> {
         let opts = raw::SessionOptions { timeout_ms: options.timeout_ms, place_on_own_task: options.place_on_own_task };
-        Ok(Session { raw: raw::Session::new(target, &graph.raw, opts)? })
+        Ok(Session { raw: raw::Session::open(target, &graph.raw, opts)? })
     }
 
     /// The resolved target, e.g. `local` or `/job:localhost/replica:0/task:0`.
@@ -122,7 +122,14 @@ impl Session {
 
     /// Starts a run with several fetches, feeds, targets or tracing.
     pub fn runner(&self) -> Runner<'_> {
-        Runner { session: self, fetches: Vec::new(), feeds: Vec::new(), targets: Vec::new(), trace: false }
+        Runner {
+            session: self,
+            fetches: Vec::new(),
+            feeds: Vec::new(),
+            targets: Vec::new(),
+            trace: false,
+            timeout_ms: None,
+        }
     }
 }
 
@@ -133,6 +140,7 @@ pub struct Runner<'s> {
     feeds: Vec<raw::Feed>,
     targets: Vec<u32>,
     trace: bool,
+    timeout_ms: Option<u64>,
 }
 
 impl Runner<'_> {
@@ -160,11 +168,18 @@ impl Runner<'_> {
         self
     }
 
+    /// Fails this run with `deadline-exceeded` after `ms` milliseconds,
+    /// overriding the session's timeout (`RunOptions(timeout_in_ms=...)`).
+    pub fn timeout_ms(mut self, ms: u64) -> Self {
+        self.timeout_ms = Some(ms);
+        self
+    }
+
     /// Runs the step.
     pub fn run(self) -> Result<RunOutput> {
         let options = raw::RunOptions {
             trace_level: if self.trace { raw::TraceLevel::Full } else { raw::TraceLevel::None },
-            timeout_ms: None,
+            timeout_ms: self.timeout_ms,
         };
         let out = self.session.raw.run(&self.fetches, &self.feeds, &self.targets, options)?;
         Ok(RunOutput {

@@ -51,7 +51,7 @@ impl Element for bool {
     }
 }
 
-fn dtype_name(d: DType) -> &'static str {
+pub(crate) fn dtype_name(d: DType) -> &'static str {
     match d {
         DType::F32 => "f32",
         DType::F64 => "f64",
@@ -59,6 +59,15 @@ fn dtype_name(d: DType) -> &'static str {
         DType::I64 => "i64",
         DType::Bool => "bool",
         DType::String => "string",
+    }
+}
+
+/// Bytes per element of `d` (strings count 1 per byte of data).
+pub(crate) fn width_of(d: DType) -> usize {
+    match d {
+        DType::F32 | DType::I32 => 4,
+        DType::F64 | DType::I64 => 8,
+        DType::Bool | DType::String => 1,
     }
 }
 
@@ -103,6 +112,11 @@ impl Tensor {
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.raw.shape.iter().product::<u64>() as usize
+    }
+
+    /// Bytes per element (1 for strings).
+    pub fn dtype_width(&self) -> usize {
+        width_of(self.raw.dtype)
     }
 
     /// Whether it has no elements.

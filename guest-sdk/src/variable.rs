@@ -40,20 +40,27 @@ impl Operand {
     }
 }
 
-/// Options for [`Variable::with_options`].
-#[derive(Clone, Debug, Default)]
+/// Options for [`Variable::with_options`]; the default is trainable, as
+/// [`Variable::new`] is.
+#[derive(Clone, Debug)]
 pub struct VariableOptions {
     /// Device to place it on, merged over the graph's device scope.
     pub device: Option<String>,
-    /// Whether optimizers should train it.
+    /// Whether optimizers should train it (default true).
     pub trainable: bool,
+}
+
+impl Default for VariableOptions {
+    fn default() -> Self {
+        VariableOptions { device: None, trainable: true }
+    }
 }
 
 impl Variable {
     /// `tf.Variable(initial, name=name)`: adds `name/initial_value`, `name`,
     /// `name/Assign` and `name/read` to `graph`.
     pub fn new(graph: &Graph, initial: impl Into<Operand>, name: &str) -> Result<Self> {
-        Self::with_options(graph, initial, name, VariableOptions { trainable: true, ..Default::default() })
+        Self::with_options(graph, initial, name, VariableOptions::default())
     }
 
     /// Like [`Variable::new`], with a device and trainability.
@@ -65,7 +72,7 @@ impl Variable {
     ) -> Result<Self> {
         let opts =
             raw::VariableOptions { name: Some(name.to_string()), device: options.device, trainable: options.trainable };
-        Ok(Variable { raw: raw::Variable::new(&graph.raw, &initial.into().raw(), &opts)? })
+        Ok(Variable { raw: raw::Variable::create(&graph.raw, &initial.into().raw(), &opts)? })
     }
 
     /// Its node name (`var`, or `var_1` if the graph already had a `var`).
@@ -106,6 +113,12 @@ impl Variable {
     /// Adds `tf.is_variable_initialized(var)`: a bool scalar.
     pub fn is_initialized(&self) -> Result<Output> {
         Ok(Output::from_raw(self.raw.is_initialized()?))
+    }
+}
+
+impl std::fmt::Debug for Variable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Variable").field("name", &self.name()).finish()
     }
 }
 

@@ -7,6 +7,7 @@
 //! - `hosting_cli`: two `weft serve --listen` hosts shared by tenants, as a user drives them.
 //! - `multiprocess`: S6, S7, S9 with real `weft` processes.
 //! - `scenarios`: the seed's S2-S9 on in-process clusters talking gRPC.
+//! - `training`: gradients, optimizers, device setter, and ps training on a cluster.
 
 mod bad_input;
 mod cli;
@@ -16,3 +17,4 @@ mod hosting_cli;
 mod multiprocess;
 mod process;
 mod scenarios;
+mod training;

@@ -362,3 +362,62 @@ pub fn add_n(node: &Node, inputs: &[Tensor]) -> Result<Tensor> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{AttrValue, Graph, NodeRequest, Output};
+
+    fn node(op: OpType, inputs: &[Tensor], attrs: &[(&str, AttrValue)]) -> Node {
+        let mut g = Graph::new();
+        let outs: Vec<Output> = inputs
+            .iter()
+            .map(|t| {
+                Output::of(g.add(NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(t.clone()))).unwrap())
+            })
+            .collect();
+        let mut req = NodeRequest::new(op).inputs(outs);
+        for (k, v) in attrs {
+            req = req.attr(k, v.clone());
+        }
+        let id = g.add(req).unwrap();
+        g.node(id).unwrap().clone()
+    }
+
+    fn i64s(v: &[i64]) -> Tensor {
+        Tensor::I64(ArrayD::from_shape_vec(IxDyn(&[v.len()]), v.to_vec()).unwrap().into_shared())
+    }
+
+    #[test]
+    fn one_hot_and_arg_max_by_hand() {
+        let idx = i64s(&[2, 0, 7]);
+        let n = node(OpType::OneHot, std::slice::from_ref(&idx), &[("depth", AttrValue::Int(3))]);
+        let t = one_hot(&n, &idx).unwrap();
+        assert_eq!(t.shape(), [3, 3]);
+        assert_eq!(t.as_f32_vec().unwrap(), [0., 0., 1., 1., 0., 0., 0., 0., 0.], "out of range gives a row of zeros");
+        let x = Tensor::from_f32(&[2, 3], vec![1., 5., 5., -1., -3., -2.]).unwrap();
+        let n = node(OpType::ArgMax, std::slice::from_ref(&x), &[("axis", AttrValue::Int(1))]);
+        assert_eq!(arg_max(&n, &x).unwrap(), i64s(&[1, 0]), "ties pick the first");
+    }
+
+    #[test]
+    fn comparisons_broadcast() {
+        let a = Tensor::from_f32(&[2, 2], vec![1., 2., 3., 4.]).unwrap();
+        let b = Tensor::from_f32(&[2], vec![2., 2.]).unwrap();
+        let n = node(OpType::GreaterEqual, &[a.clone(), b.clone()], &[]);
+        let Tensor::Bool(r) = compare(&n, &a, &b).unwrap() else { panic!() };
+        assert_eq!(r.iter().copied().collect::<Vec<_>>(), [false, true, true, true]);
+    }
+
+    #[test]
+    fn out_of_range_indices_are_errors() {
+        let params = Tensor::from_f32(&[2, 2], vec![1., 2., 3., 4.]).unwrap();
+        let idx = i64s(&[0, 2]);
+        let n = node(OpType::Gather, &[params.clone(), idx.clone()], &[]);
+        assert!(gather(&n, &params, &idx).unwrap_err().to_string().contains("index 2 is out of range for 2 rows"));
+        let n =
+            node(OpType::UnsortedSegmentSum, &[params.clone(), idx.clone()], &[("num_segments", AttrValue::Int(2))]);
+        let err = unsorted_segment_sum(&n, &params, &idx).unwrap_err().to_string();
+        assert!(err.contains("segment id 2 is out of range for 2 segments"), "{err}");
+    }
+}

@@ -159,7 +159,10 @@ fn scalar<T: Float>(node: &Node, t: &Tensor, i: usize) -> Result<T> {
 /// is checked before anything changes.
 pub fn apply(node: &Node, vars: &mut [&mut Tensor], rest: &[Tensor]) -> Result<()> {
     let refs = vars.len();
-    let grad = rest.last().ok_or_else(|| node_err(node, "no gradient input"))?;
+    // The gradient is the last input, but for ApplyMomentum (var, accum, lr, grad, momentum).
+    let grad_at = if node.op == OpType::ApplyMomentum { 1 } else { rest.len().saturating_sub(1) };
+    let grad = rest.get(grad_at).ok_or_else(|| node_err(node, "no gradient input"))?;
+    let scalars: Vec<(usize, &Tensor)> = rest.iter().enumerate().filter(|(i, _)| *i != grad_at).collect();
     for (i, v) in vars.iter().enumerate() {
         if v.shape() != grad.shape() || v.dtype() != grad.dtype() {
             return Err(node_err(
@@ -177,7 +180,7 @@ pub fn apply(node: &Node, vars: &mut [&mut Tensor], rest: &[Tensor]) -> Result<(
     macro_rules! arrays {
         ($v:ident) => {{
             let Tensor::$v(g) = grad else { unreachable!() };
-            let hp = (0..rest.len() - 1).map(|i| scalar(node, &rest[i], refs + i)).collect::<Result<Vec<_>>>()?;
+            let hp = scalars.iter().map(|&(i, t)| scalar(node, t, refs + i)).collect::<Result<Vec<_>>>()?;
             let mut arrs: Vec<&mut Arr<_>> = vars
                 .iter_mut()
                 .map(|t| match &mut **t {
@@ -233,4 +236,99 @@ where
         (op, v) => return Err(node_err(node, format!("{} cannot update {} variables", op.name(), v.len()))),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{AttrValue, Graph, NodeRequest, Output};
+    use crate::tensor::DType;
+
+    fn scalar(v: f32) -> Tensor {
+        Tensor::scalar_f32(v)
+    }
+
+    fn vec(v: &[f32]) -> Tensor {
+        Tensor::from_f32(&[v.len()], v.to_vec()).unwrap()
+    }
+
+    /// A node of `op` whose first `refs` inputs are variables, the rest f32 placeholders.
+    fn apply_node(op: OpType, refs: usize, scalars: usize) -> Node {
+        let mut g = Graph::new();
+        let var = |g: &mut Graph, name: &str| {
+            let req = NodeRequest::new(OpType::VariableV2)
+                .named(crate::graph::NameRequest::Exact(name.into()))
+                .attr("dtype", AttrValue::DType(DType::F32))
+                .attr("shape", AttrValue::Ints(vec![2]));
+            Output::of(g.add(req).unwrap())
+        };
+        let ph = |g: &mut Graph, shape: Vec<i64>| {
+            let req = NodeRequest::new(OpType::Placeholder)
+                .attr("dtype", AttrValue::DType(DType::F32))
+                .attr("shape", AttrValue::Ints(shape));
+            Output::of(g.add(req).unwrap())
+        };
+        let mut inputs: Vec<Output> = (0..refs).map(|i| var(&mut g, &format!("v{i}"))).collect();
+        inputs.extend((0..scalars).map(|_| ph(&mut g, vec![])));
+        inputs.push(ph(&mut g, vec![2]));
+        if op == OpType::ApplyMomentum {
+            // (var, accum, lr, grad, momentum): the gradient comes before momentum.
+            inputs.swap(3, 4);
+        }
+        let id = g.add(NodeRequest::new(op).inputs(inputs)).unwrap();
+        g.node(id).unwrap().clone()
+    }
+
+    fn f32s(t: &Tensor) -> Vec<f32> {
+        t.as_f32_vec().unwrap()
+    }
+
+    #[test]
+    fn gradient_descent_and_momentum_by_hand() {
+        let node = apply_node(OpType::ApplyGradientDescent, 1, 1);
+        let mut w = vec(&[1.0, 2.0]);
+        apply(&node, &mut [&mut w], &[scalar(0.5), vec(&[2.0, -2.0])]).unwrap();
+        assert_eq!(f32s(&w), [0.0, 3.0]);
+
+        let node = apply_node(OpType::ApplyMomentum, 2, 2);
+        let (mut w, mut accum) = (vec(&[1.0, 1.0]), vec(&[1.0, 0.0]));
+        // accum = 0.9·accum + g = [1.9, 1]; w -= 0.1·accum.
+        apply(&node, &mut [&mut w, &mut accum], &[scalar(0.1), vec(&[1.0, 1.0]), scalar(0.9)]).unwrap();
+        assert_eq!(f32s(&accum), [1.9, 1.0]);
+        let w = f32s(&w);
+        assert!((w[0] - 0.81).abs() < 1e-6 && (w[1] - 0.9).abs() < 1e-6, "{w:?}");
+    }
+
+    #[test]
+    fn adam_and_rmsprop_by_hand() {
+        let node = apply_node(OpType::ApplyAdam, 3, 6);
+        let (mut w, mut m, mut v) = (vec(&[1.0, 1.0]), vec(&[0.0, 0.0]), vec(&[0.0, 0.0]));
+        let hp = [scalar(0.9), scalar(0.999), scalar(0.1), scalar(0.9), scalar(0.999), scalar(1e-8)];
+        let mut rest = hp.to_vec();
+        rest.push(vec(&[0.5, -2.0]));
+        apply(&node, &mut [&mut w, &mut m, &mut v], &rest).unwrap();
+        // First Adam step moves each weight by about lr, against the gradient's sign.
+        let w = f32s(&w);
+        assert!((w[0] - 0.9).abs() < 1e-4 && (w[1] - 1.1).abs() < 1e-4, "{w:?}");
+        let m = f32s(&m);
+        assert!((m[0] - 0.05).abs() < 1e-6 && (m[1] + 0.2).abs() < 1e-6, "{m:?}");
+
+        let node = apply_node(OpType::ApplyRMSProp, 3, 4);
+        let (mut w, mut ms, mut mom) = (vec(&[1.0, 1.0]), vec(&[1.0, 1.0]), vec(&[0.0, 0.0]));
+        let rest = [scalar(0.1), scalar(0.5), scalar(0.0), scalar(0.0), vec(&[2.0, 0.0])];
+        apply(&node, &mut [&mut w, &mut ms, &mut mom], &rest).unwrap();
+        // ms = 0.5·1 + 0.5·g² = [2.5, 0.5]; mom = 0.1·g/√ms; w -= mom.
+        assert_eq!(f32s(&ms), [2.5, 0.5]);
+        let w = f32s(&w);
+        assert!((w[0] - (1.0 - 0.2 / 2.5f32.sqrt())).abs() < 1e-6 && w[1] == 1.0, "{w:?}");
+    }
+
+    #[test]
+    fn a_mismatched_gradient_changes_nothing() {
+        let node = apply_node(OpType::ApplyGradientDescent, 1, 1);
+        let mut w = vec(&[1.0, 2.0]);
+        let err = apply(&node, &mut [&mut w], &[scalar(0.5), vec(&[1.0, 1.0, 1.0])]).unwrap_err().to_string();
+        assert!(err.contains("gradient is f32[3]"), "{err}");
+        assert_eq!(f32s(&w), [1.0, 2.0]);
+    }
 }

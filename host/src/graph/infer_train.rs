@@ -54,6 +54,7 @@ pub fn infer(cx: &InferCtx<'_>) -> Result<Vec<TensorType>> {
             Ok(vec![cx.inputs[0].clone()])
         }
         ApplyGradientDescent => apply(cx, 1, &[1], 2),
+        // TensorFlow's order: (var, accum, lr, grad, momentum).
         ApplyMomentum => apply(cx, 2, &[2, 4], 3),
         ApplyAdam => apply(cx, 3, &[3, 4, 5, 6, 7, 8], 9),
         ApplyRMSProp => apply(cx, 3, &[3, 4, 5, 6], 7),
@@ -72,7 +73,7 @@ fn same_shape(cx: &InferCtx<'_>, a: usize, b: usize) -> Result<()> {
 /// A fused update: `refs` variables of one type (the variable, then its
 /// slots), scalar hyperparameters at `scalars`, the gradient at `grad`.
 fn apply(cx: &InferCtx<'_>, refs: usize, scalars: &[usize], grad: usize) -> Result<Vec<TensorType>> {
-    cx.arity(grad + 1)?;
+    cx.arity(refs + scalars.len() + 1)?;
     let var = &cx.inputs[0];
     if !var.dtype.is_float() {
         return Err(

@@ -65,6 +65,23 @@ pub fn error_to_wit(e: Error) -> wt::Error {
     }
 }
 
+/// A program's error, as its failure is reported: `code: message`.
+pub fn describe_wit_error(e: &wt::Error) -> String {
+    let (code, m) = match e {
+        wt::Error::InvalidArgument(m) => (Code::InvalidArgument, m),
+        wt::Error::NotFound(m) => (Code::NotFound, m),
+        wt::Error::FailedPrecondition(m) => (Code::FailedPrecondition, m),
+        wt::Error::Unavailable(m) => (Code::Unavailable, m),
+        wt::Error::DeadlineExceeded(m) => (Code::DeadlineExceeded, m),
+        wt::Error::Aborted(m) => (Code::Aborted, m),
+        wt::Error::ResourceExhausted(m) => (Code::ResourceExhausted, m),
+        wt::Error::PermissionDenied(m) => (Code::PermissionDenied, m),
+        wt::Error::Unimplemented(m) => (Code::Unimplemented, m),
+        wt::Error::Internal(m) => (Code::Internal, m),
+    };
+    format!("{code}: {m}")
+}
+
 /// Host results into WIT results.
 pub fn wit<T>(r: Result<T>) -> Result<T, wt::Error> {
     r.map_err(error_to_wit)

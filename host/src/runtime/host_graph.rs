@@ -8,7 +8,7 @@ use super::resources::GraphResource;
 use super::state::ProgramState;
 use crate::device::DeviceSpec;
 use crate::error::Result;
-use crate::graph::{Attrs, NameRequest, NodeRequest, OpType};
+use crate::graph::{Attrs, NameRequest, NodeRequest, OpType, Output};
 
 fn add_op(graph: &GraphResource, spec: wg::OpSpec) -> Result<u32> {
     let op = OpType::from_name(&spec.op_type)?;
@@ -91,8 +91,20 @@ impl wg::HostGraph for ProgramState {
         Ok(wit(self.table.get(&g)?.lock().pop_control_dependencies()))
     }
 
-    async fn version(&mut self, g: Resource<GraphResource>) -> wasmtime::Result<u64> {
-        Ok(self.table.get(&g)?.lock().version())
+    async fn gradients(
+        &mut self,
+        g: Resource<GraphResource>,
+        ys: Vec<wg::Output>,
+        xs: Vec<wg::Output>,
+        grad_ys: Option<Vec<wg::Output>>,
+        stop_gradients: Vec<wg::Output>,
+    ) -> wasmtime::Result<Result<Vec<Option<wg::Output>>, WitError>> {
+        let conv = |v: Vec<wg::Output>| v.into_iter().map(Into::into).collect::<Vec<Output>>();
+        let (ys, xs, stop) = (conv(ys), conv(xs), conv(stop_gradients));
+        let grad_ys = grad_ys.map(conv);
+        let mut graph = self.table.get(&g)?.lock();
+        let result = graph.gradients(&ys, &xs, grad_ys.as_deref(), &stop);
+        Ok(wit(result.map(|gs| gs.into_iter().map(|g| g.map(Into::into)).collect())))
     }
 
     async fn drop(&mut self, g: Resource<GraphResource>) -> wasmtime::Result<()> {

@@ -1,5 +1,7 @@
 //! The WIT `session` interface: opening sessions and running steps.
 
+use std::time::Duration;
+
 use wasmtime::component::Resource;
 
 use super::bindings::{session as ws, types::Error as WitError};
@@ -9,9 +11,9 @@ use super::state::ProgramState;
 use crate::error::Result;
 use crate::exec::{RunRequest, RunResult};
 
-async fn run(session: &mut SessionResource, req: RunRequest) -> Result<RunResult> {
+async fn run(session: &mut SessionResource, req: RunRequest, timeout: Option<Duration>) -> Result<RunResult> {
     let step = session.executor.prepare(&session.graph.lock(), req)?;
-    session.executor.execute(step, session.timeout).await
+    session.executor.execute(step, timeout.or(session.timeout)).await
 }
 
 fn to_wit(result: RunResult) -> ws::RunOutput {
@@ -39,7 +41,7 @@ fn to_wit(result: RunResult) -> ws::RunOutput {
 impl ws::Host for ProgramState {}
 
 impl ws::HostSession for ProgramState {
-    async fn new(
+    async fn open(
         &mut self,
         target: String,
         g: Resource<GraphResource>,
@@ -75,8 +77,9 @@ impl ws::HostSession for ProgramState {
             targets,
             trace: matches!(options.trace_level, ws::TraceLevel::Full),
         };
+        let timeout = options.timeout_ms.map(Duration::from_millis);
         let session = self.table.get_mut(&s)?;
-        Ok(wit(run(session, req).await.map(to_wit)))
+        Ok(wit(run(session, req, timeout).await.map(to_wit)))
     }
 
     async fn target(&mut self, s: Resource<SessionResource>) -> wasmtime::Result<String> {

@@ -60,7 +60,7 @@ impl wv::Host for ProgramState {
 }
 
 impl wv::HostVariable for ProgramState {
-    async fn new(
+    async fn create(
         &mut self,
         g: Resource<GraphResource>,
         initial_value: wv::Operand,

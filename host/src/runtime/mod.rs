@@ -396,7 +396,7 @@ impl Program {
     pub async fn call(mut self) -> ProgramOutput {
         let status = match self.instance.call_run(&mut self.store, &self.args).await {
             Ok(Ok(())) => ExitStatus::Success,
-            Ok(Err(message)) => ExitStatus::Failed(message),
+            Ok(Err(error)) => ExitStatus::Failed(convert::describe_wit_error(&error)),
             Err(trap) => {
                 let refused = self.store.data().limits.refused_memory;
                 describe_trap(&trap, &self.stderr.contents(), self.memory_limit, refused)

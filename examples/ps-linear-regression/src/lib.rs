@@ -1,0 +1,164 @@
+//! Asynchronous parameter-server training, the workload TensorFlow's and
+//! Ray's benchmarks run (`../shared/notes/training.md`): multi-output linear
+//! regression `y = x·W + b`, W 1024×1024 and b 1024 on `/job:ps/task:0`
+//! through the replica device setter, each worker generating batches of 64
+//! in-graph from a fixed teacher (W*, b*) plus 0.01 noise, loss = the batch
+//! mean of the squared error summed over outputs, plain SGD at 0.01.
+//!
+//! Worker 0 (the chief) initializes the shared variables; the others wait.
+//! Every worker trains until its eval loss (256 fixed samples) is at most
+//! the target, or until its step budget runs out, printing steps/s; the ps
+//! prints the global step once every worker is done.
+//!
+//! Args: `[target-loss] [max-steps-per-worker] [eval-every] [dim]`
+//! (defaults 0.05, 20000, 100, 1024).
+
+use std::time::{Duration, Instant};
+
+use weft_sdk::train::{GradientDescent, Optimizer, ReplicaDeviceSetter, global_step};
+use weft_sdk::{Graph, Op, Output, Result, Session, Variable, VariableOptions, device};
+
+const BATCH: i64 = 64;
+const LEARNING_RATE: f64 = 0.01;
+
+struct Args {
+    target: f32,
+    max_steps: u64,
+    eval_every: u64,
+    dim: i64,
+}
+
+fn parse(args: &[String]) -> Args {
+    let get = |i: usize| args.get(i).and_then(|a| a.parse::<f64>().ok());
+    Args {
+        target: get(0).unwrap_or(0.05) as f32,
+        max_steps: get(1).unwrap_or(20_000.0) as u64,
+        eval_every: get(2).unwrap_or(100.0).max(1.0) as u64,
+        dim: get(3).unwrap_or(1024.0) as i64,
+    }
+}
+
+/// The model every task builds; only workers run the training parts.
+struct Model {
+    step: Variable,
+    done: Variable,
+    /// Initializers of this worker's own (non-shared) variables.
+    local_init: Op,
+    train: Op,
+    eval_loss: Output,
+}
+
+/// A variable of this task alone, initialized from a seeded random op, so
+/// that every worker gets the same teacher and eval set.
+fn local(g: &Graph, name: &str, shape: &[i64], stddev: f64, seed: i64) -> Result<Variable> {
+    let init = g.random_normal(shape, 0.0, stddev, Some(seed))?;
+    Variable::with_options(g, init, name, VariableOptions { trainable: false, ..Default::default() })
+}
+
+fn squared_error(g: &Graph, x: Output, w: &Variable, b: &Variable, y: Output) -> Result<Output> {
+    let pred = g.add(g.matmul(x, w.value())?, b.value())?;
+    let err = g.square(g.sub(pred, y)?)?;
+    g.mean(g.sum(err, Some(&[1]), false)?, None, false)
+}
+
+fn build(g: &Graph, worker: u32, ps_tasks: u32, d: i64) -> Result<Model> {
+    let setter = ReplicaDeviceSetter::new(ps_tasks, &format!("/job:worker/task:{worker}"));
+    g.device(setter.worker_device(), |g| {
+        let w = setter.variable(g, g.zeros(&[d, d])?, "W")?;
+        let b = setter.variable(g, g.zeros(&[d])?, "b")?;
+        let (step, done) = setter.place(g, |g| {
+            let done = Variable::with_options(
+                g,
+                0.0f32,
+                "workers_done",
+                VariableOptions { trainable: false, ..Default::default() },
+            )?;
+            Ok((global_step(g)?, done))
+        })?;
+        let w_true = local(g, "W_true", &[d, d], 1.0 / (d as f64).sqrt(), 1)?;
+        let b_true = local(g, "b_true", &[d], 1.0, 2)?;
+        let x_eval = local(g, "x_eval", &[256, d], 1.0, 3)?;
+        let local_init = g.group(&[w_true.initializer(), b_true.initializer(), x_eval.initializer()])?;
+
+        let x = g.random_normal(&[BATCH, d], 0.0, 1.0, None)?;
+        let noise = g.mul(g.random_normal(&[BATCH, d], 0.0, 1.0, None)?, g.constant(0.01f32)?)?;
+        let y = g.add(g.add(g.matmul(x, w_true.value())?, b_true.value())?, noise)?;
+        let loss = squared_error(g, x, &w, &b, y)?;
+        let train = GradientDescent::new(LEARNING_RATE).minimize(g, loss, &[&w, &b], Some(&step))?;
+
+        let y_eval = g.add(g.matmul(x_eval.value(), w_true.value())?, b_true.value())?;
+        let eval_loss = squared_error(g, x_eval.value(), &w, &b, y_eval)?;
+        Ok(Model { step, done, local_init, train, eval_loss })
+    })
+}
+
+fn scalar_f32(sess: &Session, x: Output) -> Result<f32> {
+    sess.fetch(x)?.to_scalar::<f32>()
+}
+
+fn run(args: Vec<String>) -> Result<()> {
+    let args = parse(&args);
+    let me = device::identity();
+    let count = |job: &str| me.cluster.iter().find(|(j, _)| j == job).map_or(0, |(_, t)| t.len() as u32);
+    let (ps_tasks, workers) = (count("ps").max(1), count("worker"));
+    let g = Graph::new();
+    let worker = if me.job == "worker" { me.task } else { 0 };
+    let model = build(&g, worker, ps_tasks, args.dim)?;
+    let sess = Session::new("", &g)?;
+
+    if me.job == "ps" {
+        println!("Parameter server: holding W [{0}, {0}] and b [{0}] for {workers} workers", args.dim);
+        let done = model.done.value();
+        while workers > 0 && sess.fetch(done).and_then(|t| t.to_scalar::<f32>()).unwrap_or(0.0) < workers as f32 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let steps = sess.fetch(model.step.value())?.to_scalar::<i64>()?;
+        println!("Parameter server: training done after {steps} updates in all");
+        return Ok(());
+    }
+
+    let report = g.report_uninitialized_variables()?;
+    if worker == 0 {
+        // Every variable of the graph, this worker's own included.
+        sess.run(g.global_variables_initializer()?)?;
+    } else {
+        // Seeded random initializers give every worker the same teacher and
+        // eval set, as long as each runs them once.
+        sess.run(model.local_init)?;
+        while !sess.fetch(report)?.to_strings()?.is_empty() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let initial = scalar_f32(&sess, model.eval_loss)?;
+    println!("Worker {worker}: eval loss {initial:.1} at the start");
+
+    let started = Instant::now();
+    let mut steps = 0u64;
+    let mut loss = initial;
+    while steps < args.max_steps && loss > args.target {
+        for _ in 0..args.eval_every.min(args.max_steps - steps) {
+            sess.run(model.train)?;
+            steps += 1;
+        }
+        loss = scalar_f32(&sess, model.eval_loss)?;
+        let rate = steps as f64 / started.elapsed().as_secs_f64();
+        println!("Worker {worker}: step {steps}: eval loss {loss:.4}, {rate:.1} steps/s");
+    }
+    let rate = steps as f64 / started.elapsed().as_secs_f64();
+    let global = sess.fetch(model.step.value())?.to_scalar::<i64>()?;
+    if loss <= args.target {
+        println!(
+            "Worker {worker}: reached eval loss {loss:.4} <= {} after {steps} steps ({global} updates in all), {rate:.1} steps/s",
+            args.target
+        );
+    } else {
+        println!(
+            "Worker {worker}: stopped at the step budget ({steps} steps) with eval loss {loss:.4} > {}",
+            args.target
+        );
+    }
+    sess.run(model.done.assign_add(1.0f32)?)?;
+    Ok(())
+}
+
+weft_sdk::export_worker!(run);
