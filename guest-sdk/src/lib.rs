@@ -34,6 +34,7 @@ mod error;
 mod graph;
 mod ops;
 mod session;
+pub mod summary;
 mod tensor;
 pub mod train;
 mod variable;

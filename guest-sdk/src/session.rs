@@ -104,6 +104,13 @@ impl Session {
         Ok(Session { raw: raw::Session::open(target, &graph.raw, opts)? })
     }
 
+    /// The device `op` runs on under this session's placement (TensorFlow
+    /// resolves it when it places the graph), e.g.
+    /// `/job:ps/replica:0/task:0/device:CPU:0`.
+    pub fn device_of(&self, op: impl Into<Op>) -> Result<String> {
+        Ok(self.raw.device_of(op.into().0)?)
+    }
+
     /// The resolved target, e.g. `local` or `/job:localhost/replica:0/task:0`.
     pub fn target(&self) -> String {
         self.raw.target()

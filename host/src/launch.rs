@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::cluster::{ClusterConfig, ClusterSpec, TaskId};
 use crate::error::{Error, Result};
+use crate::exec::HostFiles;
 use crate::local_cluster::LocalCluster;
 use crate::runtime::{ExitStatus, OutputChunk, Runtime, StreamKind, Worker};
 
@@ -84,12 +85,18 @@ impl LaunchReport {
 /// Starts the cluster (on its addresses, or on free loopback ports), runs
 /// `worker` on every task at once, prints output prefixed by task, and
 /// stops the cluster when every program has ended.
-pub async fn launch(runtime: &Runtime, worker: &Worker, file: &LaunchFile, free_ports: bool) -> Result<LaunchReport> {
+pub async fn launch(
+    runtime: &Runtime,
+    worker: &Worker,
+    file: &LaunchFile,
+    free_ports: bool,
+    files: &HostFiles,
+) -> Result<LaunchReport> {
     let cluster = if free_ports {
         let jobs: Vec<(&str, u32)> = file.cluster.jobs().iter().map(|(j, t)| (j.as_str(), t.len() as u32)).collect();
-        LocalCluster::start_on_free_ports(&jobs).await?
+        LocalCluster::start_on_free_ports_with_files(&jobs, files.clone()).await?
     } else {
-        LocalCluster::start(file.cluster.clone()).await?
+        LocalCluster::start_with_files(file.cluster.clone(), files.clone()).await?
     };
     let ids = cluster.spec().tasks();
     let mut runs = Vec::new();

@@ -19,6 +19,7 @@
 //! - [`testing`]: a harness for component tests of worker programs.
 //! - [`cli`]: the `weft` command line (`main.rs` only calls it).
 
+pub mod checkpoint;
 pub mod cli;
 pub mod cluster;
 pub mod device;
@@ -31,6 +32,7 @@ pub mod local_cluster;
 pub mod rpc;
 pub mod runtime;
 pub mod server;
+pub mod summary;
 pub mod task;
 pub mod tensor;
 pub mod testing;

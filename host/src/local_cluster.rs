@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::error::{Error, Result};
+use crate::exec::HostFiles;
 use crate::rpc::GrpcRemote;
 use crate::server;
 use crate::task::Task;
@@ -27,11 +28,18 @@ struct Running {
 pub struct LocalCluster {
     spec: ClusterSpec,
     running: BTreeMap<TaskId, Running>,
+    files: HostFiles,
 }
 
 impl LocalCluster {
     /// Starts every task of `spec` on its address.
     pub async fn start(spec: ClusterSpec) -> Result<Self> {
+        Self::start_with_files(spec, HostFiles::default()).await
+    }
+
+    /// [`LocalCluster::start`], the tasks writing checkpoints and summaries
+    /// where `files` says (each in its own `<job>-<task>` subdirectory).
+    pub async fn start_with_files(spec: ClusterSpec, files: HostFiles) -> Result<Self> {
         let mut listeners = Vec::new();
         for id in spec.tasks() {
             let address = spec.address(&id).to_string();
@@ -40,13 +48,18 @@ impl LocalCluster {
                 .map_err(|e| Error::io(format!("listening on {address} for {id}"), e))?;
             listeners.push((id, listener));
         }
-        Ok(Self::serve_all(spec, listeners))
+        Ok(Self::serve_all(spec, listeners, files))
     }
 
     /// Starts a cluster with `jobs` (`&[("ps", 1), ("worker", 2)]`) on free
     /// loopback ports: listeners are bound first, then the spec is made from
     /// their addresses, so no port can be taken in between.
     pub async fn start_on_free_ports(jobs: &[(&str, u32)]) -> Result<Self> {
+        Self::start_on_free_ports_with_files(jobs, HostFiles::default()).await
+    }
+
+    /// [`LocalCluster::start_on_free_ports`] with host files.
+    pub async fn start_on_free_ports_with_files(jobs: &[(&str, u32)], files: HostFiles) -> Result<Self> {
         let mut listeners = Vec::new();
         let mut spec = BTreeMap::new();
         for &(job, n) in jobs {
@@ -60,11 +73,11 @@ impl LocalCluster {
             }
             spec.insert(job.to_string(), addresses);
         }
-        Ok(Self::serve_all(ClusterSpec::new(spec)?, listeners))
+        Ok(Self::serve_all(ClusterSpec::new(spec)?, listeners, files))
     }
 
-    fn serve_all(spec: ClusterSpec, listeners: Vec<(TaskId, TcpListener)>) -> Self {
-        let mut cluster = LocalCluster { spec, running: BTreeMap::new() };
+    fn serve_all(spec: ClusterSpec, listeners: Vec<(TaskId, TcpListener)>, files: HostFiles) -> Self {
+        let mut cluster = LocalCluster { spec, running: BTreeMap::new(), files };
         for (id, listener) in listeners {
             cluster.serve(id, listener);
         }
@@ -72,7 +85,7 @@ impl LocalCluster {
     }
 
     fn serve(&mut self, id: TaskId, listener: TcpListener) {
-        let task = Task::new(self.spec.clone(), id.clone())
+        let task = Task::with_files(self.spec.clone(), id.clone(), &self.files)
             .expect("task of its own spec")
             .with_remote(Arc::new(GrpcRemote::new(self.spec.clone())));
         let task = Arc::new(task);
@@ -85,7 +98,7 @@ impl LocalCluster {
 
     /// A cluster with nothing running (what a stopped cluster leaves behind).
     pub fn empty() -> Self {
-        LocalCluster { spec: ClusterSpec::single("127.0.0.1:0"), running: BTreeMap::new() }
+        LocalCluster { spec: ClusterSpec::single("127.0.0.1:0"), running: BTreeMap::new(), files: HostFiles::default() }
     }
 
     /// The cluster spec (with the real addresses).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
-use crate::exec::{Device, DeviceSet, Executor, LocalDevices, Placement, RemoteTasks};
+use crate::exec::{Device, DeviceSet, Executor, HostFiles, LocalDevices, Placement, RemoteTasks};
 
 /// One task of a cluster, served by this host.
 #[derive(Debug)]
@@ -25,8 +25,13 @@ impl Task {
     /// Task `id` of `cluster`, alone in this process; fails if the cluster
     /// has no such task.
     pub fn new(cluster: ClusterSpec, id: TaskId) -> Result<Self> {
+        Self::with_files(cluster, id, &HostFiles::default())
+    }
+
+    /// [`Task::new`], writing checkpoints and summaries where `files` says.
+    pub fn with_files(cluster: ClusterSpec, id: TaskId, files: &HostFiles) -> Result<Self> {
         cluster.check_task(&id)?;
-        let devices = Arc::new(LocalDevices::new([id.clone()]));
+        let devices = Arc::new(LocalDevices::with_files([id.clone()], None, files));
         Self::with_devices(cluster, id, devices)
     }
 

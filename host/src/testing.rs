@@ -36,6 +36,7 @@ use std::collections::BTreeMap;
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
+pub use crate::exec::HostFiles;
 use crate::exec::LocalDevices;
 use crate::local_cluster::LocalCluster;
 use crate::runtime::{ExitStatus, Runtime, RuntimeConfig, Worker};
@@ -129,8 +130,14 @@ impl TestHost {
     /// Task servers for `jobs`, on free loopback ports, talking gRPC to each
     /// other: variables live in the server of the task they are placed on.
     pub fn grpc_cluster(jobs: &[(&str, u32)]) -> Result<Self> {
+        Self::grpc_cluster_with_files(jobs, HostFiles::default())
+    }
+
+    /// [`TestHost::grpc_cluster`] whose tasks write checkpoints and
+    /// summaries where `files` says (restarted tasks find theirs again).
+    pub fn grpc_cluster_with_files(jobs: &[(&str, u32)], files: HostFiles) -> Result<Self> {
         let tokio = test_tokio()?;
-        let cluster = tokio.block_on(LocalCluster::start_on_free_ports(jobs))?;
+        let cluster = tokio.block_on(LocalCluster::start_on_free_ports_with_files(jobs, files))?;
         Ok(TestHost {
             runtime: shared_runtime()?,
             default_task: cluster.spec().default_task(),

@@ -6,6 +6,7 @@
 //! - `hosting`: uploads, tenants, credentials and limits on a real gRPC host.
 //! - `hosting_cli`: two `weft serve --listen` hosts shared by tenants, as a user drives them.
 //! - `multiprocess`: S6, S7, S9 with real `weft` processes.
+//! - `recovery`: checkpoints, and a ps restarted (or SIGKILLed) mid-training restored from them.
 //! - `scenarios`: the seed's S2-S9 on in-process clusters talking gRPC.
 //! - `training`: gradients, optimizers, device setter, and ps training on a cluster.
 
@@ -16,5 +17,6 @@ mod hosting;
 mod hosting_cli;
 mod multiprocess;
 mod process;
+mod recovery;
 mod scenarios;
 mod training;

@@ -10,13 +10,21 @@
 //! the target, or until its step budget runs out, printing steps/s; the ps
 //! prints the global step once every worker is done.
 //!
+//! Workers train through a `TrainingSession`: with `--checkpoint PREFIX`
+//! the chief restores the latest checkpoint at the start and saves every
+//! `--save-every N` steps (on hosts started with `--checkpoint-dir`), and a
+//! ps that restarts mid-training is restored from it while every worker
+//! carries on. `--summaries` writes the eval loss as a TensorBoard scalar
+//! (hosts started with `--log-dir`).
+//!
 //! Args: `[target-loss] [max-steps-per-worker] [eval-every] [dim]`
-//! (defaults 0.05, 20000, 100, 1024).
+//! (defaults 0.05, 20000, 100, 1024), then `--checkpoint PREFIX`,
+//! `--save-every N`, `--summaries`.
 
 use std::time::{Duration, Instant};
 
-use weft_sdk::train::{GradientDescent, Optimizer, ReplicaDeviceSetter, global_step};
-use weft_sdk::{Graph, Op, Output, Result, Session, Variable, VariableOptions, device};
+use weft_sdk::train::{GradientDescent, Optimizer, ReplicaDeviceSetter, TrainingConfig, TrainingSession, global_step};
+use weft_sdk::{Code, Error, Graph, Op, Output, Result, Session, Variable, VariableOptions, device, summary};
 
 const BATCH: i64 = 64;
 const LEARNING_RATE: f64 = 0.01;
@@ -26,20 +34,50 @@ struct Args {
     max_steps: u64,
     eval_every: u64,
     dim: i64,
+    checkpoint: Option<String>,
+    save_every: Option<u64>,
+    summaries: bool,
 }
 
-fn parse(args: &[String]) -> Args {
-    let get = |i: usize| args.get(i).and_then(|a| a.parse::<f64>().ok());
-    Args {
-        target: get(0).unwrap_or(0.05) as f32,
-        max_steps: get(1).unwrap_or(20_000.0) as u64,
-        eval_every: get(2).unwrap_or(100.0).max(1.0) as u64,
-        dim: get(3).unwrap_or(1024.0) as i64,
+/// `[target] [max-steps] [eval-every] [dim]`, then any of `--checkpoint
+/// PREFIX`, `--save-every N` (steps of the chief), `--summaries`.
+fn parse(args: &[String]) -> Result<Args> {
+    let bad = |what: &str| Error::new(Code::InvalidArgument, format!("bad argument {what}"));
+    let (positional, options): (Vec<&String>, Vec<&String>) = {
+        let split = args.iter().position(|a| a.starts_with("--")).unwrap_or(args.len());
+        (args[..split].iter().collect(), args[split..].iter().collect())
+    };
+    let get = |i: usize| positional.get(i).map(|a| a.parse::<f64>().map_err(|_| bad(a))).transpose();
+    let mut parsed = Args {
+        target: get(0)?.unwrap_or(0.05) as f32,
+        max_steps: get(1)?.unwrap_or(20_000.0) as u64,
+        eval_every: get(2)?.unwrap_or(100.0).max(1.0) as u64,
+        dim: get(3)?.unwrap_or(1024.0) as i64,
+        checkpoint: None,
+        save_every: None,
+        summaries: false,
+    };
+    let mut it = options.into_iter();
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--checkpoint" => {
+                parsed.checkpoint = Some(it.next().ok_or_else(|| bad("--checkpoint needs a prefix"))?.clone())
+            }
+            "--save-every" => {
+                let n = it.next().ok_or_else(|| bad("--save-every needs N"))?;
+                parsed.save_every = Some(n.parse().map_err(|_| bad(n))?);
+            }
+            "--summaries" => parsed.summaries = true,
+            other => return Err(bad(other)),
+        }
     }
+    Ok(parsed)
 }
 
 /// The model every task builds; only workers run the training parts.
 struct Model {
+    w: Variable,
+    b: Variable,
     step: Variable,
     done: Variable,
     /// Initializers of this worker's own (non-shared) variables.
@@ -88,7 +126,7 @@ fn build(g: &Graph, worker: u32, ps_tasks: u32, d: i64) -> Result<Model> {
 
         let y_eval = g.add(g.matmul(x_eval.value(), w_true.value())?, b_true.value())?;
         let eval_loss = squared_error(g, x_eval.value(), &w, &b, y_eval)?;
-        Ok(Model { step, done, local_init, train, eval_loss })
+        Ok(Model { w, b, step, done, local_init, train, eval_loss })
     })
 }
 
@@ -96,40 +134,37 @@ fn scalar_f32(sess: &Session, x: Output) -> Result<f32> {
     sess.fetch(x)?.to_scalar::<f32>()
 }
 
-fn run(args: Vec<String>) -> Result<()> {
-    let args = parse(&args);
-    let me = device::identity();
-    let count = |job: &str| me.cluster.iter().find(|(j, _)| j == job).map_or(0, |(_, t)| t.len() as u32);
-    let (ps_tasks, workers) = (count("ps").max(1), count("worker"));
-    let g = Graph::new();
-    let worker = if me.job == "worker" { me.task } else { 0 };
-    let model = build(&g, worker, ps_tasks, args.dim)?;
-    let sess = Session::new("", &g)?;
-
-    if me.job == "ps" {
-        println!("Parameter server: holding W [{0}, {0}] and b [{0}] for {workers} workers", args.dim);
-        let done = model.done.value();
-        while workers > 0 && sess.fetch(done).and_then(|t| t.to_scalar::<f32>()).unwrap_or(0.0) < workers as f32 {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let steps = sess.fetch(model.step.value())?.to_scalar::<i64>()?;
-        println!("Parameter server: training done after {steps} updates in all");
-        return Ok(());
+/// The ps program: waits for every worker to be done, then reports.
+fn serve_parameters(g: &Graph, model: &Model, workers: u32, dim: i64) -> Result<()> {
+    let sess = Session::new("", g)?;
+    println!("Parameter server: holding W [{dim}, {dim}] and b [{dim}] for {workers} workers");
+    let done = model.done.value();
+    while workers > 0 && sess.fetch(done).and_then(|t| t.to_scalar::<f32>()).unwrap_or(0.0) < workers as f32 {
+        std::thread::sleep(Duration::from_millis(200));
     }
+    let steps = sess.fetch(model.step.value())?.to_scalar::<i64>()?;
+    println!("Parameter server: training done after {steps} updates in all");
+    Ok(())
+}
 
-    let report = g.report_uninitialized_variables()?;
-    if worker == 0 {
-        // Every variable of the graph, this worker's own included.
-        sess.run(g.global_variables_initializer()?)?;
-    } else {
-        // Seeded random initializers give every worker the same teacher and
-        // eval set, as long as each runs them once.
-        sess.run(model.local_init)?;
-        while !sess.fetch(report)?.to_strings()?.is_empty() {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    let initial = scalar_f32(&sess, model.eval_loss)?;
+fn train(g: &Graph, model: &Model, worker: u32, args: &Args) -> Result<()> {
+    let config = TrainingConfig {
+        is_chief: worker == 0,
+        checkpoint_prefix: args.checkpoint.clone(),
+        save_every_steps: args.save_every,
+        save_every: None,
+        local_init: Some(model.local_init),
+        ..TrainingConfig::default()
+    };
+    // Checkpoints hold what lives on the ps: the model, the global step and the counter.
+    let shared = [&model.w, &model.b, &model.step, &model.done];
+    let mut ts = TrainingSession::with_saved_variables(g, Some(&model.step), config, &shared)?;
+    let eval = model.eval_loss;
+    let summary = match args.summaries {
+        true => Some(summary::scalar(g, "eval_loss", eval, model.step.value())?),
+        false => None,
+    };
+    let initial = ts.call(|s| scalar_f32(s, eval))?;
     println!("Worker {worker}: eval loss {initial:.1} at the start");
 
     let started = Instant::now();
@@ -137,15 +172,19 @@ fn run(args: Vec<String>) -> Result<()> {
     let mut loss = initial;
     while steps < args.max_steps && loss > args.target {
         for _ in 0..args.eval_every.min(args.max_steps - steps) {
-            sess.run(model.train)?;
+            ts.run(model.train)?;
             steps += 1;
         }
-        loss = scalar_f32(&sess, model.eval_loss)?;
+        loss = match summary {
+            Some(op) => ts.call(|s| s.runner().fetch(eval).target(op).run()?.values[0].to_scalar::<f32>())?,
+            None => ts.call(|s| scalar_f32(s, eval))?,
+        };
         let rate = steps as f64 / started.elapsed().as_secs_f64();
         println!("Worker {worker}: step {steps}: eval loss {loss:.4}, {rate:.1} steps/s");
     }
     let rate = steps as f64 / started.elapsed().as_secs_f64();
-    let global = sess.fetch(model.step.value())?.to_scalar::<i64>()?;
+    let step = model.step.value();
+    let global = ts.call(|s| s.fetch(step)?.to_scalar::<i64>())?;
     if loss <= args.target {
         println!(
             "Worker {worker}: reached eval loss {loss:.4} <= {} after {steps} steps ({global} updates in all), {rate:.1} steps/s",
@@ -157,8 +196,25 @@ fn run(args: Vec<String>) -> Result<()> {
             args.target
         );
     }
-    sess.run(model.done.assign_add(1.0f32)?)?;
-    Ok(())
+    if args.checkpoint.is_some() && worker == 0 {
+        println!("Worker {worker}: saved {}", ts.save()?);
+    }
+    let done = model.done.assign_add(1.0f32)?;
+    ts.call(|s| s.run(done))
+}
+
+fn run(args: Vec<String>) -> Result<()> {
+    let args = parse(&args)?;
+    let me = device::identity();
+    let count = |job: &str| me.cluster.iter().find(|(j, _)| j == job).map_or(0, |(_, t)| t.len() as u32);
+    let (ps_tasks, workers) = (count("ps").max(1), count("worker"));
+    let g = Graph::new();
+    let worker = if me.job == "worker" { me.task } else { 0 };
+    let model = build(&g, worker, ps_tasks, args.dim)?;
+    if me.job == "ps" {
+        return serve_parameters(&g, &model, workers, args.dim);
+    }
+    train(&g, &model, worker, &args)
 }
 
 weft_sdk::export_worker!(run);

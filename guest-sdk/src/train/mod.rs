@@ -25,9 +25,13 @@
 
 mod device_setter;
 mod optimizer;
+mod saver;
+mod session;
 
 pub use device_setter::{PsStrategy, ReplicaDeviceSetter};
 pub use optimizer::{Adam, GradientDescent, Momentum, Optimizer, RmsProp};
+pub use saver::{Restored, Saver};
+pub use session::{TrainingConfig, TrainingSession};
 
 use crate::error::{Code, Error, Result};
 use crate::graph::{Graph, Output};

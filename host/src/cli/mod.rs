@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::cluster::{ClusterConfig, ClusterSpec, TaskId};
 use crate::error::Error;
+use crate::exec::HostFiles;
 use crate::hosting::{EffectiveLimits, Hosting, HostingConfig};
 use crate::launch::LaunchFile;
 use crate::rpc::GrpcRemote;
@@ -84,6 +85,25 @@ struct LaunchArgs {
     /// Ignore the file's addresses and serve on free loopback ports.
     #[arg(long)]
     free_ports: bool,
+    #[command(flatten)]
+    files: HostFileArgs,
+}
+
+/// Where a host writes what its programs ask for (programs have no files).
+#[derive(Debug, Clone, Default, clap::Args)]
+struct HostFileArgs {
+    /// Write checkpoints (`Saver`) under DIR/<job>-<task>/, and restore from there.
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: Option<PathBuf>,
+    /// Write TensorBoard event files (scalar summaries) under DIR/<job>-<task>/.
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
+}
+
+impl HostFileArgs {
+    fn host_files(&self) -> HostFiles {
+        HostFiles { checkpoint_dir: self.checkpoint_dir.clone(), checkpoint_quota: None, log_dir: self.log_dir.clone() }
+    }
 }
 
 /// Which cluster, and which task of it this process is.
@@ -166,6 +186,8 @@ struct ServeArgs {
     /// so they survive a restart. Programs, logs and variables do not.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    files: HostFileArgs,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -252,6 +274,8 @@ struct RunArgs {
     /// Linear memory the program may use, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 512)]
     max_memory_mib: usize,
+    #[command(flatten)]
+    files: HostFileArgs,
 }
 
 /// Exit codes: 0 success, 1 the program failed or trapped, 2 weft could not
@@ -301,8 +325,10 @@ async fn start_task(
     cluster: ClusterSpec,
     id: TaskId,
     tls: Option<crate::tls::ClientTls>,
+    files: &HostFiles,
 ) -> Result<(Arc<Task>, TcpListener), Error> {
-    let task = Task::new(cluster.clone(), id)?.with_remote(Arc::new(GrpcRemote::new(cluster).with_tls(tls)));
+    let task =
+        Task::with_files(cluster.clone(), id, files)?.with_remote(Arc::new(GrpcRemote::new(cluster).with_tls(tls)));
     let address = task.address().to_string();
     let listener = TcpListener::bind(&address)
         .await
@@ -338,8 +364,9 @@ async fn launch(args: LaunchArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let files = args.files.host_files();
     let report = tokio::select! {
-        r = crate::launch::launch(&runtime, &worker, &file, args.free_ports) => r,
+        r = crate::launch::launch(&runtime, &worker, &file, args.free_ports, &files) => r,
         _ = shutdown_signal() => {
             eprintln!("weft: interrupted; stopped every task");
             return ExitCode::from(130);
@@ -379,7 +406,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
                         "weft serve needs --listen ADDR, or --cluster FILE --job NAME --task N (or TF_CONFIG)",
                     ));
                 };
-                let (task, listener) = start_task(cluster, id, config.client_tls.clone()).await?;
+                let (task, listener) =
+                    start_task(cluster, id, config.client_tls.clone(), &args.files.host_files()).await?;
                 let label = task.id().to_string();
                 (Some(task), listener, label)
             }
@@ -446,7 +474,7 @@ async fn run(args: RunArgs) -> ExitCode {
 
     let task = match args.cluster.resolve() {
         Ok(None) => Arc::new(Task::standalone()),
-        Ok(Some((cluster, id))) => match start_task(cluster, id, None).await {
+        Ok(Some((cluster, id))) => match start_task(cluster, id, None, &args.files.host_files()).await {
             Ok((task, listener)) => {
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                 let served = task.clone();

@@ -48,6 +48,21 @@ impl Executor {
         &self.placement
     }
 
+    /// The full device name node `id` of `graph` runs on under this placement.
+    pub fn device_of(&self, graph: &Graph, id: NodeId) -> Result<String> {
+        let node = graph.node(id)?;
+        let spec = match node.colocate_with {
+            Some(var) => &graph.node(var)?.device,
+            None => &node.device,
+        };
+        let task = self
+            .placement
+            .cluster
+            .resolve(spec, &self.placement.default_task)
+            .map_err(|e| Error::invalid(format!("op '{}': {}", node.name, e.message())))?;
+        Ok(task.cpu_device())
+    }
+
     /// Checks the feeds and finds (or builds) the plan. Needs the graph;
     /// running the step does not, so the graph need not stay locked.
     pub fn prepare(&mut self, graph: &Graph, req: RunRequest) -> Result<PreparedStep> {

@@ -147,7 +147,10 @@ pub fn compute(node: &Node, inputs: &[Tensor], rng: &mut Option<StdRng>) -> Resu
         | ApplyGradientDescent
         | ApplyMomentum
         | ApplyAdam
-        | ApplyRMSProp => Err(Error::internal(format!("{} is not a stateless kernel", node.op.name()))),
+        | ApplyRMSProp
+        | SaveV2
+        | RestoreV2
+        | WriteScalarSummary => Err(Error::internal(format!("{} is not a stateless kernel", node.op.name()))),
     }
 }
 

@@ -15,6 +15,7 @@ mod plan;
 mod variables;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use executor::{Executor, PreparedStep};
@@ -22,29 +23,77 @@ pub use partition::{PartitionDef, Trace, run_partition};
 pub use plan::{PartitionResult, Placement, RemotePartition, RemoteTasks};
 pub use variables::{ByteBudget, Variable, VariableStore};
 
+use crate::checkpoint::CheckpointDir;
 use crate::cluster::TaskId;
+use crate::error::Result;
 use crate::graph::{NodeId, Output};
+use crate::summary::EventLog;
 use crate::tensor::Tensor;
 
-/// A task's CPU device: its name and the variables it holds.
+/// Where a host writes what programs ask of it: checkpoints (with an
+/// optional byte quota) and TensorBoard summaries. Programs have no files.
+#[derive(Clone, Debug, Default)]
+pub struct HostFiles {
+    /// `--checkpoint-dir`.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Bytes the checkpoints under it may take.
+    pub checkpoint_quota: Option<u64>,
+    /// `--log-dir`, for event files.
+    pub log_dir: Option<PathBuf>,
+}
+
+/// A task's CPU device: its name, the variables it holds, and where its
+/// checkpoints and summaries go.
 #[derive(Debug)]
 pub struct Device {
     task: TaskId,
     name: String,
     variables: VariableStore,
+    checkpoints: Option<CheckpointDir>,
+    events: Option<EventLog>,
 }
 
 impl Device {
     /// The CPU device of `task`, with no variables.
     pub fn new(task: TaskId) -> Self {
-        let name = task.cpu_device();
-        Device { variables: VariableStore::new(name.clone()), task, name }
+        Self::with_files(task, None, &HostFiles::default())
     }
 
     /// The CPU device of `task`, its variables charged to `budget`.
     pub fn with_budget(task: TaskId, budget: Arc<ByteBudget>) -> Self {
+        Self::with_files(task, Some(budget), &HostFiles::default())
+    }
+
+    /// The CPU device of `task`, with a variable budget and host files.
+    pub fn with_files(task: TaskId, budget: Option<Arc<ByteBudget>>, files: &HostFiles) -> Self {
         let name = task.cpu_device();
-        Device { variables: VariableStore::with_budget(name.clone(), budget), task, name }
+        let variables = match budget {
+            Some(b) => VariableStore::with_budget(name.clone(), b),
+            None => VariableStore::new(name.clone()),
+        };
+        let checkpoints = files.checkpoint_dir.as_ref().map(|d| CheckpointDir::new(d, files.checkpoint_quota));
+        let events = files.log_dir.as_ref().map(|d| EventLog::new(d, &task));
+        Device { variables, checkpoints, events, task, name }
+    }
+
+    /// Where its checkpoints go, if its host has a checkpoint directory.
+    pub fn checkpoints(&self) -> Result<&CheckpointDir> {
+        self.checkpoints.as_ref().ok_or_else(|| {
+            crate::error::Error::precondition(format!(
+                "{} cannot save or restore checkpoints: start its host with --checkpoint-dir DIR",
+                self.name
+            ))
+        })
+    }
+
+    /// Its TensorBoard event log, if its host has a log directory.
+    pub fn events(&self) -> Result<&EventLog> {
+        self.events.as_ref().ok_or_else(|| {
+            crate::error::Error::precondition(format!(
+                "{} cannot write summaries: start its host with --log-dir DIR",
+                self.name
+            ))
+        })
     }
 
     /// The full device name, e.g. `/job:localhost/replica:0/task:0/device:CPU:0`.
@@ -82,7 +131,18 @@ impl LocalDevices {
     /// A set holding a new device for each of `tasks`, all charging their
     /// variables to `budget`.
     pub fn with_budget(tasks: impl IntoIterator<Item = TaskId>, budget: Arc<ByteBudget>) -> Self {
-        LocalDevices(tasks.into_iter().map(|t| (t.clone(), Arc::new(Device::with_budget(t, budget.clone())))).collect())
+        Self::with_files(tasks, Some(budget), &HostFiles::default())
+    }
+
+    /// A set holding a new device for each of `tasks`, with a budget and host files.
+    pub fn with_files(
+        tasks: impl IntoIterator<Item = TaskId>,
+        budget: Option<Arc<ByteBudget>>,
+        files: &HostFiles,
+    ) -> Self {
+        LocalDevices(
+            tasks.into_iter().map(|t| (t.clone(), Arc::new(Device::with_files(t, budget.clone(), files)))).collect(),
+        )
     }
 }
 

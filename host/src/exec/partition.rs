@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use rand::rngs::StdRng;
 
 use super::{Device, DeviceStats, NodeStats, Variable, kernels, kernels_train};
+use crate::checkpoint::DEFAULT_MAX_TO_KEEP;
 use crate::error::{Error, Result};
 use crate::graph::{Node, NodeId, OpType, Output};
 use crate::tensor::Tensor;
@@ -138,6 +139,21 @@ pub fn run_partition(
         .collect()
 }
 
+fn scalar_i64(node: &Node, t: &Tensor) -> Result<i64> {
+    match t {
+        Tensor::I64(a) if a.len() == 1 => Ok(*a.iter().next().expect("one element")),
+        other => Err(Error::invalid(format!("'{}': the step must be an i64 scalar, got {}", node.name, other.dtype()))),
+    }
+}
+
+fn str_attr(node: &Node, name: &str) -> Result<Option<String>> {
+    match node.attrs.0.get(name) {
+        None => Ok(None),
+        Some(crate::graph::AttrValue::Str(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(Error::invalid(format!("attr '{name}' of '{}' must be a string, got {other:?}", node.name))),
+    }
+}
+
 fn run_node(
     node: &Node,
     device: &Device,
@@ -173,10 +189,60 @@ fn run_node(
             Value::Tensor(var.update(|old| kernels::assign_update(node, old, &delta))?)
         }
         OpType::ApplyGradientDescent | OpType::ApplyMomentum | OpType::ApplyAdam | OpType::ApplyRMSProp => {
-            let refs = node.op.variable_ref_inputs();
+            let refs = node.op.variable_ref_inputs(node.inputs.len());
             let vars = (0..refs).map(var_input).collect::<Result<Vec<_>>>()?;
             let rest = (refs..node.inputs.len()).map(|i| input(i)?.tensor()).collect::<Result<Vec<_>>>()?;
             Value::Tensor(Variable::update_together(&vars, |values| kernels_train::apply(node, values, &rest))?)
+        }
+        OpType::SaveV2 => {
+            let n = node.inputs.len() - 1;
+            let vars = (0..n).map(var_input).collect::<Result<Vec<_>>>()?;
+            let step = scalar_i64(node, &input(n)?.tensor()?)?;
+            let prefix = str_attr(node, "prefix")?.unwrap_or_default();
+            let keep = node.attrs.int(&node.name, "max_to_keep")?.map_or(DEFAULT_MAX_TO_KEEP, |k| k as usize);
+            let values = Variable::read_together(&vars)?;
+            let name =
+                device.checkpoints()?.save(device.task(), &prefix, (step >= 0).then_some(step), &values, keep)?;
+            Value::Tensor(Tensor::strings(&[name]))
+        }
+        OpType::RestoreV2 => {
+            let vars = (0..node.inputs.len()).map(var_input).collect::<Result<Vec<_>>>()?;
+            let only_if_uninitialized = node.attrs.bool(&node.name, "only_if_uninitialized")?.unwrap_or(false);
+            if only_if_uninitialized && vars.iter().any(|v| v.is_initialized()) {
+                return Ok(Some(Value::Tensor(Tensor::I64(ndarray::arr0(-1i64).into_dyn().into_shared()))));
+            }
+            let mut loaded = device.checkpoints()?.load(device.task(), str_attr(node, "checkpoint")?.as_deref())?;
+            let mut values = Vec::with_capacity(vars.len());
+            for v in &vars {
+                let t = loaded.tensors.remove(v.name()).ok_or_else(|| {
+                    Error::not_found(format!("checkpoint '{}' has no variable '{}'", loaded.name, v.name()))
+                })?;
+                if !v.tensor_type().accepts(&t) {
+                    return Err(Error::invalid(format!(
+                        "checkpoint '{}' holds '{}' as {}, but the variable is {}",
+                        loaded.name,
+                        v.name(),
+                        t.tensor_type(),
+                        v.tensor_type()
+                    )));
+                }
+                values.push(t);
+            }
+            let restored = Variable::assign_together(&vars, values, only_if_uninitialized)?;
+            let step = if restored { loaded.step.unwrap_or(0) } else { -1 };
+            Value::Tensor(Tensor::I64(ndarray::arr0(step).into_dyn().into_shared()))
+        }
+        OpType::WriteScalarSummary => {
+            let step = scalar_i64(node, &input(0)?.tensor()?)?;
+            let value = match input(1)?.tensor()? {
+                Tensor::F32(a) => a.iter().next().map(|&v| v as f64),
+                Tensor::F64(a) => a.iter().next().copied(),
+                _ => None,
+            }
+            .ok_or_else(|| Error::invalid(format!("'{}': the value must be a float scalar", node.name)))?;
+            let tag = str_attr(node, "tag")?.unwrap_or_default();
+            device.events()?.scalar(&tag, value as f32, step)?;
+            return Ok(None);
         }
         OpType::IsVariableInitialized => Value::Tensor(Tensor::Bool(
             ndarray::ArrayD::from_elem(ndarray::IxDyn(&[]), var_input(0)?.is_initialized()).into_shared(),

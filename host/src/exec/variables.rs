@@ -151,20 +151,10 @@ impl Variable {
     /// values in the order given and must not change their shapes. Returns
     /// the first variable's new value.
     pub fn update_together(vars: &[Arc<Variable>], f: impl FnOnce(&mut [&mut Tensor]) -> Result<()>) -> Result<Tensor> {
-        for (i, a) in vars.iter().enumerate() {
-            if vars[..i].iter().any(|b| Arc::ptr_eq(a, b)) {
-                return Err(Error::invalid(format!("variable '{}' is given twice to one update", a.name)));
-            }
-        }
-        let mut order: Vec<usize> = (0..vars.len()).collect();
-        order.sort_by_key(|&i| Arc::as_ptr(&vars[i]) as usize);
-        let mut guards: Vec<Option<MutexGuard<'_, Option<Tensor>>>> = (0..vars.len()).map(|_| None).collect();
-        for i in order {
-            guards[i] = Some(vars[i].lock());
-        }
+        let mut guards = Self::lock_all(vars)?;
         let mut values: Vec<&mut Tensor> = Vec::with_capacity(vars.len());
         for (i, guard) in guards.iter_mut().enumerate() {
-            match guard.as_mut().and_then(|g| g.as_mut()) {
+            match guard.as_mut() {
                 Some(t) => values.push(t),
                 None => return Err(vars[i].uninitialized()),
             }
@@ -175,6 +165,70 @@ impl Variable {
             return Err(Error::internal("a fused update changed a variable's shape"));
         }
         Ok(values[0].clone())
+    }
+}
+
+impl Variable {
+    /// Locks `vars` in address order (so overlapping groups cannot deadlock);
+    /// the guards are in the order given. The same variable twice is an error.
+    fn lock_all(vars: &[Arc<Variable>]) -> Result<Vec<MutexGuard<'_, Option<Tensor>>>> {
+        for (i, a) in vars.iter().enumerate() {
+            if vars[..i].iter().any(|b| Arc::ptr_eq(a, b)) {
+                return Err(Error::invalid(format!("variable '{}' is given twice to one op", a.name)));
+            }
+        }
+        let mut order: Vec<usize> = (0..vars.len()).collect();
+        order.sort_by_key(|&i| Arc::as_ptr(&vars[i]) as usize);
+        let mut guards: Vec<Option<MutexGuard<'_, Option<Tensor>>>> = (0..vars.len()).map(|_| None).collect();
+        for i in order {
+            guards[i] = Some(vars[i].lock());
+        }
+        Ok(guards.into_iter().map(|g| g.expect("locked")).collect())
+    }
+
+    /// The values of `vars` at one moment (all locks held together), by name.
+    pub fn read_together(vars: &[Arc<Variable>]) -> Result<Vec<(String, Tensor)>> {
+        let guards = Self::lock_all(vars)?;
+        vars.iter()
+            .zip(&guards)
+            .map(|(v, g)| g.as_ref().map(|t| (v.name.clone(), t.clone())).ok_or_else(|| v.uninitialized()))
+            .collect()
+    }
+
+    /// Assigns `values` to `vars` as one: every value is checked against its
+    /// variable's type and charged to the budget before any is stored. With
+    /// `only_if_uninitialized`, does nothing (and returns false) unless none
+    /// of them has a value.
+    pub fn assign_together(vars: &[Arc<Variable>], values: Vec<Tensor>, only_if_uninitialized: bool) -> Result<bool> {
+        for (v, t) in vars.iter().zip(&values) {
+            if !v.ty.accepts(t) {
+                return Err(Error::invalid(format!(
+                    "cannot assign {} to variable '{}' of type {}",
+                    t.tensor_type(),
+                    v.name,
+                    v.ty
+                )));
+            }
+        }
+        let mut guards = Self::lock_all(vars)?;
+        if only_if_uninitialized && guards.iter().any(|g| g.is_some()) {
+            return Ok(false);
+        }
+        for i in 0..vars.len() {
+            if let Err(e) = vars[i].charge(guards[i].as_ref(), &values[i]) {
+                for j in 0..i {
+                    if let Some(b) = &vars[j].budget {
+                        let _ =
+                            b.recharge(&vars[j].name, byte_size(&values[j]), guards[j].as_ref().map_or(0, byte_size));
+                    }
+                }
+                return Err(e);
+            }
+        }
+        for (g, t) in guards.iter_mut().zip(values) {
+            **g = Some(t);
+        }
+        Ok(true)
     }
 }
 

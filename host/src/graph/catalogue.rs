@@ -27,6 +27,8 @@ pub enum AttrKind {
     DType,
     /// A tensor.
     Tensor,
+    /// A string.
+    Str,
 }
 
 impl AttrKind {
@@ -39,6 +41,7 @@ impl AttrKind {
                 | (AttrKind::Ints, AttrValue::Ints(_))
                 | (AttrKind::DType, AttrValue::DType(_))
                 | (AttrKind::Tensor, AttrValue::Tensor(_))
+                | (AttrKind::Str, AttrValue::Str(_))
         )
     }
 
@@ -50,6 +53,7 @@ impl AttrKind {
             AttrKind::Ints => "list of ints",
             AttrKind::DType => "dtype",
             AttrKind::Tensor => "tensor",
+            AttrKind::Str => "string",
         }
     }
 }
@@ -95,7 +99,7 @@ const fn a(name: &'static str, kind: AttrKind, doc: &'static str) -> AttrDef {
     AttrDef { name, kind, doc }
 }
 
-use AttrKind::{Bool, DType, Float, Int, Ints, Tensor};
+use AttrKind::{Bool, DType, Float, Int, Ints, Str, Tensor};
 use Gradient::{None as NoGrad, Rule};
 
 const STATE: &str = "updates state";
@@ -394,6 +398,37 @@ pub static CATALOGUE: &[OpDef] = &[
         "var, ms, mom, lr, rho, momentum, epsilon, grad",
         "float",
         &[LOCKING],
+        NoGrad(STATE)
+    ),
+    op!(
+        SaveV2,
+        "Saves the variables (all on one task) to `<checkpoint-dir>/<job>-<task>/<prefix>-<step>.safetensors`; \
+         outputs the checkpoint's name.",
+        "vars..., step",
+        "vars f32, f64, i32, i64, bool; step i64 (-1: no step)",
+        &[
+            a("prefix", Str, "required; relative to the host's checkpoint directory"),
+            a("max_to_keep", Int, "default 5"),
+        ],
+        NoGrad(STATE)
+    ),
+    op!(
+        RestoreV2,
+        "Restores the variables (all on one task) from a checkpoint, all or nothing; outputs its step (-1 if skipped).",
+        "vars...",
+        "any but string",
+        &[
+            a("checkpoint", Str, "a checkpoint name (`prefix-step`); the task's latest if absent"),
+            a("only_if_uninitialized", Bool, "skip (output -1) unless every variable is uninitialized; default false"),
+        ],
+        NoGrad(STATE)
+    ),
+    op!(
+        WriteScalarSummary,
+        "Appends a scalar to this task's TensorBoard event file under the host's log directory.",
+        "step, value",
+        "step i64; value f32, f64",
+        &[a("tag", Str, "required")],
         NoGrad(STATE)
     ),
 ];

@@ -201,7 +201,10 @@ pub fn infer(cx: &InferCtx<'_>) -> Result<Vec<TensorType>> {
         | ApplyGradientDescent
         | ApplyMomentum
         | ApplyAdam
-        | ApplyRMSProp => super::infer_train::infer(cx),
+        | ApplyRMSProp
+        | SaveV2
+        | RestoreV2
+        | WriteScalarSummary => super::infer_train::infer(cx),
         RandomNormal | RandomUniform => {
             cx.arity(0)?;
             let dtype = cx.attrs.dtype(cx.name, "dtype")?.unwrap_or(DType::F32);

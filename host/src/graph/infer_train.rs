@@ -2,9 +2,9 @@
 //! gradient helpers and the fused optimizer updates.
 
 use super::infer::{InferCtx, shapes_compatible};
-use super::op::OpType;
+use super::op::{AttrValue, OpType};
 use crate::error::Result;
-use crate::tensor::{ShapeDisplay, TensorType};
+use crate::tensor::{DType, ShapeDisplay, TensorType};
 
 /// Output types of the ops this file covers.
 pub fn infer(cx: &InferCtx<'_>) -> Result<Vec<TensorType>> {
@@ -58,7 +58,65 @@ pub fn infer(cx: &InferCtx<'_>) -> Result<Vec<TensorType>> {
         ApplyMomentum => apply(cx, 2, &[2, 4], 3),
         ApplyAdam => apply(cx, 3, &[3, 4, 5, 6, 7, 8], 9),
         ApplyRMSProp => apply(cx, 3, &[3, 4, 5, 6], 7),
+        SaveV2 => {
+            if cx.inputs.len() < 2 {
+                return Err(cx.err("takes the variables to save, then the step"));
+            }
+            let step = cx.inputs.len() - 1;
+            if cx.inputs[step] != TensorType::scalar(DType::I64) {
+                return Err(cx.err(format!("the step, {}, must be an i64 scalar", cx.input_desc(step))));
+            }
+            checkpoint_attrs(cx, "prefix", true)?;
+            no_strings(cx, step)?;
+            Ok(vec![TensorType { dtype: DType::String, shape: vec![Some(1)] }])
+        }
+        RestoreV2 => {
+            if cx.inputs.is_empty() {
+                return Err(cx.err("takes the variables to restore"));
+            }
+            checkpoint_attrs(cx, "checkpoint", false)?;
+            no_strings(cx, cx.inputs.len())?;
+            Ok(vec![TensorType::scalar(DType::I64)])
+        }
+        WriteScalarSummary => {
+            cx.arity(2)?;
+            if cx.inputs[0] != TensorType::scalar(DType::I64) {
+                return Err(cx.err(format!("the step, {}, must be an i64 scalar", cx.input_desc(0))));
+            }
+            cx.float(1)?;
+            if !cx.inputs[1].shape.is_empty() {
+                return Err(cx.err(format!("{} must be a scalar", cx.input_desc(1))));
+            }
+            match cx.attrs.0.get("tag") {
+                Some(AttrValue::Str(t)) if !t.is_empty() && t.len() <= 256 => Ok(vec![]),
+                _ => Err(cx.err("needs attr 'tag', a string of 1 to 256 bytes")),
+            }
+        }
         other => Err(cx.err(format!("{} is not a training op", other.name()))),
+    }
+}
+
+/// The checkpoint name attr `name` (required or not) must be a safe relative path.
+fn checkpoint_attrs(cx: &InferCtx<'_>, name: &str, required: bool) -> Result<()> {
+    match cx.attrs.0.get(name) {
+        Some(AttrValue::Str(p)) => {
+            crate::checkpoint::CheckpointDir::check_prefix(p).map_err(|e| cx.err(e.message()))?;
+        }
+        None if !required => {}
+        _ => return Err(cx.err(format!("needs attr '{name}', a relative path"))),
+    }
+    if let Some(n) = cx.attrs.int(cx.name, "max_to_keep")?
+        && !(1..=1000).contains(&n)
+    {
+        return Err(cx.err(format!("max_to_keep {n} must be 1 to 1000")));
+    }
+    Ok(())
+}
+
+fn no_strings(cx: &InferCtx<'_>, vars: usize) -> Result<()> {
+    match (0..vars).find(|&i| cx.inputs[i].dtype == DType::String) {
+        Some(i) => Err(cx.err(format!("{} is a string tensor; checkpoints hold numbers", cx.input_desc(i)))),
+        None => Ok(()),
     }
 }
 

@@ -286,7 +286,7 @@ impl Graph {
         };
 
         catalogue::check_attrs(req.op, &name, &req.attrs)?;
-        let refs = req.op.variable_ref_inputs();
+        let refs = req.op.variable_ref_inputs(req.inputs.len());
         let colocate_with = if refs > 0 {
             if req.inputs.len() < refs {
                 return Err(Error::invalid(format!(

@@ -96,6 +96,9 @@ op_types!(
     ApplyMomentum,
     ApplyAdam,
     ApplyRMSProp,
+    SaveV2,
+    RestoreV2,
+    WriteScalarSummary,
 );
 
 impl OpType {
@@ -107,22 +110,26 @@ impl OpType {
         })
     }
 
-    /// How many leading inputs are variable references rather than values:
-    /// one for the assign ops, the variable and its slots for the fused
-    /// optimizer updates. The op is placed with its first variable.
-    pub fn variable_ref_inputs(self) -> usize {
+    /// How many of an op's `inputs` leading inputs are variable references
+    /// rather than values: one for the assign ops, the variable and its
+    /// slots for the fused optimizer updates, every variable saved or
+    /// restored for the checkpoint ops. The op is placed with its first.
+    pub fn variable_ref_inputs(self, inputs: usize) -> usize {
         use OpType::*;
         match self {
             Assign | AssignAdd | AssignSub | IsVariableInitialized | ApplyGradientDescent => 1,
             ApplyMomentum => 2,
             ApplyAdam | ApplyRMSProp => 3,
+            // (variables..., step)
+            SaveV2 => inputs.saturating_sub(1).max(1),
+            RestoreV2 => inputs.max(1),
             _ => 0,
         }
     }
 
     /// Ops whose first input is a variable reference rather than a value.
     pub fn takes_variable_ref(self) -> bool {
-        self.variable_ref_inputs() > 0
+        self.variable_ref_inputs(2) > 0
     }
 
     /// Ops with effects beyond their outputs; never skipped, never merged.
@@ -134,6 +141,7 @@ impl OpType {
                     | OpType::ReportUninitializedVariables
                     | OpType::RandomNormal
                     | OpType::RandomUniform
+                    | OpType::WriteScalarSummary
             )
     }
 }

@@ -86,6 +86,16 @@ impl ws::HostSession for ProgramState {
         Ok(self.table.get(&s)?.target.clone())
     }
 
+    async fn device_of(
+        &mut self,
+        s: Resource<SessionResource>,
+        node: u32,
+    ) -> wasmtime::Result<Result<String, WitError>> {
+        let session = self.table.get(&s)?;
+        let graph = session.graph.lock();
+        Ok(wit(session.executor.device_of(&graph, node)))
+    }
+
     async fn drop(&mut self, s: Resource<SessionResource>) -> wasmtime::Result<()> {
         self.table.delete(s)?;
         Ok(())

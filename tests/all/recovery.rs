@@ -1,0 +1,151 @@
+//! Checkpoints and recovery: a parameter server that restarts mid-training
+//! is restored from the latest checkpoint while every worker carries on —
+//! in-process (the task server restarted) and with real processes (the ps
+//! host killed with SIGKILL and started again on its port).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use weft_host::testing::{HostFiles, TestHost, TestOutput};
+use weft_tests::example;
+
+use crate::process::{Spawned, Stream, TempDir, free_ports, weft};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn ok(out: &TestOutput) -> &str {
+    assert!(out.status.success(), "{:?}\nstdout:\n{}\nstderr:\n{}", out.status, out.stdout, out.stderr);
+    &out.stdout
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The last eval loss a worker printed.
+fn last_loss(text: &str) -> f32 {
+    text.lines()
+        .rev()
+        .find_map(|l| l.split("eval loss ").nth(1))
+        .and_then(|r| r.split([' ', ',']).next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no eval loss in:\n{text}"))
+}
+
+/// Workers train at width 64 for a fixed budget, the chief saving every 20
+/// steps; once a checkpoint exists the ps task server is stopped and started
+/// again empty. Some worker restores it, both finish, and the loss is low.
+#[test]
+fn a_restarted_ps_is_restored_and_training_carries_on() {
+    let dir = TempDir::new("recover");
+    let files = HostFiles { checkpoint_dir: Some(dir.0.clone()), ..Default::default() };
+    let host = TestHost::grpc_cluster_with_files(&[("ps", 1), ("worker", 2)], files).unwrap().with_timeout(LIMIT);
+    let wasm = example("ps-linear-regression");
+    let args: &[&str] = &["0.0", "400", "20", "64", "--checkpoint", "model.ckpt", "--save-every", "20"];
+    let state = dir.0.join("ps-0/checkpoint");
+    let outs = std::thread::scope(|s| {
+        let workers = s.spawn(|| {
+            host.run_all(&[("/job:worker/task:0", wasm.as_path(), args), ("/job:worker/task:1", wasm.as_path(), args)])
+        });
+        wait_for("the first checkpoint", LIMIT, || state.exists());
+        host.stop_task("/job:ps/task:0").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        host.restart_task("/job:ps/task:0").unwrap();
+        workers.join().unwrap().unwrap()
+    });
+    let texts: Vec<&str> = outs.iter().map(ok).collect();
+    let all = texts.join("\n");
+    assert!(all.contains("TrainingSession: no checkpoint to restore; initialized the variables"), "{all}");
+    assert!(
+        all.contains("/job:ps/replica:0/task:0/device:CPU:0 lost its variables; restored them from its latest checkpoint at global step"),
+        "{all}"
+    );
+    for text in &texts {
+        assert!(text.contains("stopped at the step budget (400 steps)"), "{text}");
+        assert!(last_loss(text) < 0.05, "training went on after the restore:\n{text}");
+    }
+    let w = host.variable_on("/job:ps/task:0", "W").unwrap().expect("W is back on the ps");
+    assert_eq!(w.shape(), [64, 64]);
+    assert!(
+        Path::new(&dir.0.join("ps-0"))
+            .read_dir()
+            .unwrap()
+            .any(|e| { e.unwrap().file_name().to_string_lossy().ends_with(".safetensors") })
+    );
+}
+
+/// The test: real processes; the ps host is killed with SIGKILL
+/// mid-training and started again on the same port. No worker restarts.
+#[test]
+fn sigkilled_ps_process_restarts_and_training_finishes_from_the_checkpoint() {
+    let dir = TempDir::new("sigkill");
+    let ports = free_ports(3);
+    let cluster = dir.0.join("cluster.json");
+    std::fs::write(
+        &cluster,
+        format!(
+            "{{\"ps\": [\"127.0.0.1:{}\"], \"worker\": [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]}}",
+            ports[0], ports[1], ports[2]
+        ),
+    )
+    .unwrap();
+    let cluster = cluster.to_str().unwrap().to_string();
+    let ckpt = dir.0.join("ckpt");
+    let ckpt_arg = ckpt.to_str().unwrap().to_string();
+    let serve_ps = || {
+        let argv = ["serve", "--cluster", &cluster, "--job", "ps", "--task", "0", "--checkpoint-dir", &ckpt_arg];
+        let mut s = Spawned::start(weft(&argv, &dir.0));
+        s.expect(Stream::Err, "serving /job:ps/task:0", LIMIT);
+        s
+    };
+    let mut ps = serve_ps();
+    let wasm = example("ps-linear-regression");
+    let module = wasm.to_str().unwrap();
+    let worker = |i: &str| {
+        let argv = [
+            "run",
+            "--cluster",
+            &cluster,
+            "--job",
+            "worker",
+            "--task",
+            i,
+            "--checkpoint-dir",
+            &ckpt_arg,
+            module,
+            "--",
+            "0.0",
+            "600",
+            "20",
+            "64",
+            "--checkpoint",
+            "model.ckpt",
+            "--save-every",
+            "20",
+        ];
+        Spawned::start(weft(&argv, &dir.0))
+    };
+    let mut w0 = worker("0");
+    let mut w1 = worker("1");
+    w0.expect(Stream::Out, "step 40:", LIMIT);
+    wait_for("a checkpoint on the ps", LIMIT, || ckpt.join("ps-0/checkpoint").exists());
+    ps.child.0.kill().unwrap();
+    ps.wait(LIMIT);
+    std::thread::sleep(Duration::from_millis(500));
+    let _ps = serve_ps();
+    for w in [&mut w0, &mut w1] {
+        let status = w.wait(LIMIT);
+        assert!(status.success(), "{:#?}", w.seen);
+    }
+    let out: Vec<String> = [&w0, &w1].iter().map(|w| w.lines(Stream::Out).join("\n")).collect();
+    let all = out.join("\n");
+    assert!(all.contains("lost its variables; restored them from its latest checkpoint at global step"), "{all}");
+    for text in &out {
+        assert!(text.contains("stopped at the step budget (600 steps)"), "{text}");
+        assert!(last_loss(text) < 0.05, "{text}");
+    }
+}
