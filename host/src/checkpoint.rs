@@ -301,7 +301,7 @@ impl CheckpointDir {
             }
             let dtype = from_st_dtype(view.dtype())
                 .ok_or_else(|| corrupt(format!("tensor '{var}' has unsupported dtype {:?}", view.dtype())))?;
-            let t = Tensor::from_le_bytes(dtype, view.shape(), view.data()).map_err(|e| corrupt(e.message().into()))?;
+            let t = Tensor::from_le_bytes(dtype, view.shape(), view.data()).map_err(|e| corrupt(e.message()))?;
             tensors.insert(var, t);
         }
         let step = info.get("weft:step").and_then(|s| s.parse().ok());

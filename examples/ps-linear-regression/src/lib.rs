@@ -23,7 +23,9 @@
 
 use std::time::{Duration, Instant};
 
-use weft_sdk::train::{GradientDescent, Optimizer, ReplicaDeviceSetter, TrainingConfig, TrainingSession, global_step};
+use weft_sdk::train::{
+    GradientDescent, Optimizer, PsStrategy, ReplicaDeviceSetter, TrainingConfig, TrainingSession, global_step,
+};
 use weft_sdk::{Code, Error, Graph, Op, Output, Result, Session, Variable, VariableOptions, device, summary};
 
 const BATCH: i64 = 64;
@@ -99,8 +101,12 @@ fn squared_error(g: &Graph, x: Output, w: &Variable, b: &Variable, y: Output) ->
     g.mean(g.sum(err, Some(&[1]), false)?, None, false)
 }
 
-fn build(g: &Graph, worker: u32, ps_tasks: u32, d: i64) -> Result<Model> {
-    let setter = ReplicaDeviceSetter::new(ps_tasks, &format!("/job:worker/task:{worker}"));
+/// Builds the model for worker `worker` of job `job`, with variables on
+/// `ps_tasks` tasks of job `ps_job` (the worker's own job and task when the
+/// cluster has no ps: one process, as TensorFlow's single-process baseline).
+fn build(g: &Graph, job: &str, worker: u32, ps_job: &str, ps_tasks: u32, d: i64) -> Result<Model> {
+    let worker_device = format!("/job:{job}/task:{worker}");
+    let setter = ReplicaDeviceSetter::with_strategy(ps_job, ps_tasks, &worker_device, PsStrategy::RoundRobin);
     g.device(setter.worker_device(), |g| {
         let w = setter.variable(g, g.zeros(&[d, d])?, "W")?;
         let b = setter.variable(g, g.zeros(&[d])?, "b")?;
@@ -207,10 +213,16 @@ fn run(args: Vec<String>) -> Result<()> {
     let args = parse(&args)?;
     let me = device::identity();
     let count = |job: &str| me.cluster.iter().find(|(j, _)| j == job).map_or(0, |(_, t)| t.len() as u32);
-    let (ps_tasks, workers) = (count("ps").max(1), count("worker"));
+    let (ps_tasks, workers) = (count("ps"), count("worker"));
     let g = Graph::new();
-    let worker = if me.job == "worker" { me.task } else { 0 };
-    let model = build(&g, worker, ps_tasks, args.dim)?;
+    let model = if ps_tasks == 0 {
+        // No ps job (`weft run` alone): variables and compute on this task.
+        build(&g, &me.job, me.task, &me.job, 1, args.dim)?
+    } else {
+        let worker = if me.job == "worker" { me.task } else { 0 };
+        build(&g, "worker", worker, "ps", ps_tasks, args.dim)?
+    };
+    let worker = if me.job == "ps" { 0 } else { me.task };
     if me.job == "ps" {
         return serve_parameters(&g, &model, workers, args.dim);
     }
