@@ -92,6 +92,19 @@ impl View for &Raw {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Serialises updates of the `checkpoint` state files of this process, so
+/// concurrent saves cannot lose each other's entries.
+static STATE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Whether `name` is a save of `prefix`: `prefix` itself or `prefix-<step>`.
+fn is_save_of(name: &str, prefix: &str) -> bool {
+    name == prefix
+        || name
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix('-'))
+            .is_some_and(|step| !step.is_empty() && step.trim_start_matches('-').chars().all(|c| c.is_ascii_digit()))
+}
+
 /// Writes `bytes` to `path` atomically: unique temporary file, fsync, rename.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().expect("checkpoint files live in a directory");
@@ -134,7 +147,7 @@ impl CheckpointDir {
     pub fn check_prefix(prefix: &str) -> Result<()> {
         let ok = !prefix.is_empty()
             && prefix.len() <= 200
-            && !prefix.contains(['\\', '\0'])
+            && !prefix.chars().any(|c| c == '\\' || c == '"' || c.is_control())
             && prefix.split('/').all(|c| !c.is_empty() && !c.starts_with('.'))
             && Path::new(prefix).components().all(|c| matches!(c, Component::Normal(_)));
         if ok {
@@ -202,7 +215,17 @@ impl CheckpointDir {
         let data = safetensors::serialize(raws.iter().map(|(k, v)| (k.as_str(), v)), Some(meta))
             .map_err(|e| Error::internal(format!("encoding checkpoint '{name}': {e}")))?;
         if let Some(quota) = self.quota {
-            let used = Self::bytes_used(&self.root);
+            // What this save will prune does not count against it.
+            let kept: Vec<String> =
+                Self::read_state(&dir)?.1.into_iter().filter(|n| is_save_of(n, prefix) && *n != name).collect();
+            let pruned: u64 = kept
+                .iter()
+                .take((kept.len() + 1).saturating_sub(max_to_keep.max(1)))
+                .flat_map(|n| ["safetensors", "index"].map(|ext| dir.join(format!("{n}.{ext}"))))
+                .filter_map(|p| std::fs::metadata(p).ok())
+                .map(|m| m.len())
+                .sum();
+            let used = Self::bytes_used(&self.root).saturating_sub(pruned);
             if used + data.len() as u64 > quota {
                 return Err(Error::status(
                     Code::ResourceExhausted,
@@ -214,6 +237,7 @@ impl CheckpointDir {
                 ));
             }
         }
+        let _state = STATE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         write_atomic(&file, &data)?;
         let index = serde_json::json!({"checkpoint": name, "step": step, "task": task.to_string(), "tensors": index});
         write_atomic(&dir.join(format!("{name}.index")), index.to_string().as_bytes())?;
@@ -225,8 +249,7 @@ impl CheckpointDir {
     fn record_latest(&self, dir: &Path, prefix: &str, name: &str, max_to_keep: usize) -> Result<()> {
         let mut all: Vec<String> = Self::read_state(dir)?.1.into_iter().filter(|n| n != name).collect();
         all.push(name.to_string());
-        let same_prefix = |n: &String| n == prefix || n.strip_prefix(prefix).is_some_and(|r| r.starts_with('-'));
-        let ours: Vec<String> = all.iter().filter(|n| same_prefix(n)).cloned().collect();
+        let ours: Vec<String> = all.iter().filter(|n| is_save_of(n, prefix)).cloned().collect();
         let drop_count = ours.len().saturating_sub(max_to_keep);
         let dropped: Vec<String> = ours.into_iter().take(drop_count).collect();
         all.retain(|n| !dropped.contains(n));
@@ -266,18 +289,23 @@ impl CheckpointDir {
         Ok(Self::read_state(&self.task_dir(task))?.0)
     }
 
-    /// Loads checkpoint `name` of `task` (the latest if `None`), checking the
-    /// file and every tensor's checksum.
-    pub fn load(&self, task: &TaskId, name: Option<&str>) -> Result<Loaded> {
+    /// The newest save of `prefix` on `task`, if any.
+    pub fn latest_of(&self, task: &TaskId, prefix: &str) -> Result<Option<String>> {
+        Ok(Self::read_state(&self.task_dir(task))?.1.into_iter().rfind(|n| is_save_of(n, prefix)))
+    }
+
+    /// Loads checkpoint `name` of `task` (or the newest save of `prefix`,
+    /// or the newest of all), checking the file and every tensor's checksum.
+    pub fn load(&self, task: &TaskId, name: Option<&str>, prefix: Option<&str>) -> Result<Loaded> {
         let dir = self.task_dir(task);
-        let name = match name {
-            Some(n) => {
+        let missing = || Error::not_found(format!("no checkpoint for {task} in {}", dir.display()));
+        let name = match (name, prefix) {
+            (Some(n), _) => {
                 Self::check_prefix(n)?;
                 n.to_string()
             }
-            None => self
-                .latest(task)?
-                .ok_or_else(|| Error::not_found(format!("no checkpoint for {task} in {}", dir.display())))?,
+            (None, Some(p)) => self.latest_of(task, p)?.ok_or_else(missing)?,
+            (None, None) => self.latest(task)?.ok_or_else(missing)?,
         };
         let path = dir.join(format!("{name}.safetensors"));
         let data = std::fs::read(&path).map_err(|e| match e.kind() {

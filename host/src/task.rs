@@ -52,9 +52,14 @@ impl Task {
 
     /// A standalone host's task: `/job:localhost/task:0` of a one-task cluster.
     pub fn standalone() -> Self {
+        Self::standalone_with_files(&HostFiles::default())
+    }
+
+    /// [`Task::standalone`], writing checkpoints and summaries where `files` says.
+    pub fn standalone_with_files(files: &HostFiles) -> Self {
         let cluster = ClusterSpec::single("in-process");
         let id = cluster.default_task();
-        Task::new(cluster, id).expect("the single task exists")
+        Task::with_files(cluster, id, files).expect("the single task exists")
     }
 
     /// This task's id.

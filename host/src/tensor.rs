@@ -66,13 +66,19 @@ impl fmt::Display for DType {
 /// are errors, not allocations that could abort the host.
 pub const MAX_ELEMENTS: usize = 1 << 30;
 
-/// The element count of `shape`, if it is at most [`MAX_ELEMENTS`].
+/// The element count of `shape`, if it is at most [`MAX_ELEMENTS`]. A
+/// zero dimension does not excuse the others: the product of the non-zero
+/// dimensions is bounded too, since reducing over the empty one (or a
+/// gradient of it) would allocate the rest.
 pub fn element_count(shape: &[usize]) -> Result<usize> {
+    let too_big = || Error::invalid(format!("shape {shape:?} has more than {MAX_ELEMENTS} elements"));
     shape
         .iter()
+        .filter(|&&d| d != 0)
         .try_fold(1usize, |n, &d| n.checked_mul(d))
         .filter(|&n| n <= MAX_ELEMENTS)
-        .ok_or_else(|| Error::invalid(format!("shape {shape:?} has more than {MAX_ELEMENTS} elements")))
+        .ok_or_else(too_big)?;
+    Ok(if shape.contains(&0) { 0 } else { shape.iter().product() })
 }
 
 /// A dimension of a static shape: `None` where unknown until run time.

@@ -159,8 +159,8 @@ fn bad_checkpoints_are_refused_and_change_nothing() {
     let host = TestHost::grpc_cluster_with_files(&[("local", 1)], files).unwrap();
     let tour = weft_tests::fixture("train-tour");
     let run = |mode: &str| ok(&host.run(&tour, &[mode]).unwrap()).to_string();
-    assert_eq!(run("save"), "saved model\nw [5.0, 6.0]\n");
-    assert_eq!(run("restore"), "restored Some(0)\nw [5.0, 6.0]\n");
+    assert_eq!(run("save"), "saved model\nw [5.0, 6.0] v [8.0]\n");
+    assert_eq!(run("restore"), "restored Some(0)\nw [5.0, 6.0] v [8.0]\n");
 
     let file = dir.0.join("local-0/model.safetensors");
     let good = std::fs::read(&file).unwrap();
@@ -170,20 +170,21 @@ fn bad_checkpoints_are_refused_and_change_nothing() {
     std::fs::write(&file, &flipped).unwrap();
     let out = run("restore");
     assert!(out.contains("restore: invalid-argument: checkpoint") && out.contains("fails its checksum"), "{out}");
-    assert!(out.ends_with("w [1.0, 2.0]\n"), "a refused restore changes nothing: {out}");
+    assert!(out.ends_with("w [1.0, 2.0] v [7.0]\n"), "a refused restore changes nothing: {out}");
 
     std::fs::write(&file, &good[..good.len() - 3]).unwrap();
     let out = run("restore");
     assert!(out.contains("is damaged"), "{out}");
-    assert!(out.ends_with("w [1.0, 2.0]\n"), "{out}");
+    assert!(out.ends_with("w [1.0, 2.0] v [7.0]\n"), "{out}");
 
     std::fs::write(&file, &good).unwrap();
     // A new host (the old one holds w as f32[2]) over the same checkpoints.
     let files = HostFiles { checkpoint_dir: Some(dir.0.clone()), ..Default::default() };
     let fresh = TestHost::grpc_cluster_with_files(&[("local", 1)], files).unwrap();
     let out = ok(&fresh.run(&tour, &["restore-shape"]).unwrap()).to_string();
-    assert!(out.contains("holds 'w' as f32[2], but the variable is f32[3]"), "{out}");
-    assert!(out.ends_with("w [1.0, 2.0, 3.0]\n"), "{out}");
+    // w fits, v does not: neither is restored (all or nothing per task).
+    assert!(out.contains("holds 'v' as f32[1], but the variable is f32[3]"), "{out}");
+    assert!(out.ends_with("w [1.0, 2.0] v [7.0, 7.0, 7.0]\n"), "{out}");
 
     let out = run("escape");
     assert!(out.contains("checkpoint prefix '../outside/model' must be a relative path"), "{out}");

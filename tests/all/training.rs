@@ -95,8 +95,8 @@ fn parameter_server_training_reaches_its_target_loss() {
             .and_then(|r| r.split(' ').next())
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{text}"));
-        let init_line = if i == 0 { "no checkpoint to restore; initialized the variables" } else { "" };
-        assert!(text.contains(init_line), "{text}");
+        let initialized = text.contains("no checkpoint to restore; initialized the variables");
+        assert_eq!(initialized, i == 0, "only the chief initializes: {text}");
         assert!(start > 50.0, "the untrained loss is large: {text}");
         let last = text.lines().last().unwrap();
         assert!(last.starts_with(&format!("Worker {i}: reached eval loss 0.0")), "{text}");

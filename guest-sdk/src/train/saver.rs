@@ -101,6 +101,7 @@ impl Saver {
                     let restore = |only_if_lost: bool| {
                         vars.iter()
                             .fold(g.op("RestoreV2"), |b, &v| b.input(v))
+                            .attr("prefix", str_attr(prefix))
                             .attr("only_if_uninitialized", AttrValue::Boolean(only_if_lost))
                             .build()
                     };

@@ -119,29 +119,33 @@ impl<'g> TrainingSession<'g> {
 
     fn start(&mut self, init: Op) -> Result<()> {
         let deadline = Instant::now() + self.config.recovery_timeout;
+        let report = self.report;
+        if let Some(local) = self.config.local_init {
+            self.retry(deadline, |s| s.run(local))?;
+        }
         if self.config.is_chief {
+            // A chief that restarts while the others train joins them: the
+            // variables are live, so neither restore (a roll-back) nor initialize.
+            let missing = self.retry(deadline, |s| s.fetch(report)?.to_strings())?;
+            if missing.is_empty() {
+                println!("TrainingSession: the variables are already initialized; joining");
+                return Ok(());
+            }
             let restored = match &self.saver {
                 Some(saver) => self.retry(deadline, |s| saver.restore_latest(s))?,
                 None => None,
             };
+            let missing = self.retry(deadline, |s| s.fetch(report)?.to_strings())?;
+            let init = self.initializer_of(&missing).unwrap_or(init);
+            if !missing.is_empty() {
+                self.retry(deadline, |s| s.run(init))?;
+            }
             match restored {
-                Some(step) => {
-                    if let Some(local) = self.config.local_init {
-                        self.retry(deadline, |s| s.run(local))?;
-                    }
-                    println!("TrainingSession: restored the latest checkpoint (global step {step})");
-                }
-                None => {
-                    self.retry(deadline, |s| s.run(init))?;
-                    println!("TrainingSession: no checkpoint to restore; initialized the variables");
-                }
+                Some(step) => println!("TrainingSession: restored the latest checkpoint (global step {step})"),
+                None => println!("TrainingSession: no checkpoint to restore; initialized the variables"),
             }
             return Ok(());
         }
-        if let Some(local) = self.config.local_init {
-            self.retry(deadline, |s| s.run(local))?;
-        }
-        let report = self.report;
         loop {
             let missing = self.retry(deadline, |s| s.fetch(report)?.to_strings())?;
             if missing.is_empty() {
@@ -159,6 +163,13 @@ impl<'g> TrainingSession<'g> {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// An op running the initializers of the variables `names` (their
+    /// `<name>/Assign` nodes), if every one has one.
+    fn initializer_of(&self, names: &[String]) -> Option<Op> {
+        let ops: Option<Vec<Op>> = names.iter().map(|n| self.graph.find(&format!("{n}/Assign"))).collect();
+        self.graph.group(&ops?).ok()
     }
 
     /// The session inside, for runs that need no recovery.
@@ -243,20 +254,25 @@ impl<'g> TrainingSession<'g> {
         let deadline = Instant::now() + self.config.recovery_timeout;
         let out = self.retry(deadline, f)?;
         self.steps_since_save += 1;
-        self.maybe_save()?;
+        self.maybe_save();
         Ok(out)
     }
 
-    fn maybe_save(&mut self) -> Result<()> {
+    /// Saves if one is due. A failed save is said and retried at the next
+    /// due point; it does not fail the step that already ran.
+    fn maybe_save(&mut self) {
         if !self.config.is_chief || self.saver.is_none() {
-            return Ok(());
+            return;
         }
         let by_steps = self.config.save_every_steps.is_some_and(|n| self.steps_since_save >= n);
         let by_time = self.config.save_every.is_some_and(|d| self.last_save.elapsed() >= d);
         if by_steps || by_time {
-            self.save()?;
+            if let Err(e) = self.save() {
+                println!("TrainingSession: saving a checkpoint failed, will try again: {e}");
+                self.steps_since_save = 0;
+                self.last_save = Instant::now();
+            }
         }
-        Ok(())
     }
 
     /// Saves a checkpoint now (the chief does this by itself when one is due).

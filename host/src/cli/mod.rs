@@ -473,7 +473,7 @@ async fn run(args: RunArgs) -> ExitCode {
     tracing::info!(module = worker.name(), sha256 = worker.hash(), source = ?worker.source(), load = ?worker.load_time(), "loaded");
 
     let task = match args.cluster.resolve() {
-        Ok(None) => Arc::new(Task::standalone()),
+        Ok(None) => Arc::new(Task::standalone_with_files(&args.files.host_files())),
         Ok(Some((cluster, id))) => match start_task(cluster, id, None, &args.files.host_files()).await {
             Ok((task, listener)) => {
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -153,8 +153,10 @@ fn cases() -> Vec<Case> {
             op(g, Gather, &[x[0], idx], &[])
         }),
         case(UnsortedSegmentSum, vec![t(&[4, 3], 57, -1.0, 1.0)], |g, x| {
-            let ids =
-                constant(g, Tensor::I32(ArrayD::from_shape_vec(IxDyn(&[4]), vec![0, 2, 0, 1]).unwrap().into_shared()))?;
+            let ids = constant(
+                g,
+                Tensor::I32(ArrayD::from_shape_vec(IxDyn(&[4]), vec![0, 2, -1, 1]).unwrap().into_shared()),
+            )?;
             op(g, UnsortedSegmentSum, &[x[0], ids], &[("num_segments", AttrValue::Int(3))])
         }),
         case(Concat, vec![m(58), t(&[2, 2], 59, -1.0, 1.0)], |g, x| op(g, Concat, x, &[("axis", AttrValue::Int(1))])),

@@ -211,7 +211,11 @@ fn run_node(
             if only_if_uninitialized && vars.iter().any(|v| v.is_initialized()) {
                 return Ok(Some(Value::Tensor(Tensor::I64(ndarray::arr0(-1i64).into_dyn().into_shared()))));
             }
-            let mut loaded = device.checkpoints()?.load(device.task(), str_attr(node, "checkpoint")?.as_deref())?;
+            let mut loaded = device.checkpoints()?.load(
+                device.task(),
+                str_attr(node, "checkpoint")?.as_deref(),
+                str_attr(node, "prefix")?.as_deref(),
+            )?;
             let mut values = Vec::with_capacity(vars.len());
             for v in &vars {
                 let t = loaded.tensors.remove(v.name()).ok_or_else(|| {

@@ -418,7 +418,8 @@ pub static CATALOGUE: &[OpDef] = &[
         "vars...",
         "any but string",
         &[
-            a("checkpoint", Str, "a checkpoint name (`prefix-step`); the task's latest if absent"),
+            a("checkpoint", Str, "a checkpoint name (`prefix-step`); else the newest save of `prefix`"),
+            a("prefix", Str, "the newest save of this prefix, if `checkpoint` is absent; else the task's newest"),
             a("only_if_uninitialized", Bool, "skip (output -1) unless every variable is uninitialized; default false"),
         ],
         NoGrad(STATE)

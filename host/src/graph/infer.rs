@@ -259,6 +259,9 @@ fn infer_matmul(cx: &InferCtx<'_>) -> Result<Vec<TensorType>> {
             ShapeDisplay(b)
         )));
     }
+    if let (Some(m), Some(n)) = (m, n) {
+        crate::tensor::element_count(&[m, n]).map_err(|e| cx.err(e.message()))?;
+    }
     Ok(vec![TensorType { dtype, shape: vec![m, n] }])
 }
 
@@ -415,6 +418,15 @@ mod tests {
         assert!(err.contains("more than"), "{err}");
         let err = Tensor::from_le_bytes(DType::F32, &[usize::MAX, 2], &[]).unwrap_err().to_string();
         assert!(err.contains("more than"), "{err}");
+        // A zero dimension does not let the others through: reducing it away would allocate them.
+        assert!(crate::tensor::element_count(&[0, 1 << 40]).is_err());
+        assert_eq!(crate::tensor::element_count(&[0, 1 << 20]).unwrap(), 0);
+        let mut attrs = Attrs::default();
+        attrs.set("depth", AttrValue::Int(1 << 40));
+        let err = run(OpType::OneHot, &[TensorType::known(DType::I64, &[0])], &attrs).unwrap_err().to_string();
+        assert!(err.contains("more than"), "{err}");
+        let err = run(OpType::MatMul, &[f32s(&[1 << 16, 0]), f32s(&[0, 1 << 16])], &Attrs::default()).unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub fn infer(cx: &InferCtx<'_>) -> Result<Vec<TensorType>> {
                 return Err(cx.err("takes the variables to restore"));
             }
             checkpoint_attrs(cx, "checkpoint", false)?;
+            checkpoint_attrs(cx, "prefix", false)?;
             no_strings(cx, cx.inputs.len())?;
             Ok(vec![TensorType::scalar(DType::I64)])
         }

@@ -273,9 +273,26 @@ pub fn gather(cx: &mut GradCtx<'_>, n: &Node, dys: &[Option<Output>]) -> Grads {
     Ok(vec![Some(g), None])
 }
 
-/// UnsortedSegmentSum: each row's gradient is its segment's gradient.
+/// UnsortedSegmentSum: each row's gradient is its segment's gradient, and
+/// zero for rows with a negative (dropped) id (TensorFlow's GatherDropNegatives).
 pub fn unsorted_segment_sum(cx: &mut GradCtx<'_>, n: &Node, dys: &[Option<Output>]) -> Grads {
-    Ok(vec![Some(cx.op(OpType::Gather, &[dy(dys)?, n.inputs[1]], &[])?), None])
+    let ids = n.inputs[1];
+    let ids_ty = cx.ty(ids)?;
+    let zero = match ids_ty.dtype {
+        crate::tensor::DType::I32 => crate::tensor::Tensor::I32(ndarray::arr0(0i32).into_dyn().into_shared()),
+        _ => crate::tensor::Tensor::I64(ndarray::arr0(0i64).into_dyn().into_shared()),
+    };
+    let zero = cx.op(OpType::Const, &[], &[("value", AttrValue::Tensor(zero))])?;
+    let clamped = cx.op(OpType::Maximum, &[ids, zero], &[])?;
+    let rows = cx.op(OpType::Gather, &[dy(dys)?, clamped], &[])?;
+    let kept = cx.op(OpType::GreaterEqual, &[ids, zero], &[])?;
+    // One trailing size-1 dimension per dimension a row has beyond the ids.
+    let (rank, ids_rank) =
+        (n.inputs.first().map(|d| cx.ty(*d)).transpose()?.map_or(0, |t| t.shape.len()), ids_ty.shape.len());
+    let extra: Vec<i64> = (ids_rank..rank).map(|a| a as i64).collect();
+    let kept = if extra.is_empty() { kept } else { cx.op(OpType::ExpandDims, &[kept], &[("axis", ints(extra))])? };
+    let zeros = cx.op(OpType::ZerosLike, &[rows], &[])?;
+    Ok(vec![Some(cx.op(OpType::Select, &[kept, rows, zeros], &[])?), None])
 }
 
 fn axis_of(n: &Node, rank: usize) -> Result<usize> {
