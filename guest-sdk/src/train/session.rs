@@ -266,12 +266,12 @@ impl<'g> TrainingSession<'g> {
         }
         let by_steps = self.config.save_every_steps.is_some_and(|n| self.steps_since_save >= n);
         let by_time = self.config.save_every.is_some_and(|d| self.last_save.elapsed() >= d);
-        if by_steps || by_time {
-            if let Err(e) = self.save() {
-                println!("TrainingSession: saving a checkpoint failed, will try again: {e}");
-                self.steps_since_save = 0;
-                self.last_save = Instant::now();
-            }
+        if (by_steps || by_time)
+            && let Err(e) = self.save()
+        {
+            println!("TrainingSession: saving a checkpoint failed, will try again: {e}");
+            self.steps_since_save = 0;
+            self.last_save = Instant::now();
         }
     }
 
