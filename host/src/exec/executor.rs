@@ -6,8 +6,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::rngs::StdRng;
-
 use super::plan::{Plan, PlanKey};
 use super::{Placement, RunRequest, RunResult, Trace, run_partition};
 use crate::error::{Error, Result};
@@ -28,7 +26,7 @@ pub struct Executor {
     home: String,
     placement: Placement,
     plans: HashMap<PlanKey, Arc<Plan>>,
-    rngs: HashMap<NodeId, Option<StdRng>>,
+    rngs: HashMap<NodeId, Option<crate::exec::OpRng>>,
 }
 
 impl Executor {

@@ -6,7 +6,6 @@
 use ndarray::{ArrayD, Axis, Ix2, IxDyn, Zip};
 use num_traits::Float;
 use rand::SeedableRng;
-use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal, Uniform};
 
 use super::{kernels_array, kernels_train};
@@ -83,6 +82,11 @@ float_elem!(f64);
 int_elem!(i32);
 int_elem!(i64);
 
+/// The generator behind the random ops: Xoshiro256++ (rand's `SmallRng`),
+/// several times faster than a cryptographic one; random ops make
+/// initial values and synthetic data, never secrets.
+pub type OpRng = rand::rngs::SmallRng;
+
 pub(super) type Arr<T> = ndarray::ArcArray<T, IxDyn>;
 
 pub(super) fn node_err(node: &Node, why: impl std::fmt::Display) -> Error {
@@ -90,7 +94,7 @@ pub(super) fn node_err(node: &Node, why: impl std::fmt::Display) -> Error {
 }
 
 /// Runs a stateless kernel on value inputs.
-pub fn compute(node: &Node, inputs: &[Tensor], rng: &mut Option<StdRng>) -> Result<Tensor> {
+pub fn compute(node: &Node, inputs: &[Tensor], rng: &mut Option<OpRng>) -> Result<Tensor> {
     use OpType::*;
     match node.op {
         Const => Ok(node.attrs.tensor(&node.name, "value")?.expect("checked at add").clone()),
@@ -365,32 +369,46 @@ fn fill(node: &Node, value: &Tensor) -> Result<Tensor> {
     Ok(crate::with_array!(value, a => Tensor::from(f(a, &shape))))
 }
 
-fn random(node: &Node, rng: &mut Option<StdRng>) -> Result<Tensor> {
+fn random(node: &Node, rng: &mut Option<OpRng>) -> Result<Tensor> {
     let a = &node.attrs;
     let n = &node.name;
     let rng = match rng {
         Some(r) => r,
         None => rng.insert(match a.int(n, "seed")? {
-            Some(seed) => StdRng::seed_from_u64(seed as u64),
-            None => StdRng::from_os_rng(),
+            Some(seed) => OpRng::seed_from_u64(seed as u64),
+            None => OpRng::from_os_rng(),
         }),
     };
     let shape: Vec<usize> = a.ints(n, "shape")?.expect("checked at add").iter().map(|&d| d as usize).collect();
     let count: usize = shape.iter().product();
-    let values: Vec<f64> = if node.op == OpType::RandomNormal {
-        let dist = Normal::new(a.float(n, "mean")?.unwrap_or(0.0), a.float(n, "stddev")?.unwrap_or(1.0))
-            .map_err(|e| node_err(node, e))?;
-        (0..count).map(|_| dist.sample(rng)).collect()
-    } else {
-        let (lo, hi) = (a.float(n, "minval")?.unwrap_or(0.0), a.float(n, "maxval")?.unwrap_or(1.0));
-        let dist = Uniform::new(lo, hi).map_err(|e| node_err(node, format!("minval {lo} / maxval {hi}: {e}")))?;
-        (0..count).map(|_| dist.sample(rng)).collect()
-    };
     let dtype = a.dtype(n, "dtype")?.unwrap_or(DType::F32);
-    let arr = ArrayD::from_shape_vec(IxDyn(&shape), values).expect("count matches");
+    let (p, q) = if node.op == OpType::RandomNormal {
+        (a.float(n, "mean")?.unwrap_or(0.0), a.float(n, "stddev")?.unwrap_or(1.0))
+    } else {
+        (a.float(n, "minval")?.unwrap_or(0.0), a.float(n, "maxval")?.unwrap_or(1.0))
+    };
+    // Sampled in the output's own type: no f64 pass to convert.
+    fn sample<T>(node: &Node, rng: &mut OpRng, count: usize, p: T, q: T) -> Result<Vec<T>>
+    where
+        T: Float + rand_distr::uniform::SampleUniform,
+        rand_distr::StandardNormal: Distribution<T>,
+    {
+        if node.op == OpType::RandomNormal {
+            let dist = Normal::new(p, q).map_err(|e| node_err(node, e))?;
+            Ok((0..count).map(|_| dist.sample(rng)).collect())
+        } else {
+            let dist = Uniform::new(p, q).map_err(|e| node_err(node, format!("minval / maxval: {e}")))?;
+            Ok((0..count).map(|_| dist.sample(rng)).collect())
+        }
+    }
+    let dim = IxDyn(&shape);
     Ok(match dtype {
-        DType::F64 => Tensor::F64(arr.into_shared()),
-        _ => Tensor::F32(arr.mapv(|v| v as f32).into_shared()),
+        DType::F64 => {
+            Tensor::F64(ArrayD::from_shape_vec(dim, sample(node, rng, count, p, q)?).expect("count").into_shared())
+        }
+        _ => Tensor::F32(
+            ArrayD::from_shape_vec(dim, sample(node, rng, count, p as f32, q as f32)?).expect("count").into_shared(),
+        ),
     })
 }
 

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use executor::{Executor, PreparedStep};
+pub use kernels::OpRng;
 pub use partition::{PartitionDef, Trace, run_partition};
 pub use plan::{PartitionResult, Placement, RemotePartition, RemoteTasks};
 pub use variables::{ByteBudget, Variable, VariableStore};

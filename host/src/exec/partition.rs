@@ -7,8 +7,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use rand::rngs::StdRng;
-
 use super::{Device, DeviceStats, NodeStats, Variable, kernels, kernels_train};
 use crate::checkpoint::DEFAULT_MAX_TO_KEEP;
 use crate::error::{Error, Result};
@@ -113,7 +111,7 @@ pub fn run_partition(
     devices: &[Arc<Device>],
     node_device: &[usize],
     inputs: &HashMap<Output, Tensor>,
-    rngs: &mut HashMap<NodeId, Option<StdRng>>,
+    rngs: &mut HashMap<NodeId, Option<crate::exec::OpRng>>,
     mut trace: Option<&mut Trace>,
 ) -> Result<Vec<Tensor>> {
     let mut values: HashMap<NodeId, Value> = HashMap::with_capacity(def.nodes.len());
@@ -159,7 +157,7 @@ fn run_node(
     device: &Device,
     inputs: &HashMap<Output, Tensor>,
     values: &HashMap<NodeId, Value>,
-    rngs: &mut HashMap<NodeId, Option<StdRng>>,
+    rngs: &mut HashMap<NodeId, Option<crate::exec::OpRng>>,
 ) -> Result<Option<Value>> {
     let input = |i: usize| -> Result<Value> {
         let out = node.inputs[i];

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rand::rngs::StdRng;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{Caller, task_of};
@@ -26,7 +25,7 @@ const MAX_PARTITION_BYTES: usize = 256 << 20;
 
 struct Registered {
     def: PartitionDef,
-    rngs: Mutex<HashMap<NodeId, Option<StdRng>>>,
+    rngs: Mutex<HashMap<NodeId, Option<crate::exec::OpRng>>>,
     /// Bytes of its definition on the wire.
     size: usize,
     /// Order of registration, for evicting the oldest.
