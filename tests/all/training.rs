@@ -87,6 +87,7 @@ fn parameter_server_training_reaches_its_target_loss() {
         .unwrap();
     let ps = ok(&outs[0]);
     assert!(ps.contains("Parameter server: training done after"), "{ps}");
+    let mut starts = Vec::new();
     for (i, out) in outs[1..].iter().enumerate() {
         let text = ok(out);
         let start: f32 = text
@@ -97,10 +98,13 @@ fn parameter_server_training_reaches_its_target_loss() {
             .unwrap_or_else(|| panic!("{text}"));
         let initialized = text.contains("no checkpoint to restore; initialized the variables");
         assert_eq!(initialized, i == 0, "only the chief initializes: {text}");
-        assert!(start > 50.0, "the untrained loss is large: {text}");
+        starts.push(start);
         let last = text.lines().last().unwrap();
         assert!(last.starts_with(&format!("Worker {i}: reached eval loss 0.0")), "{text}");
     }
+    // Workers are asynchronous: the second to look may see a model the first
+    // already trained, but the first saw it untrained.
+    assert!(starts.iter().any(|&s| s > 50.0), "the untrained loss is large: {starts:?}");
     let w = host.variable_on("/job:ps/task:0", "W").unwrap().unwrap();
     assert_eq!(w.shape(), [64, 64]);
     assert!(host.variable_on("/job:worker/task:0", "W").unwrap().is_none(), "W lives on the ps only");
