@@ -43,6 +43,7 @@ fn hosting(max_programs: u32) -> anyhow::Result<Arc<Hosting>> {
         admin_token: None,
         client_tls: None,
         data_root: None,
+        files: Default::default(),
         state_dir: None,
     };
     Ok(Arc::new(Hosting::new(config, None)?))

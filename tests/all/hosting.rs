@@ -37,6 +37,10 @@ async fn start_host() -> Host {
 }
 
 async fn start_host_with(data_root: Option<std::path::PathBuf>) -> Host {
+    start_host_with_files(data_root, Default::default()).await
+}
+
+async fn start_host_with_files(data_root: Option<std::path::PathBuf>, files: weft_host::exec::HostFiles) -> Host {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let config = HostingConfig {
@@ -45,6 +49,7 @@ async fn start_host_with(data_root: Option<std::path::PathBuf>) -> Host {
         admin_token: None,
         client_tls: None,
         data_root,
+        files,
         state_dir: None,
     };
     let hosting = Arc::new(tokio::task::spawn_blocking(move || Hosting::new(config, None)).await.unwrap().unwrap());
@@ -291,6 +296,7 @@ fn limits_stop_the_program_at_fault_and_nothing_else() {
             programs: Some(2),
             variable_mib: Some(1),
             upload_mib: None,
+            checkpoint_mib: None,
         };
         let m = tenant(&host, "mallory", limits, &[("local", 2), ("ps", 1), ("worker", 1)]).await;
         let misbehave = upload(&m, &read(fixture("misbehave"))).await.unwrap();
@@ -390,5 +396,38 @@ fn several_tenants_submitting_at_once_each_see_only_their_own_values() {
         for (i, out) in got.iter().enumerate() {
             assert_eq!(out.trim(), format!("var = {i}.0"), "tenant t{i}");
         }
+    });
+}
+
+/// Checkpoints on a shared host: each experiment's under its own
+/// directory, within its `checkpoint_mib`; a save over the quota is
+/// `resource-exhausted` for that experiment only.
+#[test]
+fn experiments_checkpoint_into_their_own_directories_within_their_quota() {
+    run_test(async {
+        let dir = std::env::temp_dir().join(format!("weft-hosting-ckpt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let files = weft_host::exec::HostFiles { checkpoint_dir: Some(dir.clone()), ..Default::default() };
+        let host = start_host_with_files(None, files).await;
+        let small = pb::Limits { checkpoint_mib: Some(1), ..Default::default() };
+        let alice = tenant(&host, "alice", small, &[("local", 1)]).await;
+        let bob = tenant(&host, "bob", pb::Limits::default(), &[("local", 1)]).await;
+        let tour = read(fixture("train-tour"));
+        for t in [&alice, &bob] {
+            let sha = upload(t, &tour).await.unwrap();
+            let info = start(t, &sha, ("local", 0), &["save"]).await.unwrap();
+            let (end, out) = finish(t, info.id).await;
+            assert_eq!(out, "saved model\nw [5.0, 6.0] v [8.0]\n", "{end:?}");
+        }
+        assert!(dir.join("alice/local-0/model.safetensors").is_file());
+        assert!(dir.join("bob/local-0/model.safetensors").is_file());
+        let sha = module_hash(&tour);
+        let info = start(&alice, &sha, ("local", 0), &["save-big"]).await.unwrap();
+        let (_, out) = finish(&alice, info.id).await;
+        assert!(out.contains("resource-exhausted: checkpoint quota"), "{out}");
+        let info = start(&bob, &sha, ("local", 0), &["save-big"]).await.unwrap();
+        let (_, out) = finish(&bob, info.id).await;
+        assert!(out.starts_with("saved big"), "bob's quota is the host's: {out}");
+        let _ = std::fs::remove_dir_all(&dir);
     });
 }

@@ -178,6 +178,9 @@ struct ServeArgs {
     /// Size of one uploaded module, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     upload_mib: u64,
+    /// Bytes an experiment's checkpoints may take on this host, in MiB (under `--checkpoint-dir`).
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    checkpoint_mib: u64,
     /// Directory whose subdirectories experiments may be granted (their
     /// `data_dir`), read-only, as `/data`. Without it, programs see no files.
     #[arg(long, value_name = "DIR")]
@@ -241,10 +244,12 @@ impl ServeArgs {
                 programs: self.programs_per_experiment,
                 variable_bytes: mib(self.variable_mib),
                 upload_bytes: mib(self.upload_mib),
+                checkpoint_bytes: mib(self.checkpoint_mib),
             },
             admin_token: self.admin_token.clone(),
             client_tls: self.tls.client()?,
             data_root: self.data_root.clone(),
+            files: self.files.host_files(),
             state_dir: self.state_dir.clone(),
         })
     }

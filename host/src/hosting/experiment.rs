@@ -11,7 +11,7 @@ use super::limits::EffectiveLimits;
 use super::programs::ProgramRecord;
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::error::{Code, Error, Result};
-use crate::exec::{ByteBudget, LocalDevices};
+use crate::exec::{ByteBudget, HostFiles, LocalDevices};
 use crate::rpc::{Credentials, GrpcRemote, ServedTask};
 use crate::task::Task;
 use crate::tls::ClientTls;
@@ -76,14 +76,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Checks an experiment's name: it travels in a header and shows in logs.
 pub fn check_name(name: &str) -> Result<()> {
+    // Names are directory names (state, checkpoints): no '.' or '..'.
     let ok = !name.is_empty()
         && name.len() <= 64
+        && !name.starts_with('.')
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if ok {
         Ok(())
     } else {
         Err(Error::invalid(format!(
-            "experiment name '{name}' is not valid: use 1 to 64 letters, digits, '-', '_' or '.'"
+            "experiment name '{name}' is not valid: use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
         )))
     }
 }
@@ -97,6 +99,7 @@ impl Experiment {
         host_limits: &EffectiveLimits,
         tls: Option<ClientTls>,
         data_dir: Option<PathBuf>,
+        host_files: &HostFiles,
     ) -> Result<Self> {
         check_name(&spec.name)?;
         if spec.token.len() < 16 || !spec.token.bytes().all(|b| b.is_ascii_graphic()) {
@@ -120,7 +123,13 @@ impl Experiment {
         }
         let limits = host_limits.narrowed_by(&spec.limits);
         let budget = Arc::new(ByteBudget::new(format!("experiment '{}'", spec.name), limits.variable_bytes));
-        let devices = Arc::new(LocalDevices::with_budget(spec.tasks.iter().cloned(), budget.clone()));
+        // The experiment's own checkpoint and event directories, its quota.
+        let files = HostFiles {
+            checkpoint_dir: host_files.checkpoint_dir.as_ref().map(|d| d.join(&spec.name)),
+            checkpoint_quota: Some(limits.checkpoint_bytes as u64),
+            log_dir: host_files.log_dir.as_ref().map(|d| d.join(&spec.name)),
+        };
+        let devices = Arc::new(LocalDevices::with_files(spec.tasks.iter().cloned(), Some(budget.clone()), &files));
         let remote = Arc::new(
             GrpcRemote::new(spec.cluster.clone())
                 .with_credentials(Credentials::experiment(&spec.name, &spec.token))

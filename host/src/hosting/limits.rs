@@ -22,6 +22,8 @@ pub struct Limits {
     pub variable_mib: Option<u64>,
     /// Size of one uploaded module, in MiB.
     pub upload_mib: Option<u64>,
+    /// Bytes the experiment's checkpoints may take on a host, in MiB.
+    pub checkpoint_mib: Option<u64>,
 }
 
 /// Limits with every field decided.
@@ -37,6 +39,8 @@ pub struct EffectiveLimits {
     pub variable_bytes: usize,
     /// Bytes of one module.
     pub upload_bytes: usize,
+    /// Bytes of checkpoints on this host.
+    pub checkpoint_bytes: usize,
 }
 
 const MIB: u64 = 1 << 20;
@@ -50,6 +54,7 @@ impl EffectiveLimits {
             programs: 64,
             variable_bytes: 1 << 30,
             upload_bytes: 64 << 20,
+            checkpoint_bytes: 1 << 30,
         }
     }
 
@@ -69,6 +74,7 @@ impl EffectiveLimits {
             programs: asked.programs.map_or(self.programs, |p| p.min(self.programs)),
             variable_bytes: bytes(asked.variable_mib, self.variable_bytes),
             upload_bytes: bytes(asked.upload_mib, self.upload_bytes),
+            checkpoint_bytes: bytes(asked.checkpoint_mib, self.checkpoint_bytes),
         }
     }
 
@@ -80,6 +86,7 @@ impl EffectiveLimits {
             programs: Some(self.programs),
             variable_mib: Some((self.variable_bytes as u64) / MIB),
             upload_mib: Some((self.upload_bytes as u64) / MIB),
+            checkpoint_mib: Some((self.checkpoint_bytes as u64) / MIB),
         }
     }
 
@@ -102,6 +109,7 @@ mod tests {
             programs: Some(1000),
             variable_mib: None,
             upload_mib: Some(1),
+            checkpoint_mib: Some(1 << 20),
         };
         let got = host.narrowed_by(&asked);
         assert_eq!(got.memory_bytes, 64 << 20);
@@ -109,6 +117,7 @@ mod tests {
         assert_eq!(got.programs, 64);
         assert_eq!(got.variable_bytes, 1 << 30);
         assert_eq!(got.upload_bytes, 1 << 20);
+        assert_eq!(got.checkpoint_bytes, 1 << 30, "an experiment cannot raise the host's checkpoint ceiling");
         assert_eq!(EffectiveLimits::host_defaults().narrowed_by(&Limits::default()), EffectiveLimits::host_defaults());
     }
 }

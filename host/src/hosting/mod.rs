@@ -45,6 +45,9 @@ pub struct HostingConfig {
     /// Directories experiments may be granted, read-only, as `/data`: each
     /// experiment names one subdirectory of this.
     pub data_root: Option<std::path::PathBuf>,
+    /// Where experiments' checkpoints and event files go: each under
+    /// `<dir>/<experiment>/`, checkpoints within its `checkpoint_mib`.
+    pub files: crate::exec::HostFiles,
     /// Where experiments and their modules are kept across restarts; `None`
     /// keeps them in memory only.
     pub state_dir: Option<std::path::PathBuf>,
@@ -58,6 +61,7 @@ impl Default for HostingConfig {
             admin_token: None,
             client_tls: None,
             data_root: None,
+            files: crate::exec::HostFiles::default(),
             state_dir: None,
         }
     }
@@ -70,6 +74,7 @@ pub struct Hosting {
     admin_token: Option<String>,
     client_tls: Option<crate::tls::ClientTls>,
     data_root: Option<std::path::PathBuf>,
+    files: crate::exec::HostFiles,
     state: Option<persist::StateDir>,
     own: Option<Arc<ServedTask>>,
     workers: Mutex<HashMap<String, Worker>>,
@@ -115,6 +120,7 @@ impl Hosting {
             admin_token: config.admin_token,
             client_tls: config.client_tls,
             data_root: config.data_root,
+            files: config.files,
             own: own.map(|t| Arc::new(ServedTask::new(t))),
             workers: Mutex::default(),
             compile_slots: Arc::new(tokio::sync::Semaphore::new(COMPILES_AT_ONCE)),
@@ -192,7 +198,7 @@ impl Hosting {
 
     fn insert_experiment(&self, spec: ExperimentSpec) -> Result<Arc<Experiment>> {
         let data_dir = spec.data_dir.as_deref().map(|d| self.grant(d)).transpose()?;
-        let experiment = Arc::new(Experiment::new(spec, &self.limits, self.client_tls.clone(), data_dir)?);
+        let experiment = Arc::new(Experiment::new(spec, &self.limits, self.client_tls.clone(), data_dir, &self.files)?);
         let mut all = self.experiments.write().unwrap_or_else(|p| p.into_inner());
         if all.contains_key(experiment.name()) {
             return Err(Error::precondition(format!("experiment '{}' already exists on this host", experiment.name())));

@@ -44,6 +44,7 @@ pub(crate) fn limits_to_pb(l: &Limits) -> pb::Limits {
         programs: l.programs,
         variable_mib: l.variable_mib,
         upload_mib: l.upload_mib,
+        checkpoint_mib: l.checkpoint_mib,
     }
 }
 
@@ -55,6 +56,7 @@ fn limits_from_pb(l: Option<pb::Limits>) -> Limits {
         programs: l.programs,
         variable_mib: l.variable_mib,
         upload_mib: l.upload_mib,
+        checkpoint_mib: l.checkpoint_mib,
     }
 }
 
