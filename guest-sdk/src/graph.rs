@@ -19,14 +19,19 @@ use crate::error::Result;
 use crate::tensor::{DType, Tensor};
 use crate::wit::graph as raw;
 
-/// One output of an op: what ops consume and sessions fetch.
+/// One output of an op: what ops consume and sessions fetch. It remembers
+/// its graph, so that asking one graph for gradients of another's tensors
+/// is an error rather than a mix-up of node ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Output {
     /// The op's node id.
     pub node: u32,
     /// Which output.
     pub index: u32,
+    pub(crate) graph: u32,
 }
+
+static NEXT_GRAPH: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 
 impl Output {
     /// The op that produces it.
@@ -38,8 +43,12 @@ impl Output {
         raw::Output { node: self.node, index: self.index }
     }
 
-    pub(crate) fn from_raw(o: raw::Output) -> Self {
-        Output { node: o.node, index: o.index }
+    pub(crate) fn from_raw(o: raw::Output, graph: u32) -> Self {
+        Output { node: o.node, index: o.index, graph }
+    }
+
+    pub(crate) fn from_raw_in(graph: u32, o: raw::Output) -> Self {
+        Self::from_raw(o, graph)
     }
 }
 
@@ -74,6 +83,7 @@ pub struct Operation {
 /// A graph under construction (TensorFlow's `tf.Graph`).
 pub struct Graph {
     pub(crate) raw: raw::Graph,
+    pub(crate) id: u32,
 }
 
 impl Default for Graph {
@@ -126,14 +136,15 @@ impl OpBuilder<'_> {
 
     /// Adds the op; returns its first output.
     pub fn build(self) -> Result<Output> {
-        Ok(Output { node: self.build_op()?.0, index: 0 })
+        let graph = self.graph.id;
+        Ok(Output { node: self.build_op()?.0, index: 0, graph })
     }
 }
 
 impl Graph {
     /// An empty graph.
     pub fn new() -> Self {
-        Graph { raw: raw::Graph::new() }
+        Graph { raw: raw::Graph::new(), id: NEXT_GRAPH.fetch_add(1, std::sync::atomic::Ordering::Relaxed) }
     }
 
     /// Starts an op of type `op_type` (e.g. `"Add"`).
@@ -170,6 +181,11 @@ impl Graph {
     pub fn operation(&self, x: impl Into<Op>) -> Option<Operation> {
         let id = x.into().0;
         self.operations().into_iter().find(|o| o.id == id)
+    }
+
+    /// Output `index` of node `id` of this graph (as [`Graph::operations`] lists them).
+    pub fn output(&self, id: u32, index: u32) -> Output {
+        Output { node: id, index, graph: self.id }
     }
 
     /// An op by name.

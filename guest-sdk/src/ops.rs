@@ -137,9 +137,19 @@ impl Graph {
         grad_ys: Option<&[Output]>,
         stop_gradients: &[Output],
     ) -> Result<Vec<Option<Output>>> {
+        let all = ys.iter().map(|o| ("y", o)).chain(xs.iter().map(|o| ("x", o)));
+        let all = all.chain(grad_ys.unwrap_or_default().iter().map(|o| ("grad_y", o)));
+        if let Some((what, o)) =
+            all.chain(stop_gradients.iter().map(|o| ("stop_gradient", o))).find(|(_, o)| o.graph != self.id)
+        {
+            return Err(crate::Error::new(
+                crate::Code::InvalidArgument,
+                format!("gradients: {what} (node {} of another graph) is not in this graph", o.node),
+            ));
+        }
         let raw = |v: &[Output]| v.iter().map(|o| o.raw()).collect::<Vec<_>>();
         let grad_ys = grad_ys.map(raw);
         let out = self.raw.gradients(&raw(ys), &raw(xs), grad_ys.as_deref(), &raw(stop_gradients))?;
-        Ok(out.into_iter().map(|g| g.map(Output::from_raw)).collect())
+        Ok(out.into_iter().map(|g| g.map(|o| Output::from_raw(o, self.id))).collect())
     }
 }

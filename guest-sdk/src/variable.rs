@@ -9,6 +9,7 @@ use crate::wit::variable as raw;
 /// A variable declared in a graph.
 pub struct Variable {
     raw: raw::Variable,
+    graph: u32,
 }
 
 /// A value for an assign op: a literal tensor or an op output.
@@ -72,7 +73,7 @@ impl Variable {
     ) -> Result<Self> {
         let opts =
             raw::VariableOptions { name: Some(name.to_string()), device: options.device, trainable: options.trainable };
-        Ok(Variable { raw: raw::Variable::create(&graph.raw, &initial.into().raw(), &opts)? })
+        Ok(Variable { raw: raw::Variable::create(&graph.raw, &initial.into().raw(), &opts)?, graph: graph.id })
     }
 
     /// Its node name (`var`, or `var_1` if the graph already had a `var`).
@@ -82,12 +83,12 @@ impl Variable {
 
     /// The variable node's output: fetching it reads the value.
     pub fn output(&self) -> Output {
-        Output::from_raw(self.raw.node())
+        Output::from_raw_in(self.graph, self.raw.node())
     }
 
     /// `name/read`: the value as an input to other ops.
     pub fn value(&self) -> Output {
-        Output::from_raw(self.raw.value())
+        Output::from_raw_in(self.graph, self.raw.value())
     }
 
     /// `name/Assign`: sets the initial value.
@@ -97,22 +98,22 @@ impl Variable {
 
     /// Adds `var.assign(value)`; its output is the new value.
     pub fn assign(&self, value: impl Into<Operand>) -> Result<Output> {
-        Ok(Output::from_raw(self.raw.assign(&value.into().raw())?))
+        Ok(Output::from_raw_in(self.graph, self.raw.assign(&value.into().raw())?))
     }
 
     /// Adds `var.assign_add(delta)` (atomic on the task); outputs the new value.
     pub fn assign_add(&self, delta: impl Into<Operand>) -> Result<Output> {
-        Ok(Output::from_raw(self.raw.assign_add(&delta.into().raw())?))
+        Ok(Output::from_raw_in(self.graph, self.raw.assign_add(&delta.into().raw())?))
     }
 
     /// Adds `var.assign_sub(delta)` (atomic on the task); outputs the new value.
     pub fn assign_sub(&self, delta: impl Into<Operand>) -> Result<Output> {
-        Ok(Output::from_raw(self.raw.assign_sub(&delta.into().raw())?))
+        Ok(Output::from_raw_in(self.graph, self.raw.assign_sub(&delta.into().raw())?))
     }
 
     /// Adds `tf.is_variable_initialized(var)`: a bool scalar.
     pub fn is_initialized(&self) -> Result<Output> {
-        Ok(Output::from_raw(self.raw.is_initialized()?))
+        Ok(Output::from_raw_in(self.graph, self.raw.is_initialized()?))
     }
 }
 
@@ -138,6 +139,6 @@ impl Graph {
     /// `tf.report_uninitialized_variables()`: a string tensor of the names of
     /// this graph's variables that have no value yet.
     pub fn report_uninitialized_variables(&self) -> Result<Output> {
-        Ok(Output::from_raw(raw::report_uninitialized_variables(&self.raw)?))
+        Ok(Output::from_raw(raw::report_uninitialized_variables(&self.raw)?, self.id))
     }
 }

@@ -69,6 +69,12 @@ fn bad_training_requests_get_named_errors() {
         lines[3]
     );
     assert!(lines[4].starts_with("no gradients: invalid-argument: no gradients for any variable (f)"), "{}", lines[4]);
+    assert!(
+        lines[5].starts_with("another graph: invalid-argument: gradients: x (node ")
+            && lines[5].contains("of another graph"),
+        "{}",
+        lines[5]
+    );
 }
 
 /// The ps-linear-regression example at width 64: both workers train the

@@ -46,12 +46,8 @@ impl Saver {
     /// A saver of every variable in `g` (slots and the global step
     /// included), writing `prefix-<global step>`.
     pub fn new(g: &Graph, sess: &Session, prefix: &str, global_step: Option<&Variable>) -> Result<Self> {
-        let vars: Vec<Output> = g
-            .operations()
-            .into_iter()
-            .filter(|o| o.op_type == "VariableV2")
-            .map(|o| Output { node: o.id, index: 0 })
-            .collect();
+        let vars: Vec<Output> =
+            g.operations().into_iter().filter(|o| o.op_type == "VariableV2").map(|o| g.output(o.id, 0)).collect();
         Self::build(g, sess, prefix, global_step, &vars, 5)
     }
 

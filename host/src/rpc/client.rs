@@ -316,7 +316,10 @@ impl Peer {
 
     /// The error for a failed call; transport failures drop the channel.
     fn failed(&self, st: &mut PeerState, s: &tonic::Status) -> Error {
-        if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled) {
+        // tonic reports a connection torn down mid-stream (the peer stopped)
+        // as an internal "h2 protocol error": that is the transport, not the peer's answer.
+        let torn = s.code() == tonic::Code::Internal && s.message().starts_with("h2 protocol error");
+        if torn || matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled) {
             st.client = None;
             return self.unavailable(s.message());
         }
