@@ -352,6 +352,9 @@ macro_rules! unary_ops {
     };
 }
 
+// The rest of the op library (`ops.rs`) is written with the same two macros.
+pub(crate) use {binary_ops, unary_ops};
+
 binary_ops!(
     /// `a + b`, with NumPy broadcasting.
     add => "Add",

@@ -2,30 +2,8 @@
 //! selection and casts, array ops, and the numerically stable losses.
 
 use crate::error::Result;
-use crate::graph::{AttrValue, Graph, Output};
+use crate::graph::{AttrValue, Graph, Output, binary_ops, unary_ops};
 use crate::tensor::DType;
-
-macro_rules! binary_ops {
-    ($($(#[$doc:meta])* $name:ident => $op:literal),* $(,)?) => {
-        impl Graph { $(
-            $(#[$doc])*
-            pub fn $name(&self, a: Output, b: Output) -> Result<Output> {
-                self.op($op).input(a).input(b).build()
-            }
-        )* }
-    };
-}
-
-macro_rules! unary_ops {
-    ($($(#[$doc:meta])* $name:ident => $op:literal),* $(,)?) => {
-        impl Graph { $(
-            $(#[$doc])*
-            pub fn $name(&self, x: Output) -> Result<Output> {
-                self.op($op).input(x).build()
-            }
-        )* }
-    };
-}
 
 binary_ops!(
     /// `max(a, b)` element-wise, with broadcasting.
