@@ -96,11 +96,16 @@ impl Default for Graph {
 pub struct OpBuilder<'g> {
     graph: &'g Graph,
     spec: raw::OpSpec,
+    /// An input that came from another graph, refused when the op is built.
+    foreign: Option<Output>,
 }
 
 impl OpBuilder<'_> {
     /// Appends a data input.
     pub fn input(mut self, x: Output) -> Self {
+        if x.graph != self.graph.id {
+            self.foreign.get_or_insert(x);
+        }
         self.spec.inputs.push(x.raw());
         self
     }
@@ -131,6 +136,12 @@ impl OpBuilder<'_> {
 
     /// Adds the op; returns it.
     pub fn build_op(self) -> Result<Op> {
+        if let Some(x) = self.foreign {
+            return Err(crate::Error::new(
+                crate::Code::InvalidArgument,
+                format!("{}: input (node {}) comes from another graph", self.spec.op_type, x.node),
+            ));
+        }
         Ok(Op(self.graph.raw.add_op(&self.spec)?))
     }
 
@@ -159,6 +170,7 @@ impl Graph {
                 attrs: Vec::new(),
                 device: None,
             },
+            foreign: None,
         }
     }
 

@@ -92,8 +92,8 @@ impl View for &Raw {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Serialises updates of the `checkpoint` state files of this process, so
-/// concurrent saves cannot lose each other's entries.
+/// Serialises saves in this process (quota check, files, `checkpoint` state),
+/// so concurrent saves cannot pass a quota together or lose each other's entries.
 static STATE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Whether `name` is a save of `prefix`: `prefix` itself or `prefix-<step>`.
@@ -190,7 +190,6 @@ impl CheckpointDir {
         let dir = self.task_dir(task);
         let file = dir.join(format!("{name}.safetensors"));
         let parent = file.parent().expect("has a parent").to_path_buf();
-        std::fs::create_dir_all(&parent).map_err(|e| io_err("creating", &parent, e))?;
 
         let mut raws = BTreeMap::new();
         let mut meta = HashMap::new();
@@ -214,6 +213,8 @@ impl CheckpointDir {
         meta.insert("weft:task".into(), task.to_string());
         let data = safetensors::serialize(raws.iter().map(|(k, v)| (k.as_str(), v)), Some(meta))
             .map_err(|e| Error::internal(format!("encoding checkpoint '{name}': {e}")))?;
+        // Measuring and writing under one lock: concurrent saves cannot all pass the quota.
+        let _state = STATE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(quota) = self.quota {
             // What this save will prune does not count against it.
             let kept: Vec<String> =
@@ -237,7 +238,7 @@ impl CheckpointDir {
                 ));
             }
         }
-        let _state = STATE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        std::fs::create_dir_all(&parent).map_err(|e| io_err("creating", &parent, e))?;
         write_atomic(&file, &data)?;
         let index = serde_json::json!({"checkpoint": name, "step": step, "task": task.to_string(), "tensors": index});
         write_atomic(&dir.join(format!("{name}.index")), index.to_string().as_bytes())?;

@@ -419,8 +419,8 @@ fn experiments_checkpoint_into_their_own_directories_within_their_quota() {
             let (end, out) = finish(t, info.id).await;
             assert_eq!(out, "saved model\nw [5.0, 6.0] v [8.0]\n", "{end:?}");
         }
-        assert!(dir.join("alice/local-0/model.safetensors").is_file());
-        assert!(dir.join("bob/local-0/model.safetensors").is_file());
+        assert!(dir.join("experiments/alice/local-0/model.safetensors").is_file());
+        assert!(dir.join("experiments/bob/local-0/model.safetensors").is_file());
         let sha = module_hash(&tour);
         let info = start(&alice, &sha, ("local", 0), &["save-big"]).await.unwrap();
         let (_, out) = finish(&alice, info.id).await;
@@ -428,6 +428,15 @@ fn experiments_checkpoint_into_their_own_directories_within_their_quota() {
         let info = start(&bob, &sha, ("local", 0), &["save-big"]).await.unwrap();
         let (_, out) = finish(&bob, info.id).await;
         assert!(out.starts_with("saved big"), "bob's quota is the host's: {out}");
+        // Deleting an experiment deletes its checkpoints: a later one of that name starts empty.
+        alice
+            .client
+            .clone()
+            .delete_experiment(req(&alice, pb::DeleteExperimentRequest { name: "alice".into() }))
+            .await
+            .unwrap();
+        assert!(!dir.join("experiments/alice").exists());
+        assert!(dir.join("experiments/bob/local-0/model.safetensors").is_file());
         let _ = std::fs::remove_dir_all(&dir);
     });
 }

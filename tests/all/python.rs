@@ -8,8 +8,9 @@ use std::process::Command;
 use weft_host::testing::TestHost;
 use weft_tests::workspace_root;
 
-/// Builds the fixture with componentize-py (the README's test command
-/// installs it with pip); fails, saying how to install it, if it is missing.
+/// Builds the fixture with componentize-py, run by `$WEFT_PYTHON` (default
+/// `python3`; the README's test command installs it into `.venv` and points
+/// `WEFT_PYTHON` there); fails, saying how to install it, if it is missing.
 fn build_python_guest() -> PathBuf {
     let root = workspace_root();
     let out_dir = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), PathBuf::from).join("weft-guests");

@@ -31,8 +31,9 @@ pub struct TrainingConfig {
     /// its variables lost) before the error is returned.
     pub recovery_timeout: Duration,
     /// Initializes this worker's own variables (TensorFlow's
-    /// `local_init_op`); every worker runs it at the start, the chief after
-    /// restoring.
+    /// `local_init_op`); every worker runs it first, before the chief
+    /// restores or initializes anything, so it must not read shared
+    /// variables.
     pub local_init: Option<Op>,
 }
 
@@ -131,16 +132,36 @@ impl<'g> TrainingSession<'g> {
                 println!("TrainingSession: the variables are already initialized; joining");
                 return Ok(());
             }
-            let restored = match &self.saver {
-                Some(saver) => self.retry(deadline, |s| saver.restore_latest(s))?,
-                None => None,
+            // Restore every task whose saved variables are all gone (all of
+            // them at a first start); tasks with live variables are left
+            // alone, so a restarted chief never rolls training back.
+            let restored: Vec<Restored> = match &self.saver {
+                Some(saver) => match self.retry(deadline, |s| saver.restore_lost(s)) {
+                    Ok(r) => r,
+                    Err(e) if e.code() == Code::NotFound && e.message().contains("no checkpoint for") => Vec::new(),
+                    Err(e) => return Err(e),
+                },
+                None => Vec::new(),
             };
             let missing = self.retry(deadline, |s| s.fetch(report)?.to_strings())?;
-            let init = self.initializer_of(&missing).unwrap_or(init);
             if !missing.is_empty() {
+                // Only what is still missing: never over what was just restored.
+                let init = match (self.initializer_of(&missing), restored.is_empty()) {
+                    (Some(op), _) => op,
+                    (None, true) => init,
+                    (None, false) => {
+                        return Err(Error::new(
+                            Code::FailedPrecondition,
+                            format!(
+                                "after restoring, these variables have no initializer to run: {}",
+                                missing.join(", ")
+                            ),
+                        ));
+                    }
+                };
                 self.retry(deadline, |s| s.run(init))?;
             }
-            match restored {
+            match restored.iter().map(|r| r.step).max() {
                 Some(step) => println!("TrainingSession: restored the latest checkpoint (global step {step})"),
                 None => println!("TrainingSession: no checkpoint to restore; initialized the variables"),
             }

@@ -283,13 +283,14 @@ struct RunArgs {
     files: HostFileArgs,
 }
 
-/// MatMul threads per process, unless `MATMUL_NUM_THREADS` says: every
-/// core for one standalone program (`weft run` without a cluster), one for
+/// MatMul threads per process, unless `MATMUL_NUM_THREADS` says: what
+/// matrixmultiply chooses (the physical cores, at most 4) for one standalone program (`weft run` without a cluster), one for
 /// a cluster's processes, which share the machine's cores with each other
 /// (measured: 1 ps + 2 workers ran 126 total steps/s with one thread each,
 /// 111 with two).
 fn default_matmul_threads(cli: &Cli) {
-    if std::env::var_os("MATMUL_NUM_THREADS").is_some() {
+    // matrixmultiply treats an empty value as unset, and so does this.
+    if std::env::var_os("MATMUL_NUM_THREADS").is_some_and(|v| !v.is_empty()) {
         return;
     }
     let standalone = matches!(&cli.command, Command::Run(args)

@@ -82,10 +82,10 @@ float_elem!(f64);
 int_elem!(i32);
 int_elem!(i64);
 
-/// The generator behind the random ops: Xoshiro256++ (rand's `SmallRng`),
+/// The generator behind the random ops: Xoshiro256++,
 /// several times faster than a cryptographic one; random ops make
 /// initial values and synthetic data, never secrets.
-pub type OpRng = rand::rngs::SmallRng;
+pub type OpRng = rand_xoshiro::Xoshiro256PlusPlus;
 
 pub(super) type Arr<T> = ndarray::ArcArray<T, IxDyn>;
 

@@ -74,6 +74,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// `<dir>/experiments/<name>`: apart from the host's own task directories
+/// (`<dir>/<job>-<task>`), whatever the experiment is called.
+pub fn experiment_dir(dir: &std::path::Path, name: &str) -> PathBuf {
+    dir.join("experiments").join(name)
+}
+
 /// Checks an experiment's name: it travels in a header and shows in logs.
 pub fn check_name(name: &str) -> Result<()> {
     // Names are directory names (state, checkpoints): no '.' or '..'.
@@ -125,9 +131,9 @@ impl Experiment {
         let budget = Arc::new(ByteBudget::new(format!("experiment '{}'", spec.name), limits.variable_bytes));
         // The experiment's own checkpoint and event directories, its quota.
         let files = HostFiles {
-            checkpoint_dir: host_files.checkpoint_dir.as_ref().map(|d| d.join(&spec.name)),
+            checkpoint_dir: host_files.checkpoint_dir.as_ref().map(|d| experiment_dir(d, &spec.name)),
             checkpoint_quota: Some(limits.checkpoint_bytes as u64),
-            log_dir: host_files.log_dir.as_ref().map(|d| d.join(&spec.name)),
+            log_dir: host_files.log_dir.as_ref().map(|d| experiment_dir(d, &spec.name)),
         };
         let devices = Arc::new(LocalDevices::with_files(spec.tasks.iter().cloned(), Some(budget.clone()), &files));
         let remote = Arc::new(

@@ -254,6 +254,11 @@ impl Hosting {
             state.remove(name);
             state.prune_modules(&others.iter().flat_map(|e| e.modules()).collect());
         }
+        // Its checkpoints and event files go with it: a later experiment of
+        // the same name (perhaps another tenant's) must not inherit them.
+        for dir in [&self.files.checkpoint_dir, &self.files.log_dir].into_iter().flatten() {
+            let _ = std::fs::remove_dir_all(experiment::experiment_dir(dir, name));
+        }
         tracing::info!(experiment = name, stopped, "deleted");
         Ok(stopped)
     }
