@@ -78,12 +78,29 @@ fn now() -> f64 {
 pub struct EventLog {
     dir: PathBuf,
     file: Mutex<Option<(PathBuf, std::fs::File)>>,
+    written: std::sync::atomic::AtomicU64,
+    max_bytes: u64,
 }
+
+/// Bytes of events one task may write in one host process (a scalar is
+/// about 40 bytes: some 1.6 million of them), so a looping program cannot
+/// fill the disk.
+pub const MAX_EVENT_BYTES: u64 = 64 << 20;
 
 impl EventLog {
     /// Event files of `task` under `log_dir`.
     pub fn new(log_dir: &Path, task: &TaskId) -> Self {
-        EventLog { dir: log_dir.join(format!("{}-{}", task.job, task.index)), file: Mutex::new(None) }
+        Self::with_limit(log_dir, task, MAX_EVENT_BYTES)
+    }
+
+    /// [`EventLog::new`] writing at most `max_bytes`.
+    pub fn with_limit(log_dir: &Path, task: &TaskId, max_bytes: u64) -> Self {
+        EventLog {
+            dir: log_dir.join(format!("{}-{}", task.job, task.index)),
+            file: Mutex::new(None),
+            written: std::sync::atomic::AtomicU64::new(0),
+            max_bytes,
+        }
     }
 
     /// Appends `tag = value` at `step`; flushed when written.
@@ -102,7 +119,20 @@ impl EventLog {
             file_version: None,
             summary: Some(Summary { value: vec![SummaryValue { tag: tag.to_string(), simple_value: Some(value) }] }),
         };
-        file.write_all(&record(&event.encode_to_vec()))
+        let bytes = record(&event.encode_to_vec());
+        let used = self.written.load(std::sync::atomic::Ordering::Relaxed);
+        if used + bytes.len() as u64 > self.max_bytes {
+            return Err(Error::status(
+                Code::ResourceExhausted,
+                format!(
+                    "summary limit: {} holds {used} bytes of events, its most is {}",
+                    path.display(),
+                    self.max_bytes
+                ),
+            ));
+        }
+        self.written.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        file.write_all(&bytes)
             .and_then(|_| file.flush())
             .map_err(|e| Error::status(Code::Internal, format!("writing {}: {e}", path.display())))
     }
@@ -115,7 +145,9 @@ impl EventLog {
         let path = self.dir.join(format!("events.out.tfevents.{}.{host}.{}", now() as u64, std::process::id()));
         let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| fail(&path, e))?;
         let header = Event { wall_time: now(), step: 0, file_version: Some("brain.Event:2".into()), summary: None };
-        file.write_all(&record(&header.encode_to_vec())).map_err(|e| fail(&path, e))?;
+        let header = record(&header.encode_to_vec());
+        file.write_all(&header).map_err(|e| fail(&path, e))?;
+        self.written.fetch_add(header.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok((path, file))
     }
 }
@@ -162,6 +194,12 @@ mod tests {
             events[1..].iter().map(|e| (e.step, e.summary.as_ref().unwrap().value[0].simple_value.unwrap())).collect();
         assert_eq!(scalars, [(10, 2.5), (20, 1.5)]);
         assert!(log.scalar("", 1.0, 0).is_err());
+        // A bounded log refuses what would take it past its limit, naming it.
+        let small = EventLog::with_limit(&dir, &TaskId::new("worker", 2), 100);
+        small.scalar("loss", 1.0, 1).unwrap();
+        let err = small.scalar("loss", 1.0, 2).unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted);
+        assert!(err.to_string().contains("summary limit"), "{err}");
         let _ = std::fs::remove_dir_all(dir);
     }
 }
