@@ -46,10 +46,6 @@ impl Output {
     pub(crate) fn from_raw(o: raw::Output, graph: u32) -> Self {
         Output { node: o.node, index: o.index, graph }
     }
-
-    pub(crate) fn from_raw_in(graph: u32, o: raw::Output) -> Self {
-        Self::from_raw(o, graph)
-    }
 }
 
 /// An op (node) of a graph: what sessions run as targets.

@@ -83,12 +83,12 @@ impl Variable {
 
     /// The variable node's output: fetching it reads the value.
     pub fn output(&self) -> Output {
-        Output::from_raw_in(self.graph, self.raw.node())
+        Output::from_raw(self.raw.node(), self.graph)
     }
 
     /// `name/read`: the value as an input to other ops.
     pub fn value(&self) -> Output {
-        Output::from_raw_in(self.graph, self.raw.value())
+        Output::from_raw(self.raw.value(), self.graph)
     }
 
     /// `name/Assign`: sets the initial value.
@@ -98,22 +98,22 @@ impl Variable {
 
     /// Adds `var.assign(value)`; its output is the new value.
     pub fn assign(&self, value: impl Into<Operand>) -> Result<Output> {
-        Ok(Output::from_raw_in(self.graph, self.raw.assign(&value.into().raw())?))
+        Ok(Output::from_raw(self.raw.assign(&value.into().raw())?, self.graph))
     }
 
     /// Adds `var.assign_add(delta)` (atomic on the task); outputs the new value.
     pub fn assign_add(&self, delta: impl Into<Operand>) -> Result<Output> {
-        Ok(Output::from_raw_in(self.graph, self.raw.assign_add(&delta.into().raw())?))
+        Ok(Output::from_raw(self.raw.assign_add(&delta.into().raw())?, self.graph))
     }
 
     /// Adds `var.assign_sub(delta)` (atomic on the task); outputs the new value.
     pub fn assign_sub(&self, delta: impl Into<Operand>) -> Result<Output> {
-        Ok(Output::from_raw_in(self.graph, self.raw.assign_sub(&delta.into().raw())?))
+        Ok(Output::from_raw(self.raw.assign_sub(&delta.into().raw())?, self.graph))
     }
 
     /// Adds `tf.is_variable_initialized(var)`: a bool scalar.
     pub fn is_initialized(&self) -> Result<Output> {
-        Ok(Output::from_raw_in(self.graph, self.raw.is_initialized()?))
+        Ok(Output::from_raw(self.raw.is_initialized()?, self.graph))
     }
 }
 

@@ -208,6 +208,11 @@ impl Tensor {
         Tensor::F32(ArrayD::from_elem(IxDyn(&[]), v).into_shared())
     }
 
+    /// A scalar i64.
+    pub fn scalar_i64(v: i64) -> Self {
+        Tensor::I64(ArrayD::from_elem(IxDyn(&[]), v).into_shared())
+    }
+
     /// An f32 tensor from a shape and row-major values.
     pub fn from_f32(shape: &[usize], values: Vec<f32>) -> Result<Self> {
         Ok(Tensor::F32(shaped(shape, values)?))

@@ -77,20 +77,22 @@ fn bad_training_requests_get_named_errors() {
     );
 }
 
+/// Runs `wasm` with `args` on every task of a fresh 1 ps + 2 workers cluster
+/// talking gRPC; outputs in the order ps, worker 0, worker 1.
+fn run_ps_and_two_workers(example_name: &str, args: &[&str]) -> (TestHost, Vec<TestOutput>) {
+    let host = TestHost::grpc_cluster(&[("ps", 1), ("worker", 2)]).unwrap();
+    let wasm = example(example_name);
+    let tasks = ["/job:ps/task:0", "/job:worker/task:0", "/job:worker/task:1"];
+    let programs: Vec<(&str, &std::path::Path, &[&str])> = tasks.iter().map(|&t| (t, wasm.as_path(), args)).collect();
+    let outs = host.run_all(&programs).unwrap();
+    (host, outs)
+}
+
 /// The ps-linear-regression example at width 64: both workers train the
 /// shared W and b on the ps until the eval loss is at most 0.05.
 #[test]
 fn parameter_server_training_reaches_its_target_loss() {
-    let host = TestHost::grpc_cluster(&[("ps", 1), ("worker", 2)]).unwrap();
-    let wasm = example("ps-linear-regression");
-    let args: &[&str] = &["0.05", "5000", "50", "64"];
-    let outs = host
-        .run_all(&[
-            ("/job:ps/task:0", wasm.as_path(), args),
-            ("/job:worker/task:0", wasm.as_path(), args),
-            ("/job:worker/task:1", wasm.as_path(), args),
-        ])
-        .unwrap();
+    let (host, outs) = run_ps_and_two_workers("ps-linear-regression", &["0.05", "5000", "50", "64"]);
     let ps = ok(&outs[0]);
     assert!(ps.contains("Parameter server: training done after"), "{ps}");
     let mut starts = Vec::new();
@@ -121,16 +123,7 @@ fn parameter_server_training_reaches_its_target_loss() {
 /// measured in docs/BENCHMARKS.md, not asserted in a test).
 #[test]
 fn a3c_stops_at_its_step_budget_saying_so() {
-    let host = TestHost::grpc_cluster(&[("ps", 1), ("worker", 2)]).unwrap();
-    let wasm = example("a3c-cartpole");
-    let args: &[&str] = &["1", "3000", "0.003", "16"];
-    let outs = host
-        .run_all(&[
-            ("/job:ps/task:0", wasm.as_path(), args),
-            ("/job:worker/task:0", wasm.as_path(), args),
-            ("/job:worker/task:1", wasm.as_path(), args),
-        ])
-        .unwrap();
+    let (host, outs) = run_ps_and_two_workers("a3c-cartpole", &["1", "3000", "0.003", "16"]);
     let ps = ok(&outs[0]);
     assert!(ps.contains("ps: NOT solved"), "{ps}");
     for out in &outs[1..] {

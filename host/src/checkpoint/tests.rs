@@ -15,7 +15,7 @@ fn ps() -> TaskId {
 fn vars() -> Vec<(String, Tensor)> {
     vec![
         ("W".to_string(), Tensor::from_f32(&[2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap()),
-        ("global_step".to_string(), Tensor::I64(ndarray::arr0(7i64).into_dyn().into_shared())),
+        ("global_step".to_string(), Tensor::scalar_i64(7)),
     ]
 }
 

@@ -429,12 +429,17 @@ tensor_from!(bool, Bool);
 tensor_from!(Vec<u8>, String);
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::graph::{AttrValue, Graph, NodeRequest, Output};
 
     /// Builds a one-op graph on constant inputs and runs its kernel.
     fn eval(op: OpType, inputs: Vec<Tensor>, attrs: &[(&str, AttrValue)]) -> Result<Tensor> {
+        compute(&const_node(op, &inputs, attrs)?, &inputs, &mut None)
+    }
+
+    /// A node of `op` on Const inputs holding `inputs`, checked as the graph checks it.
+    pub(in crate::exec) fn const_node(op: OpType, inputs: &[Tensor], attrs: &[(&str, AttrValue)]) -> Result<Node> {
         let mut g = Graph::new();
         let outs: Vec<Output> = inputs
             .iter()
@@ -447,7 +452,7 @@ mod tests {
             req = req.attr(k, v.clone());
         }
         let id = g.add(req)?;
-        compute(g.node(id).unwrap(), &inputs, &mut None)
+        Ok(g.node(id)?.clone())
     }
 
     fn f32t(shape: &[usize], v: &[f32]) -> Tensor {

@@ -366,22 +366,11 @@ pub fn add_n(node: &Node, inputs: &[Tensor]) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::{AttrValue, Graph, NodeRequest, Output};
+    use crate::exec::kernels::tests::const_node;
+    use crate::graph::AttrValue;
 
     fn node(op: OpType, inputs: &[Tensor], attrs: &[(&str, AttrValue)]) -> Node {
-        let mut g = Graph::new();
-        let outs: Vec<Output> = inputs
-            .iter()
-            .map(|t| {
-                Output::of(g.add(NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(t.clone()))).unwrap())
-            })
-            .collect();
-        let mut req = NodeRequest::new(op).inputs(outs);
-        for (k, v) in attrs {
-            req = req.attr(k, v.clone());
-        }
-        let id = g.add(req).unwrap();
-        g.node(id).unwrap().clone()
+        const_node(op, inputs, attrs).unwrap()
     }
 
     fn i64s(v: &[i64]) -> Tensor {

@@ -144,14 +144,6 @@ fn scalar_i64(node: &Node, t: &Tensor) -> Result<i64> {
     }
 }
 
-fn str_attr(node: &Node, name: &str) -> Result<Option<String>> {
-    match node.attrs.0.get(name) {
-        None => Ok(None),
-        Some(crate::graph::AttrValue::Str(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(Error::invalid(format!("attr '{name}' of '{}' must be a string, got {other:?}", node.name))),
-    }
-}
-
 fn run_node(
     node: &Node,
     device: &Device,
@@ -196,23 +188,22 @@ fn run_node(
             let n = node.inputs.len() - 1;
             let vars = (0..n).map(var_input).collect::<Result<Vec<_>>>()?;
             let step = scalar_i64(node, &input(n)?.tensor()?)?;
-            let prefix = str_attr(node, "prefix")?.unwrap_or_default();
+            let prefix = node.attrs.str(&node.name, "prefix")?.unwrap_or_default();
             let keep = node.attrs.int(&node.name, "max_to_keep")?.map_or(DEFAULT_MAX_TO_KEEP, |k| k as usize);
             let values = Variable::read_together(&vars)?;
-            let name =
-                device.checkpoints()?.save(device.task(), &prefix, (step >= 0).then_some(step), &values, keep)?;
+            let name = device.checkpoints()?.save(device.task(), prefix, (step >= 0).then_some(step), &values, keep)?;
             Value::Tensor(Tensor::strings(&[name]))
         }
         OpType::RestoreV2 => {
             let vars = (0..node.inputs.len()).map(var_input).collect::<Result<Vec<_>>>()?;
             let only_if_uninitialized = node.attrs.bool(&node.name, "only_if_uninitialized")?.unwrap_or(false);
             if only_if_uninitialized && vars.iter().any(|v| v.is_initialized()) {
-                return Ok(Some(Value::Tensor(Tensor::I64(ndarray::arr0(-1i64).into_dyn().into_shared()))));
+                return Ok(Some(Value::Tensor(Tensor::scalar_i64(-1))));
             }
             let mut loaded = device.checkpoints()?.load(
                 device.task(),
-                str_attr(node, "checkpoint")?.as_deref(),
-                str_attr(node, "prefix")?.as_deref(),
+                node.attrs.str(&node.name, "checkpoint")?,
+                node.attrs.str(&node.name, "prefix")?,
             )?;
             let mut values = Vec::with_capacity(vars.len());
             for v in &vars {
@@ -232,7 +223,7 @@ fn run_node(
             }
             let restored = Variable::assign_together(&vars, values, only_if_uninitialized)?;
             let step = if restored { loaded.step.unwrap_or(0) } else { -1 };
-            Value::Tensor(Tensor::I64(ndarray::arr0(step).into_dyn().into_shared()))
+            Value::Tensor(Tensor::scalar_i64(step))
         }
         OpType::WriteScalarSummary => {
             let step = scalar_i64(node, &input(0)?.tensor()?)?;
@@ -242,8 +233,8 @@ fn run_node(
                 _ => None,
             }
             .ok_or_else(|| Error::invalid(format!("'{}': the value must be a float scalar", node.name)))?;
-            let tag = str_attr(node, "tag")?.unwrap_or_default();
-            device.events()?.scalar(&tag, value as f32, step)?;
+            let tag = node.attrs.str(&node.name, "tag")?.unwrap_or_default();
+            device.events()?.scalar(tag, value as f32, step)?;
             return Ok(None);
         }
         OpType::IsVariableInitialized => Value::Tensor(Tensor::Bool(

@@ -2,7 +2,7 @@
 //! gradient helpers and the fused optimizer updates.
 
 use super::infer::{InferCtx, shapes_compatible};
-use super::op::{AttrValue, OpType};
+use super::op::OpType;
 use crate::error::Result;
 use crate::tensor::{DType, ShapeDisplay, TensorType};
 
@@ -88,8 +88,8 @@ pub fn infer(cx: &InferCtx<'_>) -> Result<Vec<TensorType>> {
             if !cx.inputs[1].shape.is_empty() {
                 return Err(cx.err(format!("{} must be a scalar", cx.input_desc(1))));
             }
-            match cx.attrs.0.get("tag") {
-                Some(AttrValue::Str(t)) if !t.is_empty() && t.len() <= 256 => Ok(vec![]),
+            match cx.attrs.str(cx.name, "tag")? {
+                Some(t) if !t.is_empty() && t.len() <= 256 => Ok(vec![]),
                 _ => Err(cx.err("needs attr 'tag', a string of 1 to 256 bytes")),
             }
         }
@@ -99,12 +99,10 @@ pub fn infer(cx: &InferCtx<'_>) -> Result<Vec<TensorType>> {
 
 /// The checkpoint name attr `name` (required or not) must be a safe relative path.
 fn checkpoint_attrs(cx: &InferCtx<'_>, name: &str, required: bool) -> Result<()> {
-    match cx.attrs.0.get(name) {
-        Some(AttrValue::Str(p)) => {
-            crate::checkpoint::CheckpointDir::check_prefix(p).map_err(|e| cx.err(e.message()))?;
-        }
+    match cx.attrs.str(cx.name, name)? {
+        Some(p) => crate::checkpoint::CheckpointDir::check_prefix(p).map_err(|e| cx.err(e.message()))?,
         None if !required => {}
-        _ => return Err(cx.err(format!("needs attr '{name}', a relative path"))),
+        None => return Err(cx.err(format!("needs attr '{name}', a relative path"))),
     }
     if let Some(n) = cx.attrs.int(cx.name, "max_to_keep")?
         && !(1..=1000).contains(&n)

@@ -127,14 +127,10 @@ impl OpType {
         }
     }
 
-    /// Ops whose first input is a variable reference rather than a value.
-    pub fn takes_variable_ref(self) -> bool {
-        self.variable_ref_inputs(2) > 0
-    }
-
     /// Ops with effects beyond their outputs; never skipped, never merged.
     pub fn is_stateful(self) -> bool {
-        self.takes_variable_ref()
+        // Any input count: every op that takes references takes at least one.
+        self.variable_ref_inputs(1) > 0
             || matches!(
                 self,
                 OpType::VariableV2
@@ -212,6 +208,14 @@ impl Attrs {
     pub fn bool(&self, op: &str, name: &str) -> Result<Option<bool>> {
         self.get(op, name, "a bool", |v| match v {
             AttrValue::Bool(b) => Some(*b),
+            _ => None,
+        })
+    }
+
+    /// An optional string attribute.
+    pub fn str(&self, op: &str, name: &str) -> Result<Option<&str>> {
+        self.get(op, name, "a string", |v| match v {
+            AttrValue::Str(s) => Some(s.as_str()),
             _ => None,
         })
     }

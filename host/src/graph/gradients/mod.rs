@@ -27,7 +27,8 @@ pub type GradFn = fn(&mut GradCtx<'_>, &Node, &[Option<Output>]) -> Result<Vec<O
 /// on the forward op's device.
 pub struct GradCtx<'g> {
     graph: &'g mut Graph,
-    forward: Option<(crate::device::DeviceSpec, Option<NodeId>)>,
+    /// The forward op's requested device and the variable it is placed with.
+    forward: (crate::device::DeviceSpec, Option<NodeId>),
 }
 
 impl GradCtx<'_> {
@@ -37,8 +38,8 @@ impl GradCtx<'_> {
         for (k, v) in attrs {
             req = req.attr(k, v.clone());
         }
-        let colocate = self.forward.as_ref().and_then(|f| f.1);
-        req.device = self.forward.as_ref().map(|f| f.0.clone());
+        let colocate = self.forward.1;
+        req.device = Some(self.forward.0.clone());
         let id = self.graph.add(req)?;
         if colocate.is_some() {
             self.graph.nodes[id as usize].colocate_with = colocate;
@@ -253,7 +254,7 @@ impl Graph {
         let scope = format!("{}_grad", node.name);
         self.push_name_scope(&scope);
         let colocate = node.colocate_with;
-        let mut cx = GradCtx { graph: self, forward: Some((node.device.clone(), colocate)) };
+        let mut cx = GradCtx { graph: self, forward: (node.device.clone(), colocate) };
         let result = rule(&mut cx, node, dys);
         self.pop_name_scope()?;
         result.map_err(|e| {
@@ -267,7 +268,7 @@ impl Graph {
             return Ok(gs[0]);
         }
         let first = self.nodes[gs[0].node as usize].clone();
-        let mut cx = GradCtx { graph: self, forward: Some((first.device, first.colocate_with)) };
+        let mut cx = GradCtx { graph: self, forward: (first.device, first.colocate_with) };
         cx.op(OpType::AddN, &gs, &[])
     }
 }

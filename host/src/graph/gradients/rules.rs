@@ -220,12 +220,10 @@ pub fn softmax_cross_entropy(cx: &mut GradCtx<'_>, n: &Node, dys: &[Option<Outpu
 fn pick_grad(cx: &mut GradCtx<'_>, n: &Node, dys: &[Option<Output>], x_wins: OpType) -> Grads {
     let g = dy(dys)?;
     let (x, y) = (n.inputs[0], n.inputs[1]);
-    let dtype = cx.ty(g)?.dtype;
     let x_mask = cx.op(x_wins, &[x, y], &[])?;
     let zeros = cx.op(OpType::ZerosLike, &[g], &[])?;
     let gx = cx.op(OpType::Select, &[x_mask, g, zeros], &[])?;
     let gy = cx.op(OpType::Select, &[x_mask, zeros, g], &[])?;
-    debug_assert!(dtype.is_float());
     Ok(vec![Some(cx.reduce_to(gx, x)?), Some(cx.reduce_to(gy, y)?)])
 }
 
@@ -280,15 +278,14 @@ pub fn unsorted_segment_sum(cx: &mut GradCtx<'_>, n: &Node, dys: &[Option<Output
     let ids_ty = cx.ty(ids)?;
     let zero = match ids_ty.dtype {
         crate::tensor::DType::I32 => crate::tensor::Tensor::I32(ndarray::arr0(0i32).into_dyn().into_shared()),
-        _ => crate::tensor::Tensor::I64(ndarray::arr0(0i64).into_dyn().into_shared()),
+        _ => crate::tensor::Tensor::scalar_i64(0),
     };
     let zero = cx.op(OpType::Const, &[], &[("value", AttrValue::Tensor(zero))])?;
     let clamped = cx.op(OpType::Maximum, &[ids, zero], &[])?;
     let rows = cx.op(OpType::Gather, &[dy(dys)?, clamped], &[])?;
     let kept = cx.op(OpType::GreaterEqual, &[ids, zero], &[])?;
     // One trailing size-1 dimension per dimension a row has beyond the ids.
-    let (rank, ids_rank) =
-        (n.inputs.first().map(|d| cx.ty(*d)).transpose()?.map_or(0, |t| t.shape.len()), ids_ty.shape.len());
+    let (rank, ids_rank) = (cx.ty(n.inputs[0])?.shape.len(), ids_ty.shape.len());
     let extra: Vec<i64> = (ids_rank..rank).map(|a| a as i64).collect();
     let kept = if extra.is_empty() { kept } else { cx.op(OpType::ExpandDims, &[kept], &[("axis", ints(extra))])? };
     let zeros = cx.op(OpType::ZerosLike, &[rows], &[])?;
