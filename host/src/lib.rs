@@ -13,7 +13,9 @@
 //! - [`task`]: a task: its identity, devices, remote tasks, session targets.
 //! - [`runtime`]: wasmtime: the engine, the compiled-module cache and the
 //!   WIT interfaces guests import.
-//! - [`rpc`], [`server`]: gRPC between hosts (`weft.v1.TaskService`).
+//! - [`shm`]: shared-memory segments between hosts on one machine.
+//! - [`rpc`], [`server`]: gRPC between hosts (`weft.v1.TaskService`), with
+//!   tensors through [`shm`] when both ends are on one machine.
 //! - [`local_cluster`], [`launch`]: task servers of a whole cluster in one
 //!   process; `weft launch`.
 //! - [`testing`]: a harness for component tests of worker programs.
@@ -32,6 +34,7 @@ pub mod local_cluster;
 pub mod rpc;
 pub mod runtime;
 pub mod server;
+pub mod shm;
 pub mod summary;
 pub mod task;
 pub mod tensor;

@@ -311,6 +311,14 @@ fn pod_shared<T: bytemuck::Pod + Send + Sync>(a: &ArcArray<T, IxDyn>) -> bytes::
 }
 
 impl Tensor {
+    /// How many bytes [`Tensor::to_le_bytes`] gives, without encoding.
+    pub fn byte_length(&self) -> usize {
+        match self {
+            Tensor::String(a) => a.iter().map(|s| 4 + s.len()).sum(),
+            other => other.len() * other.dtype().byte_width().unwrap_or(1),
+        }
+    }
+
     /// The little-endian bytes, without copying when the elements are
     /// contiguous numbers (they share the tensor's memory).
     pub fn to_shared_bytes(&self) -> bytes::Bytes {

@@ -8,6 +8,7 @@
 //! sessions keep working without being rebuilt.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,10 +19,12 @@ use super::auth::Credentials;
 use super::convert::{error_from_status, partition_to_pb, stats_from_pb};
 use super::frames::{FrameReader, frames};
 use super::service::NOT_REGISTERED;
+use super::shared::SharedCall;
 use super::{MAX_MESSAGE_BYTES, pb};
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::error::{Code, Error, Result};
 use crate::exec::{PartitionResult, RemotePartition, RemoteTasks};
+use crate::shm::Pool;
 use crate::tensor::Tensor;
 use crate::tls::ClientTls;
 
@@ -39,6 +42,35 @@ struct PeerState {
     /// When the task last started, if it restarted while this master knew it.
     restarted_micros: Option<u64>,
     registered: HashSet<u64>,
+    /// Segments shared with the task, when it is on this machine.
+    shm: Option<Arc<Pool>>,
+    /// Bytes of each partition's outputs the last time it ran: the space a
+    /// call offers for them in shared memory.
+    output_sizes: HashMap<u64, Vec<usize>>,
+}
+
+/// Tensor bytes a master moved to and from its peers, by path.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    shared: AtomicU64,
+    streamed: AtomicU64,
+}
+
+impl Traffic {
+    /// Bytes through shared memory, both directions.
+    pub fn shared_bytes(&self) -> u64 {
+        self.shared.load(Ordering::Relaxed)
+    }
+
+    /// Bytes in gRPC messages, both directions.
+    pub fn streamed_bytes(&self) -> u64 {
+        self.streamed.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, shared: u64, streamed: u64) {
+        self.shared.fetch_add(shared, Ordering::Relaxed);
+        self.streamed.fetch_add(streamed, Ordering::Relaxed);
+    }
 }
 
 struct Peer {
@@ -47,6 +79,7 @@ struct Peer {
     credentials: Credentials,
     tls: Option<ClientTls>,
     state: tokio::sync::Mutex<PeerState>,
+    traffic: Arc<Traffic>,
 }
 
 /// Runs partitions on the cluster's other tasks.
@@ -56,6 +89,7 @@ pub struct GrpcRemote {
     credentials: Credentials,
     tls: Option<ClientTls>,
     peers: Mutex<HashMap<TaskId, Arc<Peer>>>,
+    traffic: Arc<Traffic>,
 }
 
 impl std::fmt::Debug for GrpcRemote {
@@ -73,6 +107,7 @@ impl GrpcRemote {
             credentials: Credentials::default(),
             tls: None,
             peers: Mutex::default(),
+            traffic: Arc::default(),
         }
     }
 
@@ -89,6 +124,19 @@ impl GrpcRemote {
         self
     }
 
+    /// The tensor bytes it moved, by path.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
+    }
+
+    /// The memfd name of the segments it holds with `task`'s host, and how
+    /// many it holds (none when it shares no memory with it).
+    pub async fn shared_segments(&self, task: &TaskId) -> Option<(String, usize)> {
+        let peer = self.peers.lock().unwrap_or_else(|p| p.into_inner()).get(task).cloned()?;
+        let st = peer.state.lock().await;
+        st.shm.as_ref().map(|p| (p.memfd_name(), p.segments()))
+    }
+
     fn peer(&self, task: &TaskId) -> Result<Arc<Peer>> {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = peers.get(task) {
@@ -102,6 +150,7 @@ impl GrpcRemote {
             credentials: self.credentials.clone(),
             tls: self.tls.clone(),
             state: Default::default(),
+            traffic: self.traffic.clone(),
         });
         peers.insert(task.clone(), peer.clone());
         Ok(peer)
@@ -132,6 +181,14 @@ impl RemoteTasks for GrpcRemote {
             }
         })
     }
+}
+
+/// The shared-memory socket of a task whose status says it is on this
+/// machine and offers one.
+fn shared_memory_with(status: &pb::GetStatusResponse) -> Option<String> {
+    let here = crate::shm::boot_id()?;
+    (crate::shm::enabled() && !status.shm_socket.is_empty() && status.boot_id == here)
+        .then(|| status.shm_socket.clone())
 }
 
 impl Peer {
@@ -181,6 +238,7 @@ impl Peer {
                     }
                     st.incarnation = Some(status.incarnation);
                     st.client = Some(client.clone());
+                    st.shm = shared_memory_with(&status).map(Pool::new);
                     if last_log.is_some() {
                         tracing::warn!("{} at {} is up after {:.1?}", self.task, self.address, started.elapsed());
                     }
@@ -216,9 +274,8 @@ impl Peer {
         inputs: Vec<Tensor>,
         trace: bool,
     ) -> Result<PartitionResult> {
-        let inputs = frames(&inputs);
         for attempt in 0..2 {
-            let mut client = {
+            let (mut client, pool, expected) = {
                 let mut st = self.state.lock().await;
                 let mut client = self.connect(&mut st).await?;
                 if !st.registered.contains(&part.id) {
@@ -240,23 +297,41 @@ impl Peer {
                         Err(s) => return Err(self.failed(&mut st, &s)),
                     }
                 }
-                client
+                let expected = st.output_sizes.get(&part.id).cloned().unwrap_or_default();
+                (client, st.shm.clone(), expected)
             };
+            // Co-located: inputs into a shared segment (registering one may
+            // block briefly), with room for the outputs seen last time.
+            let shared = pool.and_then(|pool| {
+                let place = || SharedCall::place(&pool, &inputs, &expected);
+                match tokio::runtime::Handle::current().runtime_flavor() {
+                    tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(place),
+                    _ => place(),
+                }
+            });
+            let (frames, streamed) = match &shared {
+                Some(call) => (call.input_frames(&inputs), 0),
+                None => (frames(&inputs), inputs.iter().map(|t| t.to_shared_bytes().len() as u64).sum()),
+            };
+            self.traffic.add(shared.as_ref().map_or(0, SharedCall::input_bytes), streamed);
             // The first message names the partition (and may start the first
             // input); the inputs' other chunks follow.
-            let mut messages =
-                vec![pb::RunPartitionRequest { master, partition_id: part.id, trace, ..Default::default() }];
-            for (i, f) in inputs.iter().enumerate() {
+            let mut first = pb::RunPartitionRequest { master, partition_id: part.id, trace, ..Default::default() };
+            if let Some(call) = &shared {
+                first.segment = call.key();
+                first.output_space = call.output_space();
+            }
+            let mut messages = vec![first];
+            for (i, f) in frames.into_iter().enumerate() {
                 if i > 0 {
                     messages.push(pb::RunPartitionRequest::default());
                 }
                 let m = messages.last_mut().expect("a message");
-                m.meta = f.meta.clone();
-                m.data = f.data.clone();
+                (m.meta, m.data, m.shared) = (f.meta, f.data, f.shared);
             }
             match client.run_partition(self.request(futures_util::stream::iter(messages))?).await {
                 Ok(resp) => {
-                    let result = self.receive(&mut resp.into_inner()).await?;
+                    let result = self.receive(&mut resp.into_inner(), shared.as_ref()).await?;
                     if result.outputs.len() != part.def.outputs.len() {
                         return Err(Error::internal(format!(
                             "{} returned {} outputs for partition {}, expected {}",
@@ -265,6 +340,14 @@ impl Peer {
                             part.id,
                             part.def.outputs.len()
                         )));
+                    }
+                    let sizes: Vec<usize> = result.outputs.iter().map(Tensor::byte_length).collect();
+                    if sizes != expected {
+                        let mut st = self.state.lock().await;
+                        if st.output_sizes.len() >= 4096 {
+                            st.output_sizes.clear();
+                        }
+                        st.output_sizes.insert(part.id, sizes);
                     }
                     return Ok(result);
                 }
@@ -284,18 +367,40 @@ impl Peer {
         Err(Error::internal(format!("partition {} of {} could not be registered", part.id, self.task)))
     }
 
-    /// Reassembles streamed outputs: each a meta, then its bytes.
-    async fn receive(&self, stream: &mut tonic::Streaming<pb::RunPartitionChunk>) -> Result<PartitionResult> {
+    /// Reassembles streamed outputs: each a meta, then its bytes (or, with
+    /// shared memory, the range of the call's segment it was written to).
+    async fn receive(
+        &self,
+        stream: &mut tonic::Streaming<pb::RunPartitionChunk>,
+        shared: Option<&SharedCall>,
+    ) -> Result<PartitionResult> {
         let mut reader = FrameReader::new(MAX_MESSAGE_BYTES);
         let mut stats = Vec::new();
         let broken = |why: String| Error::unavailable(format!("output stream from {} broke off: {why}", self.task));
+        let mut output = 0usize;
         loop {
             let chunk = match stream.message().await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
                 Err(s) => return Err(self.unavailable(s.message())),
             };
-            reader.push(chunk.meta, &chunk.data).map_err(broken)?;
+            let index = output;
+            if chunk.meta.is_some() {
+                output += 1;
+            }
+            match (chunk.shared, shared) {
+                (Some(range), Some(call)) => {
+                    call.read_output(index, &range, |bytes| reader.push(chunk.meta, bytes))
+                        .and_then(|r| r)
+                        .map_err(broken)?;
+                    self.traffic.add(range.length, 0);
+                }
+                (Some(_), None) => return Err(broken("a shared range in a call without shared memory".into())),
+                (None, _) => {
+                    self.traffic.add(0, chunk.data.len() as u64);
+                    reader.push(chunk.meta, &chunk.data).map_err(broken)?;
+                }
+            }
             if !chunk.stats.is_empty() {
                 stats = stats_from_pb(chunk.stats);
             }
@@ -311,6 +416,7 @@ impl Peer {
         st.incarnation = Some(status.incarnation);
         st.restarted_micros = Some(status.started_unix_micros);
         st.registered.clear();
+        st.shm = shared_memory_with(&status).map(Pool::new);
         Ok(())
     }
 
@@ -321,6 +427,7 @@ impl Peer {
         let torn = s.code() == tonic::Code::Internal && s.message().starts_with("h2 protocol error");
         if torn || matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled) {
             st.client = None;
+            st.shm = None;
             return self.unavailable(s.message());
         }
         let e = error_from_status(s);

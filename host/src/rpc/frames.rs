@@ -20,6 +20,9 @@ pub struct Frame {
     pub meta: Option<pb::TensorMeta>,
     /// The next bytes of the current tensor.
     pub data: Bytes,
+    /// Instead of `data`: where in the call's shared-memory segment the
+    /// whole tensor's bytes are.
+    pub shared: Option<pb::SharedBytes>,
 }
 
 /// The frames that carry `tensors`, in order; none for no tensors.
@@ -27,15 +30,11 @@ pub fn frames(tensors: &[Tensor]) -> Vec<Frame> {
     let mut out = Vec::new();
     for t in tensors {
         let bytes = t.to_shared_bytes();
-        let mut meta = Some(pb::TensorMeta {
-            dtype: dtype_to_pb(t.dtype()),
-            shape: t.shape().iter().map(|&d| d as u64).collect(),
-            byte_length: bytes.len() as u64,
-        });
+        let mut meta = Some(meta_of(t, bytes.len()));
         let mut offset = 0;
         loop {
             let end = (offset + CHUNK_BYTES).min(bytes.len());
-            out.push(Frame { meta: meta.take(), data: bytes.slice(offset..end) });
+            out.push(Frame { meta: meta.take(), data: bytes.slice(offset..end), shared: None });
             offset = end;
             if offset >= bytes.len() {
                 break;
@@ -43,6 +42,15 @@ pub fn frames(tensors: &[Tensor]) -> Vec<Frame> {
         }
     }
     out
+}
+
+/// The meta of `t`, whose bytes are `byte_length` long.
+pub fn meta_of(t: &Tensor, byte_length: usize) -> pb::TensorMeta {
+    pb::TensorMeta {
+        dtype: dtype_to_pb(t.dtype()),
+        shape: t.shape().iter().map(|&d| d as u64).collect(),
+        byte_length: byte_length as u64,
+    }
 }
 
 /// Reassembles tensors from frames; errors say what is wrong with the stream.
@@ -128,7 +136,7 @@ mod tests {
         let mut f = frames(&[Tensor::from_f32(&[CHUNK_BYTES], vec![0.0; CHUNK_BYTES]).unwrap()]);
         f.pop();
         assert_eq!(read(f).unwrap_err(), "the last tensor is incomplete");
-        let stray = Frame { meta: None, data: Bytes::from_static(b"xx") };
+        let stray = Frame { meta: None, data: Bytes::from_static(b"xx"), shared: None };
         assert_eq!(read(vec![stray]).unwrap_err(), "bytes without a tensor");
         let mut small = FrameReader::new(1024);
         let f = frames(&[Tensor::from_f32(&[512], vec![0.0; 512]).unwrap()]).remove(0);

@@ -8,6 +8,7 @@ mod control;
 mod convert;
 mod frames;
 mod service;
+mod shared;
 
 pub use auth::{AuthInterceptor, Authenticator, Caller, Credentials};
 pub use client::GrpcRemote;

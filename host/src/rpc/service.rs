@@ -9,12 +9,13 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{Caller, task_of};
 use super::convert::{partition_from_pb, stats_to_pb, status_from_error};
-use super::frames::{FrameReader, frames};
+use super::frames::{FrameReader, frames, meta_of};
 use super::{MAX_MESSAGE_BYTES, pb};
 use crate::cluster::TaskId;
 use crate::error::Error;
 use crate::exec::{PartitionDef, Trace, run_partition};
 use crate::graph::{NodeId, Output};
+use crate::shm::Mapping;
 use crate::task::Task;
 use crate::tensor::Tensor;
 
@@ -141,31 +142,73 @@ impl TaskService {
 /// again (and retry once) only on this one.
 pub const NOT_REGISTERED: &str = "is not registered with this incarnation";
 
-/// The chunks that carry `outputs` and then `stats`.
-fn chunks(outputs: &[Tensor], stats: Vec<pb::DeviceStats>) -> Vec<pb::RunPartitionChunk> {
-    let mut out: Vec<pb::RunPartitionChunk> = frames(outputs)
-        .into_iter()
-        .map(|f| pb::RunPartitionChunk { meta: f.meta, data: f.data, stats: Vec::new() })
-        .collect();
+/// The chunks that carry `outputs` and then `stats`. An output that fits
+/// the range the master offered for it is written there (the chunk names
+/// the range); the others are streamed.
+fn chunks(
+    outputs: &[Tensor],
+    stats: Vec<pb::DeviceStats>,
+    shared: Option<(&Mapping, &[pb::SharedBytes])>,
+) -> Result<Vec<pb::RunPartitionChunk>, Status> {
+    let mut out: Vec<pb::RunPartitionChunk> = Vec::new();
+    for (i, t) in outputs.iter().enumerate() {
+        if let Some((mapping, offered)) = shared
+            && let Some(range) = offered.get(i).filter(|r| r.length >= t.byte_length() as u64)
+        {
+            let bytes = t.to_shared_bytes();
+            mapping
+                .write(range.offset, &bytes)
+                .map_err(|e| Status::invalid_argument(format!("output space for output {i}: {e}")))?;
+            out.push(pb::RunPartitionChunk {
+                meta: Some(meta_of(t, bytes.len())),
+                shared: Some(pb::SharedBytes { offset: range.offset, length: bytes.len() as u64 }),
+                ..Default::default()
+            });
+            continue;
+        }
+        out.extend(frames(std::slice::from_ref(t)).into_iter().map(|f| pb::RunPartitionChunk {
+            meta: f.meta,
+            data: f.data,
+            ..Default::default()
+        }));
+    }
     // Stats ride on the last chunk: a small result is one message.
     match out.last_mut() {
         Some(last) => last.stats = stats,
-        None => out.push(pb::RunPartitionChunk { meta: None, data: bytes::Bytes::new(), stats }),
+        None => out.push(pb::RunPartitionChunk { stats, ..Default::default() }),
     }
-    out
+    Ok(out)
 }
 
-/// Reads a step's request stream: the partition it names, and its inputs.
+/// The segment a call's first message names, if any.
+fn segment_of(first: &pb::RunPartitionRequest) -> Result<Option<Arc<Mapping>>, Status> {
+    if first.segment.is_empty() {
+        return Ok(None);
+    }
+    crate::shm::registry().and_then(|r| r.segment(&first.segment)).map(Some).ok_or_else(|| {
+        Status::unavailable("the call names a shared-memory segment this host does not hold (closed, or never given)")
+    })
+}
+
+/// Reads a step's request stream: the partition it names, and its inputs
+/// (streamed bytes, or ranges of `segment`).
 async fn read_inputs(
     first: pb::RunPartitionRequest,
     stream: &mut tonic::Streaming<pb::RunPartitionRequest>,
     expected: usize,
+    segment: Option<&Mapping>,
 ) -> Result<Vec<Tensor>, Status> {
-    let broken = |why: String| Status::invalid_argument(format!("inputs of partition {}: {why}", first.partition_id));
+    let id = first.partition_id;
+    let broken = |why: String| Status::invalid_argument(format!("inputs of partition {id}: {why}"));
     let mut reader = FrameReader::new(MAX_MESSAGE_BYTES);
-    reader.push(first.meta, &first.data).map_err(broken)?;
+    let mut push = |m: pb::RunPartitionRequest| match (m.shared, segment) {
+        (Some(r), Some(seg)) => seg.read(r.offset, r.length as usize, |b| reader.push(m.meta, b)).and_then(|r| r),
+        (Some(_), None) => Err("a shared range without a segment".to_string()),
+        (None, _) => reader.push(m.meta, &m.data),
+    };
+    push(first).map_err(broken)?;
     while let Some(m) = stream.message().await? {
-        reader.push(m.meta, &m.data).map_err(broken)?;
+        push(m).map_err(broken)?;
     }
     let inputs = reader.finish().map_err(broken)?;
     if inputs.len() != expected {
@@ -190,6 +233,8 @@ impl pb::task_service_server::TaskService for TaskService {
             task: served.task.id().index,
             incarnation: served.incarnation,
             started_unix_micros: served.started_micros,
+            shm_socket: crate::shm::registry().map(|r| r.address().to_string()).unwrap_or_default(),
+            boot_id: crate::shm::boot_id().unwrap_or_default().to_string(),
         }))
     }
 
@@ -219,13 +264,16 @@ impl pb::task_service_server::TaskService for TaskService {
     ) -> Result<Response<ChunkStream>, Status> {
         let served = self.served(&request)?;
         let mut stream = request.into_inner();
-        let req = stream.message().await?.ok_or_else(|| Status::invalid_argument("RunPartition without a request"))?;
+        let mut req =
+            stream.message().await?.ok_or_else(|| Status::invalid_argument("RunPartition without a request"))?;
         let part = served.partitions().by_key.get(&(req.master, req.partition_id)).cloned().ok_or_else(|| {
             Status::not_found(format!("partition {} {NOT_REGISTERED} of {}", req.partition_id, served.task.id()))
         })?;
         let trace = req.trace;
         let id = req.partition_id;
-        let values = read_inputs(req, &mut stream, part.def.inputs.len()).await?;
+        let segment = segment_of(&req)?;
+        let output_space = std::mem::take(&mut req.output_space);
+        let values = read_inputs(req, &mut stream, part.def.inputs.len(), segment.as_deref()).await?;
         let inputs: HashMap<Output, Tensor> = part.def.inputs.iter().copied().zip(values).collect();
         let device = served.task.device().clone();
         let compute = move || {
@@ -249,7 +297,8 @@ impl pb::task_service_server::TaskService for TaskService {
             _ => guarded(),
         }
         .map_err(status_from_error)?;
-        let chunks = chunks(&result.0, stats_to_pb(result.1));
+        let shared = segment.as_deref().map(|m| (m, output_space.as_slice()));
+        let chunks = chunks(&result.0, stats_to_pb(result.1), shared)?;
         Ok(Response::new(Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok)))))
     }
 }

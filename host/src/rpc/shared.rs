@@ -1,0 +1,94 @@
+//! One `RunPartition` call's tensors in shared memory, the master's side:
+//! the inputs written into a leased segment, and ranges offered for the
+//! outputs (sized as the same partition's outputs were last time), so the
+//! call's messages carry ranges instead of bytes.
+
+use std::sync::Arc;
+
+use super::frames::{Frame, meta_of};
+use super::pb;
+use crate::shm::{Lease, Pool, aligned};
+use crate::tensor::Tensor;
+
+/// Below this many bytes in all, a call's tensors go over the stream.
+pub const MIN_SHARED_BYTES: usize = 64 << 10;
+
+/// A call's segment, with where its inputs are and its outputs may go.
+#[derive(Debug)]
+pub struct SharedCall {
+    lease: Lease,
+    inputs: Vec<pb::SharedBytes>,
+    outputs: Vec<pb::SharedBytes>,
+}
+
+impl SharedCall {
+    /// Writes `inputs` into a segment from `pool` with room after them for
+    /// outputs of `expected_outputs` bytes; `None` (use the stream) when the
+    /// call is small or no segment is to be had.
+    pub fn place(pool: &Arc<Pool>, inputs: &[Tensor], expected_outputs: &[usize]) -> Option<SharedCall> {
+        let bytes: Vec<bytes::Bytes> = inputs.iter().map(Tensor::to_shared_bytes).collect();
+        let total = bytes.iter().map(|b| aligned(b.len())).chain(expected_outputs.iter().map(|&n| aligned(n))).sum();
+        if total < MIN_SHARED_BYTES {
+            return None;
+        }
+        let lease = pool.lease(total)?;
+        let mut offset = 0usize;
+        let mut range = |length: usize| {
+            let r = pb::SharedBytes { offset: offset as u64, length: length as u64 };
+            offset += aligned(length);
+            r
+        };
+        let input_ranges: Vec<_> = bytes.iter().map(|b| range(b.len())).collect();
+        let output_ranges = expected_outputs.iter().map(|&n| range(n)).collect();
+        for (b, r) in bytes.iter().zip(&input_ranges) {
+            lease.mapping().write(r.offset, b).ok()?;
+        }
+        Some(SharedCall { lease, inputs: input_ranges, outputs: output_ranges })
+    }
+
+    /// The segment's key, for the call's first message.
+    pub fn key(&self) -> Vec<u8> {
+        self.lease.key().to_vec()
+    }
+
+    /// The ranges offered for the outputs, for the first message.
+    pub fn output_space(&self) -> Vec<pb::SharedBytes> {
+        self.outputs.clone()
+    }
+
+    /// The frames that name the inputs' ranges (one per input, no bytes).
+    pub fn input_frames(&self, inputs: &[Tensor]) -> Vec<Frame> {
+        inputs
+            .iter()
+            .zip(&self.inputs)
+            .map(|(t, r)| Frame {
+                meta: Some(meta_of(t, r.length as usize)),
+                data: bytes::Bytes::new(),
+                shared: Some(*r),
+            })
+            .collect()
+    }
+
+    /// Input bytes it carries.
+    pub fn input_bytes(&self) -> u64 {
+        self.inputs.iter().map(|r| r.length).sum()
+    }
+
+    /// Hands the bytes of an output the task wrote at `range` to `f`;
+    /// refuses a range that is not within the one offered for output `index`.
+    pub fn read_output<R>(
+        &self,
+        index: usize,
+        range: &pb::SharedBytes,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, String> {
+        let offered = self.outputs.get(index).ok_or_else(|| format!("output {index} was offered no shared range"))?;
+        if range.offset != offered.offset || range.length > offered.length {
+            return Err(format!(
+                "output {index} came at {}..+{}, outside the range offered ({}..+{})",
+                range.offset, range.length, offered.offset, offered.length
+            ));
+        }
+        self.lease.mapping().read(range.offset, range.length as usize, f)
+    }
+}

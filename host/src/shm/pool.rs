@@ -1,0 +1,175 @@
+//! The master's side: the segments it gave one co-located host, reused call
+//! after call. A call leases a segment big enough for its inputs and the
+//! outputs it expects, and gives it back when it has read the outputs out.
+
+use std::io::{IoSlice, Read};
+use std::mem::MaybeUninit;
+use std::os::fd::AsFd;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+
+use super::{Key, MAX_SEGMENT_BYTES, Mapping};
+
+/// Segments one master keeps with one host at most (one per call in flight).
+pub const MAX_SEGMENTS_PER_PEER: usize = 8;
+/// The smallest segment made.
+const MIN_SEGMENT_BYTES: usize = 1 << 20;
+/// How long the host has to accept a segment.
+const HANDSHAKE: Duration = Duration::from_secs(2);
+
+/// A segment this process made and registered with a host.
+#[derive(Debug)]
+pub struct Segment {
+    key: Key,
+    mapping: Mapping,
+    /// Open for as long as the host should keep the segment.
+    _registration: UnixStream,
+}
+
+impl Segment {
+    /// Its key.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// Its memory.
+    pub fn mapping(&self) -> &Mapping {
+        &self.mapping
+    }
+}
+
+/// The segments one master holds with one host (at `socket`).
+#[derive(Debug)]
+pub struct Pool {
+    socket: String,
+    /// Names this pool's memfds (`weft-shm-<id>`), so they can be counted.
+    id: u64,
+    free: Mutex<Vec<Segment>>,
+    live: AtomicUsize,
+    /// Set when the host refused a segment or could not be reached: this
+    /// pool then offers none, and calls go over TCP.
+    broken: AtomicBool,
+}
+
+/// A segment lent to one call; back to its pool when dropped.
+#[derive(Debug)]
+pub struct Lease {
+    segment: Option<Segment>,
+    pool: Arc<Pool>,
+}
+
+impl std::ops::Deref for Lease {
+    type Target = Segment;
+    fn deref(&self) -> &Segment {
+        self.segment.as_ref().expect("leased segment")
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(s) = self.segment.take() {
+            self.pool.free.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+        }
+    }
+}
+
+impl Pool {
+    /// A pool for the host whose shared-memory socket is `socket`.
+    pub fn new(socket: impl Into<String>) -> Arc<Pool> {
+        Arc::new(Pool {
+            socket: socket.into(),
+            id: rand::random(),
+            free: Mutex::default(),
+            live: AtomicUsize::new(0),
+            broken: AtomicBool::new(false),
+        })
+    }
+
+    /// The name its memfds carry (`/proc/PID/fd` shows `/memfd:NAME`).
+    pub fn memfd_name(&self) -> String {
+        format!("weft-shm-{:016x}", self.id)
+    }
+
+    /// Segments it holds now, leased or free.
+    pub fn segments(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+
+    /// A segment of at least `bytes`, or `None` (the call then goes over
+    /// TCP): too big, too many in flight, or the host will not take one.
+    /// May block briefly, registering a new segment.
+    pub fn lease(self: &Arc<Self>, bytes: usize) -> Option<Lease> {
+        if bytes > MAX_SEGMENT_BYTES || self.broken.load(Ordering::SeqCst) {
+            return None;
+        }
+        {
+            let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = free.iter().position(|s| s.mapping.len() >= bytes) {
+                let segment = free.swap_remove(i);
+                return Some(Lease { segment: Some(segment), pool: self.clone() });
+            }
+            // Too small for this call: make room for a bigger one.
+            if self.live.load(Ordering::SeqCst) >= MAX_SEGMENTS_PER_PEER && !free.is_empty() {
+                free.pop();
+                self.live.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        if self.live.fetch_add(1, Ordering::SeqCst) >= MAX_SEGMENTS_PER_PEER {
+            self.live.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        let size = bytes.next_power_of_two().clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
+        match self.register(size) {
+            Ok(segment) => Some(Lease { segment: Some(segment), pool: self.clone() }),
+            Err(e) => {
+                self.live.fetch_sub(1, Ordering::SeqCst);
+                self.broken.store(true, Ordering::SeqCst);
+                tracing::info!("no shared memory with the host at @{}: {e}; using TCP", self.socket);
+                None
+            }
+        }
+    }
+
+    fn register(&self, size: usize) -> std::io::Result<Segment> {
+        let mapping = Mapping::create(&self.memfd_name(), size)?;
+        let key: Key = rand::random();
+        let mut conn = UnixStream::connect_addr(&SocketAddr::from_abstract_name(self.socket.as_bytes())?)?;
+        conn.set_read_timeout(Some(HANDSHAKE))?;
+        conn.set_write_timeout(Some(HANDSHAKE))?;
+        let mut hello = [0u8; super::registry::HELLO_BYTES];
+        hello[..16].copy_from_slice(&key);
+        hello[16..].copy_from_slice(&(size as u64).to_le_bytes());
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        let fds = [mapping.fd().as_fd()];
+        control.push(SendAncillaryMessage::ScmRights(&fds));
+        let sent = rustix::net::sendmsg(&conn, &[IoSlice::new(&hello)], &mut control, SendFlags::NOSIGNAL)?;
+        if sent != hello.len() {
+            return Err(std::io::Error::other("the registration was cut short"));
+        }
+        let mut reply = Vec::new();
+        let mut status = [0u8; 1];
+        conn.read_exact(&mut status)?;
+        if status[0] != 0 {
+            let _ = (&conn).take(255).read_to_end(&mut reply);
+            return Err(std::io::Error::other(format!(
+                "the host refused the segment: {}",
+                String::from_utf8_lossy(&reply)
+            )));
+        }
+        conn.set_read_timeout(None)?;
+        Ok(Segment { key, mapping, _registration: conn })
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // Closing the registration tells the host to unmap it.
+        let _ = self._registration.shutdown(std::net::Shutdown::Both);
+    }
+}

@@ -1,0 +1,177 @@
+//! The host's side: an abstract Unix socket on which masters of the same
+//! user hand over segments, and the segments it holds, by key.
+//!
+//! Each connection carries one segment: a message of its key and length
+//! with the memfd attached, answered with one status byte (0 accepted,
+//! otherwise followed by why not). The segment lives until the connection
+//! closes. One registry serves the whole process (every task it hosts), on
+//! its own thread, so it outlives any one async runtime.
+
+use std::collections::HashMap;
+use std::io::{IoSliceMut, Read, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+
+use super::{Key, Mapping};
+
+/// Segments one host holds at most (each is one connection and thread).
+pub const MAX_SEGMENTS: usize = 512;
+/// How long a connecting master has to send its segment.
+const HANDSHAKE: Duration = Duration::from_secs(2);
+/// The registration message: key, then length (little-endian u64).
+pub const HELLO_BYTES: usize = 16 + 8;
+
+/// The segments masters gave this host, and the socket they come in on.
+#[derive(Debug)]
+pub struct Registry {
+    address: String,
+    segments: Mutex<HashMap<Key, Arc<Mapping>>>,
+}
+
+/// This process's registry, started on first use; `None` when shared
+/// memory is off or the socket cannot be opened (hosts then use TCP).
+pub fn registry() -> Option<&'static Arc<Registry>> {
+    static REGISTRY: OnceLock<Option<Arc<Registry>>> = OnceLock::new();
+    REGISTRY
+        .get_or_init(|| {
+            if !super::enabled() {
+                return None;
+            }
+            match Registry::start() {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!("no shared memory for this host (tensors go over TCP): {e}");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+impl Registry {
+    fn start() -> std::io::Result<Arc<Registry>> {
+        let address = format!("weft-shm-{}-{:016x}", std::process::id(), rand::random::<u64>());
+        let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(address.as_bytes())?)?;
+        let registry = Arc::new(Registry { address, segments: Mutex::default() });
+        let accepting = registry.clone();
+        std::thread::Builder::new().name("weft-shm".into()).spawn(move || accepting.accept(listener))?;
+        Ok(registry)
+    }
+
+    /// The abstract socket name masters connect to.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The segment registered under `key`.
+    pub fn segment(&self, key: &[u8]) -> Option<Arc<Mapping>> {
+        let key: Key = key.try_into().ok()?;
+        self.lock().get(&key).cloned()
+    }
+
+    /// How many segments it holds now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Mapping>>> {
+        self.segments.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn accept(self: Arc<Self>, listener: UnixListener) {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let registry = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("weft-shm-segment".into())
+                .stack_size(64 << 10)
+                .spawn(move || registry.serve(conn));
+            if let Err(e) = spawned {
+                tracing::warn!("shared-memory segment refused: no thread for it ({e})");
+            }
+        }
+    }
+
+    /// Takes one segment over `conn` and holds it until `conn` closes.
+    fn serve(&self, mut conn: UnixStream) {
+        let key = match self.register(&conn) {
+            Ok(key) => {
+                let _ = conn.write_all(&[0]);
+                key
+            }
+            Err(why) => {
+                let mut reply = vec![1];
+                reply.extend(why.bytes().take(255));
+                let _ = conn.write_all(&reply);
+                return;
+            }
+        };
+        // Nothing more is expected: any byte, EOF or error ends the segment.
+        let _ = conn.set_read_timeout(None);
+        let _ = conn.read(&mut [0u8; 1]);
+        self.lock().remove(&key);
+    }
+
+    fn register(&self, conn: &UnixStream) -> Result<Key, String> {
+        let peer = rustix::net::sockopt::socket_peercred(conn).map_err(|e| format!("no peer credentials: {e}"))?;
+        if peer.uid != rustix::process::getuid() {
+            return Err("segments are taken only from this host's own user".into());
+        }
+        conn.set_read_timeout(Some(HANDSHAKE)).map_err(|e| e.to_string())?;
+        let (hello, fd) = receive_hello(conn)?;
+        let key: Key = hello[..16].try_into().expect("16 bytes");
+        let len = u64::from_le_bytes(hello[16..].try_into().expect("8 bytes"));
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&l| l > 0 && l <= super::MAX_SEGMENT_BYTES)
+            .ok_or_else(|| format!("a segment has 1 to {} bytes, not {len}", super::MAX_SEGMENT_BYTES))?;
+        let mapping = Arc::new(Mapping::open(fd, len)?);
+        let mut segments = self.lock();
+        if segments.len() >= MAX_SEGMENTS {
+            return Err(format!("this host holds {MAX_SEGMENTS} segments already"));
+        }
+        if segments.contains_key(&key) {
+            return Err("a segment with this key is registered already".into());
+        }
+        segments.insert(key, mapping);
+        Ok(key)
+    }
+}
+
+/// Reads the registration message and the memfd that comes with it.
+fn receive_hello(conn: &UnixStream) -> Result<([u8; HELLO_BYTES], OwnedFd), String> {
+    let mut hello = [0u8; HELLO_BYTES];
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = rustix::net::recvmsg(
+        conn,
+        &mut [IoSliceMut::new(&mut hello)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC | RecvFlags::WAITALL,
+    )
+    .map_err(|e| format!("reading the segment's registration: {e}"))?;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    if got.bytes != HELLO_BYTES {
+        return Err(format!("a registration is {HELLO_BYTES} bytes, got {}", got.bytes));
+    }
+    match <[OwnedFd; 1]>::try_from(fds) {
+        Ok([fd]) => Ok((hello, fd)),
+        Err(fds) => Err(format!("a registration carries one memfd, got {}", fds.len())),
+    }
+}

@@ -1,0 +1,219 @@
+//! The data plane between hosts on one machine: a `weft serve` ps process
+//! and a master in this test process move big tensors through shared memory
+//! (counted by the master's traffic counters, and seen as a mapping in the
+//! ps process), fall back to TCP when the ps turns it off, and a ps that
+//! dies mid-transfer is `unavailable` with no segment left behind.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use weft_host::cluster::{ClusterSpec, TaskId};
+use weft_host::device::DeviceSpec;
+use weft_host::error::Code;
+use weft_host::exec::{Executor, RunRequest};
+use weft_host::graph::{AttrValue, Graph, NodeRequest, OpType, Operand, Output, VariableDecl, VariableNodes};
+use weft_host::rpc::GrpcRemote;
+use weft_host::task::Task;
+use weft_host::tensor::{DType, Tensor};
+
+use crate::process::{Spawned, Stream, TempDir, free_ports, weft};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+struct Cluster {
+    _dir: TempDir,
+    ps: Spawned,
+    spec: ClusterSpec,
+}
+
+/// A ps task served by its own `weft serve` process (with `env` set), and
+/// the spec of a cluster of it and one worker (this test).
+fn ps_process(tag: &str, env: &[(&str, &str)]) -> Cluster {
+    let dir = TempDir::new(tag);
+    let ports = free_ports(2);
+    let jobs = BTreeMap::from([
+        ("ps".to_string(), vec![format!("127.0.0.1:{}", ports[0])]),
+        ("worker".to_string(), vec![format!("127.0.0.1:{}", ports[1])]),
+    ]);
+    let file = dir.0.join("cluster.json");
+    let json = format!(r#"{{"ps": ["{}"], "worker": ["{}"]}}"#, jobs["ps"][0], jobs["worker"][0]);
+    std::fs::write(&file, json).unwrap();
+    let mut cmd = weft(&["serve", "--cluster", file.to_str().unwrap(), "--job", "ps", "--task", "0"], &dir.0);
+    cmd.envs(env.iter().copied());
+    let mut ps = Spawned::start(cmd);
+    ps.expect(Stream::Err, "serving /job:ps/task:0", LIMIT);
+    Cluster { _dir: dir, ps, spec: ClusterSpec::new(jobs).unwrap() }
+}
+
+/// A variable of `elements` f32 on the ps, initialized from a placeholder
+/// fed on the worker.
+struct BigVariable {
+    graph: Graph,
+    var: VariableNodes,
+    fed: Output,
+    init: weft_host::graph::NodeId,
+    elements: usize,
+}
+
+fn big_variable(elements: usize) -> BigVariable {
+    let mut graph = Graph::new();
+    let x = graph
+        .add(
+            NodeRequest::new(OpType::Placeholder)
+                .attr("dtype", AttrValue::DType(DType::F32))
+                .attr("shape", AttrValue::Ints(vec![elements as i64])),
+        )
+        .unwrap();
+    let decl = VariableDecl {
+        name: Some("big".into()),
+        device: Some(DeviceSpec::parse("/job:ps/task:0").unwrap()),
+        trainable: false,
+    };
+    let var = graph.declare_variable(Operand::Node(Output::of(x)), decl).unwrap();
+    let init = graph.global_variables_initializer().unwrap();
+    BigVariable { graph, var, fed: Output::of(x), init, elements }
+}
+
+/// The worker's master: a task of `spec` reaching the ps through `remote`.
+fn master(spec: &ClusterSpec, remote: &Arc<GrpcRemote>) -> Executor {
+    let task = Task::new(spec.clone(), TaskId::new("worker", 0)).unwrap().with_remote(remote.clone());
+    task.session_executor("", true).unwrap().0
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+async fn run(e: &mut Executor, g: &Graph, req: RunRequest) -> weft_host::error::Result<Vec<Tensor>> {
+    match tokio::time::timeout(LIMIT, e.run(g, &req)).await {
+        Ok(r) => r.map(|r| r.values),
+        Err(_) => panic!("a run did not finish within {LIMIT:?}"),
+    }
+}
+
+async fn initialize(e: &mut Executor, v: &BigVariable, value: f32) {
+    let feed = Tensor::from_f32(&[v.elements], vec![value; v.elements]).unwrap();
+    let req = RunRequest { targets: vec![v.init], feeds: vec![(v.fed, feed)], ..Default::default() };
+    run(e, &v.graph, req).await.unwrap();
+}
+
+async fn fetch(e: &mut Executor, v: &BigVariable) -> weft_host::error::Result<Tensor> {
+    let req = RunRequest { fetches: vec![Output::of(v.var.read)], ..Default::default() };
+    Ok(run(e, &v.graph, req).await?.remove(0))
+}
+
+/// Open file descriptors of this process that are memfds named `name`.
+fn open_memfds(name: &str) -> usize {
+    let wanted = format!("/memfd:{name}");
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with(&wanted))
+        .count()
+}
+
+/// Shared-memory mappings in process `pid`.
+fn mapped_segments(pid: u32) -> usize {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    maps.lines().filter(|l| l.contains("/memfd:weft-shm-")).count()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + LIMIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const MIB16: usize = 4 << 20;
+const BYTES16: u64 = 16 << 20;
+
+#[test]
+fn big_tensors_between_colocated_processes_go_through_shared_memory() {
+    let cluster = ps_process("shm", &[]);
+    let remote = Arc::new(GrpcRemote::new(cluster.spec.clone()));
+    let mut e = master(&cluster.spec, &remote);
+    let v = big_variable(MIB16);
+    let ps = TaskId::new("ps", 0);
+    runtime().block_on(async {
+        // In: the fed 16 MiB go to the ps in the call's segment.
+        initialize(&mut e, &v, 1.5).await;
+        assert_eq!((remote.traffic().shared_bytes(), remote.traffic().streamed_bytes()), (BYTES16, 0));
+        // Out: the first fetch is streamed (nothing says how big it is yet),
+        // the next ones are written into space the call offers.
+        for i in 0..3 {
+            let value = fetch(&mut e, &v).await.unwrap();
+            assert_eq!(value.as_f32_vec().unwrap(), vec![1.5; MIB16], "fetch {i}");
+        }
+        assert_eq!(remote.traffic().shared_bytes(), 3 * BYTES16);
+        assert_eq!(remote.traffic().streamed_bytes(), BYTES16);
+        let (name, segments) = remote.shared_segments(&ps).await.expect("memory shared with the ps");
+        assert_eq!(segments, 1, "one segment, reused call after call");
+        assert_eq!(open_memfds(&name), 1);
+    });
+    let pid = cluster.ps.child.0.id();
+    assert_eq!(mapped_segments(pid), 1, "the ps maps the master's segment");
+    // The master goes: the ps unmaps what it shared.
+    drop(e);
+    drop(remote);
+    wait_until("the ps unmapped the segment", || mapped_segments(pid) == 0);
+}
+
+#[test]
+fn a_host_without_shared_memory_gets_its_tensors_over_tcp() {
+    let cluster = ps_process("no-shm", &[("WEFT_SHM", "0")]);
+    let remote = Arc::new(GrpcRemote::new(cluster.spec.clone()));
+    let mut e = master(&cluster.spec, &remote);
+    let v = big_variable(MIB16);
+    runtime().block_on(async {
+        initialize(&mut e, &v, 2.0).await;
+        for _ in 0..2 {
+            assert_eq!(fetch(&mut e, &v).await.unwrap().as_f32_vec().unwrap(), vec![2.0; MIB16]);
+        }
+        assert_eq!((remote.traffic().shared_bytes(), remote.traffic().streamed_bytes()), (0, 3 * BYTES16));
+        assert!(remote.shared_segments(&TaskId::new("ps", 0)).await.is_none());
+    });
+    assert_eq!(mapped_segments(cluster.ps.child.0.id()), 0);
+}
+
+#[test]
+fn a_ps_that_dies_mid_transfer_is_unavailable_and_leaves_no_segment() {
+    let mut cluster = ps_process("shm-kill", &[]);
+    let remote = Arc::new(GrpcRemote::new(cluster.spec.clone()));
+    let mut e = master(&cluster.spec, &remote);
+    let v = big_variable(16 << 20); // 64 MiB
+    let ps = TaskId::new("ps", 0);
+    let (name, err) = runtime().block_on(async {
+        initialize(&mut e, &v, 3.0).await;
+        fetch(&mut e, &v).await.unwrap();
+        let (name, _) = remote.shared_segments(&ps).await.expect("memory shared with the ps");
+        // Kill the ps while fetches run back to back.
+        let pid = cluster.ps.child.0.id();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            sigkill(pid);
+        });
+        let deadline = Instant::now() + LIMIT;
+        let err = loop {
+            assert!(Instant::now() < deadline, "fetches kept working after the ps was killed");
+            if let Err(e) = fetch(&mut e, &v).await {
+                break e;
+            }
+        };
+        killer.join().unwrap();
+        (name, err)
+    });
+    let _ = cluster.ps.wait(LIMIT);
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.to_string().contains("/job:ps/task:0"), "{err}");
+    let segments = runtime().block_on(remote.shared_segments(&ps));
+    assert!(segments.is_none(), "the dead host's segments were dropped: {segments:?}");
+    assert_eq!(open_memfds(&name), 0, "no memfd of the dead host's pool is open");
+}
+
+/// SIGKILL, from another thread than the one holding the child's handle.
+fn sigkill(pid: u32) {
+    let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+}
