@@ -104,6 +104,13 @@ impl TensorType {
         TensorType { dtype, shape: Vec::new() }
     }
 
+    /// Bytes of a tensor of this type, when its whole shape is known and its
+    /// elements have a fixed width.
+    pub fn byte_length(&self) -> Option<usize> {
+        let shape: Vec<usize> = self.shape.iter().copied().collect::<Option<_>>()?;
+        element_count(&shape).ok()?.checked_mul(self.dtype.byte_width()?)
+    }
+
     /// Whether a concrete tensor fits this type.
     pub fn accepts(&self, tensor: &Tensor) -> bool {
         tensor.dtype() == self.dtype
@@ -333,39 +340,66 @@ impl Tensor {
 }
 
 /// Builds a tensor from its bytes arriving in pieces, writing numbers
-/// straight into their typed buffer (one copy).
+/// straight into their typed buffer: one copy, and no zeroing pass first.
 #[derive(Debug)]
 pub struct TensorAssembler {
     dtype: DType,
     shape: Vec<usize>,
-    typed: Option<Tensor>,
-    raw: Vec<u8>,
+    buffer: Filling,
     filled: usize,
     len: usize,
+}
+
+/// The buffer a tensor's bytes go into: typed (capacity for every element,
+/// written as bytes arrive, its length set once all have), or raw bytes for
+/// bools and strings.
+#[derive(Debug)]
+enum Filling {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    Raw(Vec<u8>),
+}
+
+/// Copies `piece` to byte offset `at` of `v`'s capacity.
+fn write_pod<T: bytemuck::Pod>(v: &mut Vec<T>, at: usize, piece: &[u8]) {
+    assert!(at + piece.len() <= v.capacity() * std::mem::size_of::<T>(), "within the reserved capacity");
+    // SAFETY: the range is inside the allocation (checked above) and does
+    // not overlap `piece`, which is borrowed from elsewhere.
+    unsafe { std::ptr::copy_nonoverlapping(piece.as_ptr(), v.as_mut_ptr().cast::<u8>().add(at), piece.len()) }
+}
+
+/// `v` with all `count` elements, once every byte of them was written.
+fn filled_pod<T: bytemuck::Pod>(mut v: Vec<T>, count: usize) -> Vec<T> {
+    assert!(count <= v.capacity());
+    // SAFETY: every byte of the first `count` elements was written (the
+    // assembler checks that all its bytes arrived), and any bytes are a
+    // valid `T` (Pod).
+    unsafe { v.set_len(count) };
+    v
 }
 
 impl TensorAssembler {
     /// Expects `len` bytes of a `dtype` tensor of `shape`.
     pub fn new(dtype: DType, shape: Vec<usize>, len: usize) -> Result<Self> {
         let count = element_count(&shape)?;
-        let typed = match dtype.byte_width() {
-            Some(w) if count.checked_mul(w) == Some(len) => Some(Tensor::zeros(dtype, &shape)),
-            Some(w) => {
-                return Err(Error::invalid(format!(
-                    "tensor of {dtype} with shape {shape:?} needs {} bytes, got {len}",
-                    count.saturating_mul(w)
-                )));
-            }
-            None => None,
+        if let Some(w) = dtype.byte_width()
+            && count.checked_mul(w) != Some(len)
+        {
+            return Err(Error::invalid(format!(
+                "tensor of {dtype} with shape {shape:?} needs {} bytes, got {len}",
+                count.saturating_mul(w)
+            )));
+        }
+        let buffer = match dtype {
+            DType::F32 => Filling::F32(Vec::with_capacity(count)),
+            DType::F64 => Filling::F64(Vec::with_capacity(count)),
+            DType::I32 => Filling::I32(Vec::with_capacity(count)),
+            DType::I64 => Filling::I64(Vec::with_capacity(count)),
+            DType::Bool | DType::String => Filling::Raw(Vec::new()),
         };
-        Ok(TensorAssembler {
-            dtype,
-            shape,
-            typed: typed.filter(|_| dtype != DType::Bool),
-            raw: Vec::new(),
-            filled: 0,
-            len,
-        })
+        Ok(TensorAssembler { dtype, shape, buffer, filled: 0, len })
     }
 
     /// Whether every byte has arrived.
@@ -375,19 +409,15 @@ impl TensorAssembler {
 
     /// Appends the next piece; more bytes than announced is an error.
     pub fn push(&mut self, piece: &[u8]) -> Result<()> {
-        if self.filled + piece.len() > self.len {
+        if piece.len() > self.len - self.filled {
             return Err(Error::invalid(format!("tensor got more than its {} bytes", self.len)));
         }
-        fn fill<T: bytemuck::Pod>(a: &mut ArcArray<T, IxDyn>, at: usize, piece: &[u8]) {
-            let slice = a.as_slice_mut().expect("new arrays are contiguous");
-            bytemuck::cast_slice_mut::<T, u8>(slice)[at..at + piece.len()].copy_from_slice(piece);
-        }
-        match &mut self.typed {
-            Some(Tensor::F32(a)) => fill(a, self.filled, piece),
-            Some(Tensor::F64(a)) => fill(a, self.filled, piece),
-            Some(Tensor::I32(a)) => fill(a, self.filled, piece),
-            Some(Tensor::I64(a)) => fill(a, self.filled, piece),
-            _ => self.raw.extend_from_slice(piece),
+        match &mut self.buffer {
+            Filling::F32(v) => write_pod(v, self.filled, piece),
+            Filling::F64(v) => write_pod(v, self.filled, piece),
+            Filling::I32(v) => write_pod(v, self.filled, piece),
+            Filling::I64(v) => write_pod(v, self.filled, piece),
+            Filling::Raw(v) => v.extend_from_slice(piece),
         }
         self.filled += piece.len();
         Ok(())
@@ -398,10 +428,15 @@ impl TensorAssembler {
         if !self.is_complete() {
             return Err(Error::invalid(format!("tensor has {} of its {} bytes", self.filled, self.len)));
         }
-        match self.typed {
-            Some(t) => Ok(t),
-            None => Tensor::from_le_bytes(self.dtype, &self.shape, &self.raw),
-        }
+        let count = element_count(&self.shape)?;
+        let shape = &self.shape;
+        Ok(match self.buffer {
+            Filling::F32(v) => Tensor::F32(shaped(shape, filled_pod(v, count))?),
+            Filling::F64(v) => Tensor::F64(shaped(shape, filled_pod(v, count))?),
+            Filling::I32(v) => Tensor::I32(shaped(shape, filled_pod(v, count))?),
+            Filling::I64(v) => Tensor::I64(shaped(shape, filled_pod(v, count))?),
+            Filling::Raw(raw) => Tensor::from_le_bytes(self.dtype, shape, &raw)?,
+        })
     }
 }
 

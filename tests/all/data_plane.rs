@@ -46,33 +46,33 @@ fn ps_process(tag: &str, env: &[(&str, &str)]) -> Cluster {
     Cluster { _dir: dir, ps, spec: ClusterSpec::new(jobs).unwrap() }
 }
 
-/// A variable of `elements` f32 on the ps, initialized from a placeholder
+/// A variable of f32 of `shape` on the ps, initialized from a placeholder
 /// fed on the worker.
 struct BigVariable {
     graph: Graph,
     var: VariableNodes,
     fed: Output,
     init: weft_host::graph::NodeId,
-    elements: usize,
+    shape: Vec<usize>,
 }
 
-fn big_variable(elements: usize) -> BigVariable {
+fn big_variable(name: &str, shape: &[usize]) -> BigVariable {
     let mut graph = Graph::new();
     let x = graph
         .add(
             NodeRequest::new(OpType::Placeholder)
                 .attr("dtype", AttrValue::DType(DType::F32))
-                .attr("shape", AttrValue::Ints(vec![elements as i64])),
+                .attr("shape", AttrValue::Ints(shape.iter().map(|&d| d as i64).collect())),
         )
         .unwrap();
     let decl = VariableDecl {
-        name: Some("big".into()),
+        name: Some(name.into()),
         device: Some(DeviceSpec::parse("/job:ps/task:0").unwrap()),
         trainable: false,
     };
     let var = graph.declare_variable(Operand::Node(Output::of(x)), decl).unwrap();
     let init = graph.global_variables_initializer().unwrap();
-    BigVariable { graph, var, fed: Output::of(x), init, elements }
+    BigVariable { graph, var, fed: Output::of(x), init, shape: shape.to_vec() }
 }
 
 /// The worker's master: a task of `spec` reaching the ps through `remote`.
@@ -93,7 +93,8 @@ async fn run(e: &mut Executor, g: &Graph, req: RunRequest) -> weft_host::error::
 }
 
 async fn initialize(e: &mut Executor, v: &BigVariable, value: f32) {
-    let feed = Tensor::from_f32(&[v.elements], vec![value; v.elements]).unwrap();
+    let n = v.shape.iter().product();
+    let feed = Tensor::from_f32(&v.shape, vec![value; n]).unwrap();
     let req = RunRequest { targets: vec![v.init], feeds: vec![(v.fed, feed)], ..Default::default() };
     run(e, &v.graph, req).await.unwrap();
 }
@@ -127,7 +128,10 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-const MIB16: usize = 4 << 20;
+/// A 16 MiB f32 variable: rows × columns.
+const ROWS: usize = 1024;
+const COLS: usize = 4096;
+const MIB16: usize = ROWS * COLS;
 const BYTES16: u64 = 16 << 20;
 
 #[test]
@@ -135,30 +139,62 @@ fn big_tensors_between_colocated_processes_go_through_shared_memory() {
     let cluster = ps_process("shm", &[]);
     let remote = Arc::new(GrpcRemote::new(cluster.spec.clone()));
     let mut e = master(&cluster.spec, &remote);
-    let v = big_variable(MIB16);
     let ps = TaskId::new("ps", 0);
+    let traffic = || (remote.traffic().shared_bytes(), remote.traffic().streamed_bytes());
     runtime().block_on(async {
         // In: the fed 16 MiB go to the ps in the call's segment.
-        initialize(&mut e, &v, 1.5).await;
-        assert_eq!((remote.traffic().shared_bytes(), remote.traffic().streamed_bytes()), (BYTES16, 0));
-        // Out: the first fetch is streamed (nothing says how big it is yet),
-        // the next ones are written into space the call offers.
+        let known = big_variable("known", &[ROWS, COLS]);
+        initialize(&mut e, &known, 1.5).await;
+        assert_eq!(traffic(), (BYTES16, 0));
+        // Out: a statically known output has space from the first call on.
         for i in 0..3 {
-            let value = fetch(&mut e, &v).await.unwrap();
-            assert_eq!(value.as_f32_vec().unwrap(), vec![1.5; MIB16], "fetch {i}");
+            let value = fetch(&mut e, &known).await.unwrap();
+            assert_eq!(value.as_f32_vec().unwrap(), vec![1.5; ROWS * COLS], "fetch {i}");
         }
-        assert_eq!(remote.traffic().shared_bytes(), 3 * BYTES16);
-        assert_eq!(remote.traffic().streamed_bytes(), BYTES16);
+        assert_eq!(traffic(), (4 * BYTES16, 0));
+        // An output whose shape is known only at run time (rows gathered
+        // on the ps) is streamed the first time; the calls after offer the
+        // space it took.
+        let mut v = known;
+        let rows = v
+            .graph
+            .add(
+                NodeRequest::new(OpType::Placeholder)
+                    .attr("dtype", AttrValue::DType(DType::I32))
+                    .attr("shape", AttrValue::Ints(vec![-1])),
+            )
+            .unwrap();
+        let mut gather = NodeRequest::new(OpType::Gather).inputs([Output::of(v.var.read), Output::of(rows)]);
+        gather.device = Some(DeviceSpec::parse("/job:ps/task:0").unwrap());
+        let gather = Output::of(v.graph.add(gather).unwrap());
+        let row_bytes: Vec<u8> = (0..ROWS as i32).flat_map(i32::to_le_bytes).collect();
+        let all_rows = Tensor::from_le_bytes(DType::I32, &[ROWS], &row_bytes).unwrap();
+        for i in 0..3 {
+            let req = RunRequest {
+                fetches: vec![gather],
+                feeds: vec![(Output::of(rows), all_rows.clone())],
+                ..Default::default()
+            };
+            let value = run(&mut e, &v.graph, req).await.unwrap().remove(0);
+            assert_eq!(value.shape(), &[ROWS, COLS]);
+            assert_eq!(value.as_f32_vec().unwrap(), vec![1.5; ROWS * COLS], "gather {i}");
+        }
+        // (The first call, with no output space to offer, is too small for
+        // a segment: its 4 KiB of row numbers are streamed too.)
+        let row_bytes = (ROWS * 4) as u64;
+        assert_eq!(traffic(), (6 * BYTES16 + 2 * row_bytes, BYTES16 + row_bytes));
         let (name, segments) = remote.shared_segments(&ps).await.expect("memory shared with the ps");
-        assert_eq!(segments, 1, "one segment, reused call after call");
-        assert_eq!(open_memfds(&name), 1);
+        // 16 MiB for the calls of one variable, 32 MiB for the gathers (16
+        // MiB and the row numbers), each reused call after call.
+        assert_eq!(segments, 2);
+        assert_eq!(open_memfds(&name), 2);
     });
     let pid = cluster.ps.child.0.id();
-    assert_eq!(mapped_segments(pid), 1, "the ps maps the master's segment");
+    assert_eq!(mapped_segments(pid), 2, "the ps maps the master's segments");
     // The master goes: the ps unmaps what it shared.
     drop(e);
     drop(remote);
-    wait_until("the ps unmapped the segment", || mapped_segments(pid) == 0);
+    wait_until("the ps unmapped the segments", || mapped_segments(pid) == 0);
 }
 
 #[test]
@@ -166,7 +202,7 @@ fn a_host_without_shared_memory_gets_its_tensors_over_tcp() {
     let cluster = ps_process("no-shm", &[("WEFT_SHM", "0")]);
     let remote = Arc::new(GrpcRemote::new(cluster.spec.clone()));
     let mut e = master(&cluster.spec, &remote);
-    let v = big_variable(MIB16);
+    let v = big_variable("big", &[MIB16]);
     runtime().block_on(async {
         initialize(&mut e, &v, 2.0).await;
         for _ in 0..2 {
@@ -183,7 +219,7 @@ fn a_ps_that_dies_mid_transfer_is_unavailable_and_leaves_no_segment() {
     let mut cluster = ps_process("shm-kill", &[]);
     let remote = Arc::new(GrpcRemote::new(cluster.spec.clone()));
     let mut e = master(&cluster.spec, &remote);
-    let v = big_variable(16 << 20); // 64 MiB
+    let v = big_variable("big", &[16 << 20]); // 64 MiB
     let ps = TaskId::new("ps", 0);
     let (name, err) = runtime().block_on(async {
         initialize(&mut e, &v, 3.0).await;

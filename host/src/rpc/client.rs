@@ -19,7 +19,7 @@ use super::auth::Credentials;
 use super::convert::{error_from_status, partition_to_pb, stats_from_pb};
 use super::frames::{FrameReader, frames};
 use super::service::NOT_REGISTERED;
-use super::shared::SharedCall;
+use super::shared::{SharedCall, static_output_sizes};
 use super::{MAX_MESSAGE_BYTES, pb};
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::error::{Code, Error, Result};
@@ -297,7 +297,7 @@ impl Peer {
                         Err(s) => return Err(self.failed(&mut st, &s)),
                     }
                 }
-                let expected = st.output_sizes.get(&part.id).cloned().unwrap_or_default();
+                let expected = st.output_sizes.get(&part.id).cloned().unwrap_or_else(|| static_output_sizes(&part.def));
                 (client, st.shm.clone(), expected)
             };
             // Co-located: inputs into a shared segment (registering one may

@@ -7,11 +7,29 @@ use std::sync::Arc;
 
 use super::frames::{Frame, meta_of};
 use super::pb;
+use crate::exec::PartitionDef;
 use crate::shm::{Lease, Pool, aligned};
 use crate::tensor::Tensor;
 
 /// Below this many bytes in all, a call's tensors go over the stream.
 pub const MIN_SHARED_BYTES: usize = 64 << 10;
+
+/// Bytes of each output of `def` as far as its static types tell (0 where
+/// they do not): the space a first call offers, before the outputs were
+/// ever seen.
+pub fn static_output_sizes(def: &PartitionDef) -> Vec<usize> {
+    def.outputs
+        .iter()
+        .map(|o| {
+            def.nodes
+                .iter()
+                .find(|n| n.id == o.node)
+                .and_then(|n| n.outputs.get(o.index as usize))
+                .and_then(|t| t.byte_length())
+                .unwrap_or(0)
+        })
+        .collect()
+}
 
 /// A call's segment, with where its inputs are and its outputs may go.
 #[derive(Debug)]
