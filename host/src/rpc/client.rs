@@ -300,15 +300,12 @@ impl Peer {
                 let expected = st.output_sizes.get(&part.id).cloned().unwrap_or_else(|| static_output_sizes(&part.def));
                 (client, st.shm.clone(), expected)
             };
-            // Co-located: inputs into a shared segment (registering one may
-            // block briefly), with room for the outputs seen last time.
-            let shared = pool.and_then(|pool| {
-                let place = || SharedCall::place(&pool, &inputs, &expected);
-                match tokio::runtime::Handle::current().runtime_flavor() {
-                    tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(place),
-                    _ => place(),
-                }
-            });
+            // Co-located: inputs into a shared segment, with room for the
+            // outputs expected.
+            let shared = pool
+                .zip(SharedCall::bytes_needed(&inputs, &expected))
+                .and_then(|(pool, bytes)| SharedCall::lease(&pool, bytes))
+                .and_then(|lease| SharedCall::place(lease, &inputs, &expected));
             let (frames, streamed) = match &shared {
                 Some(call) => (call.input_frames(&inputs), 0),
                 None => (frames(&inputs), inputs.iter().map(|t| t.to_shared_bytes().len() as u64).sum()),

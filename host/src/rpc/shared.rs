@@ -40,27 +40,48 @@ pub struct SharedCall {
 }
 
 impl SharedCall {
-    /// Writes `inputs` into a segment from `pool` with room after them for
-    /// outputs of `expected_outputs` bytes; `None` (use the stream) when the
-    /// call is small or no segment is to be had.
-    pub fn place(pool: &Arc<Pool>, inputs: &[Tensor], expected_outputs: &[usize]) -> Option<SharedCall> {
-        let bytes: Vec<bytes::Bytes> = inputs.iter().map(Tensor::to_shared_bytes).collect();
-        let total = bytes.iter().map(|b| aligned(b.len())).chain(expected_outputs.iter().map(|&n| aligned(n))).sum();
-        if total < MIN_SHARED_BYTES {
-            return None;
+    /// Bytes a segment needs for `inputs` and outputs of `expected_outputs`
+    /// bytes, or `None` when that is too little to be worth one.
+    pub fn bytes_needed(inputs: &[Tensor], expected_outputs: &[usize]) -> Option<usize> {
+        let total: usize = inputs
+            .iter()
+            .map(Tensor::byte_length)
+            .chain(expected_outputs.iter().copied())
+            .map(aligned)
+            .sum();
+        (total >= MIN_SHARED_BYTES).then_some(total)
+    }
+
+    /// A segment of `bytes` from `pool`: one it holds free at once, else a
+    /// new one (registering it blocks briefly, so off the async threads).
+    pub fn lease(pool: &Arc<Pool>, bytes: usize) -> Option<Lease> {
+        if let Some(lease) = pool.lease_free(bytes) {
+            return Some(lease);
         }
-        let lease = pool.lease(total)?;
+        let register = || pool.lease(bytes);
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(register),
+            _ => register(),
+        }
+    }
+
+    /// Writes `inputs` into `lease` with room after them for outputs of
+    /// `expected_outputs` bytes.
+    pub fn place(lease: Lease, inputs: &[Tensor], expected_outputs: &[usize]) -> Option<SharedCall> {
         let mut offset = 0usize;
         let mut range = |length: usize| {
             let r = pb::SharedBytes { offset: offset as u64, length: length as u64 };
             offset += aligned(length);
             r
         };
-        let input_ranges: Vec<_> = bytes.iter().map(|b| range(b.len())).collect();
-        let output_ranges = expected_outputs.iter().map(|&n| range(n)).collect();
-        for (b, r) in bytes.iter().zip(&input_ranges) {
-            lease.mapping().write(r.offset, b).ok()?;
+        let mut input_ranges = Vec::with_capacity(inputs.len());
+        for t in inputs {
+            let bytes = t.to_shared_bytes();
+            let r = range(bytes.len());
+            lease.mapping().write(r.offset, &bytes).ok()?;
+            input_ranges.push(r);
         }
+        let output_ranges = expected_outputs.iter().map(|&n| range(n)).collect();
         Some(SharedCall { lease, inputs: input_ranges, outputs: output_ranges })
     }
 

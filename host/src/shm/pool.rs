@@ -100,6 +100,14 @@ impl Pool {
         self.live.load(Ordering::SeqCst)
     }
 
+    /// A free segment of at least `bytes` it holds already; never blocks.
+    pub fn lease_free(self: &Arc<Self>, bytes: usize) -> Option<Lease> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let i = free.iter().position(|s| s.mapping.len() >= bytes)?;
+        let segment = free.swap_remove(i);
+        Some(Lease { segment: Some(segment), pool: self.clone() })
+    }
+
     /// A segment of at least `bytes`, or `None` (the call then goes over
     /// TCP): too big, too many in flight, or the host will not take one.
     /// May block briefly, registering a new segment.
@@ -107,12 +115,11 @@ impl Pool {
         if bytes > MAX_SEGMENT_BYTES || self.broken.load(Ordering::SeqCst) {
             return None;
         }
+        if let Some(lease) = self.lease_free(bytes) {
+            return Some(lease);
+        }
         {
             let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(i) = free.iter().position(|s| s.mapping.len() >= bytes) {
-                let segment = free.swap_remove(i);
-                return Some(Lease { segment: Some(segment), pool: self.clone() });
-            }
             // Too small for this call: make room for a bigger one.
             if self.live.load(Ordering::SeqCst) >= MAX_SEGMENTS_PER_PEER && !free.is_empty() {
                 free.pop();
