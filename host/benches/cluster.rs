@@ -11,7 +11,7 @@
 //!
 //! `cargo bench -p weft-host --bench cluster -- WORD` runs only the
 //! measurements whose name contains WORD (`assign`, `fetch`, `reduce`,
-//! `hammer`); `WEFT_BENCH_ROUNDS` changes the 64 MiB rounds (default 7).
+//! `hammer`, `memcpy`, `tcp`); `WEFT_BENCH_ROUNDS` changes the 64 MiB rounds (default 7).
 //!
 //! Figures: docs/BENCHMARKS.md.
 
@@ -42,6 +42,58 @@ impl Drop for Kill {
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     xs[xs.len() / 2]
+}
+
+const BIG: usize = 64 << 20;
+const YARDSTICK_ROUNDS: usize = 7;
+
+/// Median seconds of a 64 MiB copy into a buffer reused round after round.
+fn memcpy_seconds() -> f64 {
+    let src = vec![1u8; BIG];
+    let mut dst = vec![0u8; BIG];
+    let times = (0..YARDSTICK_ROUNDS)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            dst.copy_from_slice(std::hint::black_box(&src));
+            std::hint::black_box(&dst);
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(times)
+}
+
+/// Median seconds to move 64 MiB through a loopback TCP connection, 1 MiB
+/// writes on one thread, 1 MiB reads on another.
+fn loopback_tcp_seconds() -> anyhow::Result<f64> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let mut tx = std::net::TcpStream::connect(listener.local_addr()?)?;
+    let (mut rx, _) = listener.accept()?;
+    tx.set_nodelay(true)?;
+    let reader = std::thread::spawn(move || -> std::io::Result<Vec<f64>> {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut times = Vec::new();
+        for _ in 0..YARDSTICK_ROUNDS {
+            let mut got = 0;
+            let mut start = None;
+            while got < BIG {
+                let n = rx.read(&mut buf)?;
+                start.get_or_insert_with(std::time::Instant::now);
+                got += n;
+            }
+            times.push(start.expect("read something").elapsed().as_secs_f64());
+        }
+        Ok(times)
+    });
+    let chunk = vec![1u8; 1 << 20];
+    for _ in 0..YARDSTICK_ROUNDS {
+        for _ in 0..BIG / chunk.len() {
+            tx.write_all(&chunk)?;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let times = reader.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    Ok(median(times))
 }
 
 fn values(stdout: &str, key: &str) -> Vec<f64> {
@@ -94,6 +146,23 @@ fn main() -> anyhow::Result<()> {
 
     println!("| measurement | median | samples |");
     println!("|---|---|---|");
+    let gbps = |secs: f64| BIG as f64 / secs / 1e9;
+    if wanted("memcpy") {
+        let secs = memcpy_seconds();
+        println!(
+            "| yardstick: `memcpy` of 64 MiB into a reused buffer | {:.2} GB/s ({:.1} ms) | {YARDSTICK_ROUNDS} |",
+            gbps(secs),
+            secs * 1e3
+        );
+    }
+    if wanted("tcp") {
+        let secs = loopback_tcp_seconds()?;
+        println!(
+            "| yardstick: 64 MiB through loopback TCP between two threads | {:.2} GB/s ({:.1} ms) | {YARDSTICK_ROUNDS} |",
+            gbps(secs),
+            secs * 1e3
+        );
+    }
     tokio.block_on(async {
         if wanted("assign") {
             let (rounds, iters) = (15, 500);

@@ -43,12 +43,8 @@ impl SharedCall {
     /// Bytes a segment needs for `inputs` and outputs of `expected_outputs`
     /// bytes, or `None` when that is too little to be worth one.
     pub fn bytes_needed(inputs: &[Tensor], expected_outputs: &[usize]) -> Option<usize> {
-        let total: usize = inputs
-            .iter()
-            .map(Tensor::byte_length)
-            .chain(expected_outputs.iter().copied())
-            .map(aligned)
-            .sum();
+        let total: usize =
+            inputs.iter().map(Tensor::byte_length).chain(expected_outputs.iter().copied()).map(aligned).sum();
         (total >= MIN_SHARED_BYTES).then_some(total)
     }
 
