@@ -7,6 +7,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// `mi_option_arena_eager_commit` in the `mi_option_e` of mimalloc 3 as
 /// libmimalloc-sys 0.1.49 builds it (the sys crate names only the options
 /// whose numbers mimalloc 2 and 3 share; the version is pinned for this).
+#[cfg(target_os = "linux")]
 const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 
 /// By default mimalloc commits its arenas eagerly on Linux, so what a host

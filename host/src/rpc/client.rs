@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 use super::auth::Credentials;
 use super::convert::{error_from_status, partition_to_pb, stats_from_pb};
 use super::frames::{FrameReader, frames};
-use super::service::NOT_REGISTERED;
+use super::service::{NOT_REGISTERED, SEGMENT_UNKNOWN};
 use super::shared::{SharedCall, static_output_sizes};
 use super::{MAX_MESSAGE_BYTES, pb};
 use crate::cluster::{ClusterSpec, TaskId};
@@ -274,6 +274,7 @@ impl Peer {
         inputs: Vec<Tensor>,
         trace: bool,
     ) -> Result<PartitionResult> {
+        let mut share_memory = true;
         for attempt in 0..2 {
             let (mut client, pool, expected) = {
                 let mut st = self.state.lock().await;
@@ -298,17 +299,18 @@ impl Peer {
                     }
                 }
                 let expected = st.output_sizes.get(&part.id).cloned().unwrap_or_else(|| static_output_sizes(&part.def));
-                (client, st.shm.clone(), expected)
+                (client, st.shm.clone().filter(|_| share_memory), expected)
             };
             // Co-located: inputs into a shared segment, with room for the
             // outputs expected.
-            let shared = pool
+            let mut shared = pool
+                .clone()
                 .zip(SharedCall::bytes_needed(&inputs, &expected))
                 .and_then(|(pool, bytes)| SharedCall::lease(&pool, bytes))
                 .and_then(|lease| SharedCall::place(lease, &inputs, &expected));
             let (frames, streamed) = match &shared {
                 Some(call) => (call.input_frames(&inputs), 0),
-                None => (frames(&inputs), inputs.iter().map(|t| t.to_shared_bytes().len() as u64).sum()),
+                None => (frames(&inputs), inputs.iter().map(|t| t.byte_length() as u64).sum()),
             };
             self.traffic.add(shared.as_ref().map_or(0, SharedCall::input_bytes), streamed);
             // The first message names the partition (and may start the first
@@ -328,7 +330,20 @@ impl Peer {
             }
             match client.run_partition(self.request(futures_util::stream::iter(messages))?).await {
                 Ok(resp) => {
-                    let result = self.receive(&mut resp.into_inner(), shared.as_ref()).await?;
+                    let result = match self.receive(&mut resp.into_inner(), shared.as_ref()).await {
+                        Ok(result) => result,
+                        Err(e) => {
+                            // The stream broke: the connection (and any memory
+                            // shared with this start of the task) is suspect.
+                            let mut st = self.state.lock().await;
+                            st.client = None;
+                            st.shm = None;
+                            return Err(e);
+                        }
+                    };
+                    if let Some(call) = shared.as_mut() {
+                        call.completed();
+                    }
                     if result.outputs.len() != part.def.outputs.len() {
                         return Err(Error::internal(format!(
                             "{} returned {} outputs for partition {}, expected {}",
@@ -354,6 +369,21 @@ impl Peer {
                     let mut st = self.state.lock().await;
                     st.client = None;
                     st.registered.clear();
+                }
+                // The host no longer holds the call's segment (it restarted, or
+                // dropped it): retry once over the stream, with a fresh pool.
+                Err(s)
+                    if s.code() == tonic::Code::FailedPrecondition
+                        && s.message().contains(SEGMENT_UNKNOWN)
+                        && attempt == 0 =>
+                {
+                    share_memory = false;
+                    let mut st = self.state.lock().await;
+                    if let (Some(now), Some(used)) = (&st.shm, &pool)
+                        && Arc::ptr_eq(now, used)
+                    {
+                        st.shm = Some(Pool::new(used.socket()));
+                    }
                 }
                 Err(s) => {
                     let mut st = self.state.lock().await;

@@ -142,6 +142,10 @@ impl TaskService {
 /// again (and retry once) only on this one.
 pub const NOT_REGISTERED: &str = "is not registered with this incarnation";
 
+/// What a `FAILED_PRECONDITION` for a segment this host does not hold
+/// says; the master retries once without shared memory.
+pub const SEGMENT_UNKNOWN: &str = "names a shared-memory segment this host does not hold";
+
 /// The chunks that carry `outputs` and then `stats`. An output that fits
 /// the range the master offered for it is written there (the chunk names
 /// the range); the others are streamed.
@@ -185,9 +189,10 @@ fn segment_of(first: &pb::RunPartitionRequest) -> Result<Option<Arc<Mapping>>, S
     if first.segment.is_empty() {
         return Ok(None);
     }
-    crate::shm::registry().and_then(|r| r.segment(&first.segment)).map(Some).ok_or_else(|| {
-        Status::unavailable("the call names a shared-memory segment this host does not hold (closed, or never given)")
-    })
+    crate::shm::registry()
+        .and_then(|r| r.segment(&first.segment))
+        .map(Some)
+        .ok_or_else(|| Status::failed_precondition(format!("the call {SEGMENT_UNKNOWN} (closed, or never given)")))
 }
 
 /// Reads a step's request stream: the partition it names, and its inputs

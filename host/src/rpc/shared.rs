@@ -32,11 +32,19 @@ pub fn static_output_sizes(def: &PartitionDef) -> Vec<usize> {
 }
 
 /// A call's segment, with where its inputs are and its outputs may go.
-#[derive(Debug)]
 pub struct SharedCall {
     lease: Lease,
     inputs: Vec<pb::SharedBytes>,
     outputs: Vec<pb::SharedBytes>,
+}
+
+impl std::fmt::Debug for SharedCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedCall")
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SharedCall {
@@ -79,6 +87,12 @@ impl SharedCall {
         }
         let output_ranges = expected_outputs.iter().map(|&n| range(n)).collect();
         Some(SharedCall { lease, inputs: input_ranges, outputs: output_ranges })
+    }
+
+    /// Says the host answered the call in full: its segment can go back to
+    /// the pool (otherwise it is closed when the call is dropped).
+    pub fn completed(&mut self) {
+        self.lease.completed();
     }
 
     /// The segment's key, for the call's first message.

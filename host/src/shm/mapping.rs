@@ -2,8 +2,10 @@
 //!
 //! The other side of a segment can write to it at any time. Bytes read from
 //! it are only ever copied into a new tensor (a peer that scribbles on a
-//! range while it is read garbles its own data, nothing else), and the
-//! memfd is sealed against shrinking, so a peer cannot make an access fault.
+//! range while it is read garbles its own data, nothing else). A host maps
+//! only memfds on tmpfs sealed against shrinking: a shrunk file, or a
+//! hugetlbfs one whose pages a peer punched out, would make an access fault
+//! (SIGBUS) instead of reading zeros.
 
 use std::ffi::c_void;
 use std::os::fd::{AsFd, OwnedFd};
@@ -17,8 +19,9 @@ use rustix::mm::{MapFlags, ProtFlags};
 pub struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
-    /// Kept so the memory stays the same file for as long as it is mapped.
-    _fd: OwnedFd,
+    /// The memfd, kept by the side that made it (to hand over); the side
+    /// that maps someone else's closes it at once (the mapping stays).
+    fd: Option<OwnedFd>,
 }
 
 // SAFETY: the mapping is plain shared memory with no thread affinity; all
@@ -30,6 +33,9 @@ unsafe impl Sync for Mapping {}
 /// shrink (which would make reads fault) nor lose its seals.
 pub const REQUIRED_SEALS: SealFlags = SealFlags::SHRINK.union(SealFlags::SEAL);
 
+/// `statfs.f_type` of tmpfs, where (non-hugetlb) memfds live.
+const TMPFS_MAGIC: u64 = 0x0102_1994;
+
 impl Mapping {
     /// A new sealed memfd of `len` bytes named `name`, mapped.
     pub fn create(name: &str, len: usize) -> std::io::Result<Mapping> {
@@ -37,13 +43,19 @@ impl Mapping {
         let fd = memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
         ftruncate(&fd, len as u64)?;
         fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
-        Mapping::map(fd, len)
+        let mut mapping = Mapping::map(&fd, len)?;
+        mapping.fd = Some(fd);
+        Ok(mapping)
     }
 
     /// Maps a memfd someone else made, after checking it is sealed against
     /// shrinking and holds at least `len` bytes.
     pub fn open(fd: OwnedFd, len: usize) -> Result<Mapping, String> {
         let seals = rustix::fs::fcntl_get_seals(&fd).map_err(|e| format!("not a sealable memfd ({e})"))?;
+        let fs = rustix::fs::fstatfs(&fd).map_err(|e| format!("fstatfs: {e}"))?;
+        if fs.f_type as u64 != TMPFS_MAGIC {
+            return Err(format!("the memfd is not on tmpfs (filesystem {:#x}; hugetlbfs is refused)", fs.f_type));
+        }
         if !seals.contains(REQUIRED_SEALS) {
             return Err("the memfd is not sealed against shrinking".into());
         }
@@ -51,10 +63,10 @@ impl Mapping {
         if u64::try_from(size).map_or(true, |s| s < len as u64) {
             return Err(format!("the memfd has {size} bytes, not the {len} announced"));
         }
-        Mapping::map(fd, len).map_err(|e| format!("mmap: {e}"))
+        Mapping::map(&fd, len).map_err(|e| format!("mmap: {e}"))
     }
 
-    fn map(fd: OwnedFd, len: usize) -> std::io::Result<Mapping> {
+    fn map(fd: &OwnedFd, len: usize) -> std::io::Result<Mapping> {
         if len == 0 || len > super::MAX_SEGMENT_BYTES {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("segment of {len} bytes")));
         }
@@ -71,12 +83,13 @@ impl Mapping {
             )?
         };
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| std::io::Error::other("mmap returned null"))?;
-        Ok(Mapping { ptr, len, _fd: fd })
+        Ok(Mapping { ptr, len, fd: None })
     }
 
-    /// The memfd, to hand to another process.
-    pub fn fd(&self) -> &OwnedFd {
-        &self._fd
+    /// The memfd, to hand to another process (only the side that made it
+    /// keeps it).
+    pub fn fd(&self) -> Option<&OwnedFd> {
+        self.fd.as_ref()
     }
 
     /// Its size in bytes.
@@ -109,9 +122,9 @@ impl Mapping {
     /// Writes `bytes` at `offset`.
     pub fn write(&self, offset: u64, bytes: &[u8]) -> Result<(), String> {
         let start = self.range(offset, bytes.len())?;
-        // SAFETY: in bounds of a live, writable mapping; `bytes` is our own
-        // memory, so the ranges cannot overlap.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.as_ptr().add(start), bytes.len()) };
+        // SAFETY: in bounds of a live, writable mapping. `bytes` may even be
+        // a range of this mapping (from `read`), so the copy allows overlap.
+        unsafe { std::ptr::copy(bytes.as_ptr(), self.ptr.as_ptr().add(start), bytes.len()) };
         Ok(())
     }
 }

@@ -7,9 +7,9 @@ use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 
@@ -21,14 +21,23 @@ pub const MAX_SEGMENTS_PER_PEER: usize = 8;
 const MIN_SEGMENT_BYTES: usize = 1 << 20;
 /// How long the host has to accept a segment.
 const HANDSHAKE: Duration = Duration::from_secs(2);
+/// After the host refused a segment (or could not be reached), how long
+/// calls use TCP before a pool tries again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// A segment this process made and registered with a host.
-#[derive(Debug)]
 pub struct Segment {
     key: Key,
     mapping: Mapping,
     /// Open for as long as the host should keep the segment.
     _registration: UnixStream,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the key: it is the capability to the memory.
+        f.debug_struct("Segment").field("bytes", &self.mapping.len()).finish_non_exhaustive()
+    }
 }
 
 impl Segment {
@@ -51,16 +60,28 @@ pub struct Pool {
     id: u64,
     free: Mutex<Vec<Segment>>,
     live: AtomicUsize,
-    /// Set when the host refused a segment or could not be reached: this
-    /// pool then offers none, and calls go over TCP.
-    broken: AtomicBool,
+    /// Set when the host refused a segment or could not be reached: until
+    /// then this pool offers none, and calls go over TCP.
+    refused_until: Mutex<Option<Instant>>,
 }
 
-/// A segment lent to one call; back to its pool when dropped.
+/// A segment lent to one call. Back to its pool when dropped after
+/// [`Lease::completed`]; dropped without it (the call was cancelled or
+/// failed, and the host may still write to it), the segment is closed
+/// instead, so no later call can share memory with a late write.
 #[derive(Debug)]
 pub struct Lease {
     segment: Option<Segment>,
     pool: Arc<Pool>,
+    completed: bool,
+}
+
+impl Lease {
+    /// Says the call is over: the host has answered, and will not touch the
+    /// segment again for it.
+    pub fn completed(&mut self) {
+        self.completed = true;
+    }
 }
 
 impl std::ops::Deref for Lease {
@@ -73,7 +94,12 @@ impl std::ops::Deref for Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(s) = self.segment.take() {
-            self.pool.free.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+            if self.completed {
+                self.pool.free.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+            } else {
+                drop(s);
+                self.pool.live.fetch_sub(1, Ordering::SeqCst);
+            }
         }
     }
 }
@@ -86,8 +112,13 @@ impl Pool {
             id: rand::random(),
             free: Mutex::default(),
             live: AtomicUsize::new(0),
-            broken: AtomicBool::new(false),
+            refused_until: Mutex::new(None),
         })
+    }
+
+    /// The host's socket.
+    pub fn socket(&self) -> &str {
+        &self.socket
     }
 
     /// The name its memfds carry (`/proc/PID/fd` shows `/memfd:NAME`).
@@ -105,14 +136,15 @@ impl Pool {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         let i = free.iter().position(|s| s.mapping.len() >= bytes)?;
         let segment = free.swap_remove(i);
-        Some(Lease { segment: Some(segment), pool: self.clone() })
+        Some(Lease { segment: Some(segment), pool: self.clone(), completed: false })
     }
 
     /// A segment of at least `bytes`, or `None` (the call then goes over
     /// TCP): too big, too many in flight, or the host will not take one.
     /// May block briefly, registering a new segment.
     pub fn lease(self: &Arc<Self>, bytes: usize) -> Option<Lease> {
-        if bytes > MAX_SEGMENT_BYTES || self.broken.load(Ordering::SeqCst) {
+        let refused = self.refused_until.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|t| Instant::now() < t);
+        if bytes > MAX_SEGMENT_BYTES || refused {
             return None;
         }
         if let Some(lease) = self.lease_free(bytes) {
@@ -132,11 +164,11 @@ impl Pool {
         }
         let size = bytes.next_power_of_two().clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
         match self.register(size) {
-            Ok(segment) => Some(Lease { segment: Some(segment), pool: self.clone() }),
+            Ok(segment) => Some(Lease { segment: Some(segment), pool: self.clone(), completed: false }),
             Err(e) => {
                 self.live.fetch_sub(1, Ordering::SeqCst);
-                self.broken.store(true, Ordering::SeqCst);
-                tracing::info!("no shared memory with the host at @{}: {e}; using TCP", self.socket);
+                *self.refused_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + RETRY_AFTER);
+                tracing::info!("no shared memory with the host at @{}: {e}; TCP for {RETRY_AFTER:?}", self.socket);
                 None
             }
         }
@@ -153,7 +185,7 @@ impl Pool {
         hello[16..].copy_from_slice(&(size as u64).to_le_bytes());
         let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
         let mut control = SendAncillaryBuffer::new(&mut space);
-        let fds = [mapping.fd().as_fd()];
+        let fds = [mapping.fd().expect("a segment made here keeps its memfd").as_fd()];
         control.push(SendAncillaryMessage::ScmRights(&fds));
         let sent = rustix::net::sendmsg(&conn, &[IoSlice::new(&hello)], &mut control, SendFlags::NOSIGNAL)?;
         if sent != hello.len() {

@@ -13,6 +13,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ use super::{Key, Mapping};
 
 /// Segments one host holds at most (each is one connection and thread).
 pub const MAX_SEGMENTS: usize = 512;
+/// Connections being handed a segment at once, beyond those holding one.
+const MAX_HANDSHAKES: usize = 32;
 /// How long a connecting master has to send its segment.
 const HANDSHAKE: Duration = Duration::from_secs(2);
 /// The registration message: key, then length (little-endian u64).
@@ -32,6 +35,8 @@ pub const HELLO_BYTES: usize = 16 + 8;
 pub struct Registry {
     address: String,
     segments: Mutex<HashMap<Key, Arc<Mapping>>>,
+    /// Open connections (each a thread): handshakes and held segments.
+    connections: AtomicUsize,
 }
 
 /// This process's registry, started on first use; `None` when shared
@@ -58,7 +63,7 @@ impl Registry {
     fn start() -> std::io::Result<Arc<Registry>> {
         let address = format!("weft-shm-{}-{:016x}", std::process::id(), rand::random::<u64>());
         let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(address.as_bytes())?)?;
-        let registry = Arc::new(Registry { address, segments: Mutex::default() });
+        let registry = Arc::new(Registry { address, segments: Mutex::default(), connections: AtomicUsize::new(0) });
         let accepting = registry.clone();
         std::thread::Builder::new().name("weft-shm".into()).spawn(move || accepting.accept(listener))?;
         Ok(registry)
@@ -91,13 +96,30 @@ impl Registry {
 
     fn accept(self: Arc<Self>, listener: UnixListener) {
         for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
+            let conn = match conn {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of descriptors, say: the connection waits in the
+                    // backlog; do not spin on it.
+                    tracing::warn!("shared-memory socket: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            // Bounded before any thread: a segment or handshake beyond the
+            // cap is refused by closing its connection (its master uses TCP).
+            if self.connections.fetch_add(1, Ordering::SeqCst) >= MAX_SEGMENTS + MAX_HANDSHAKES {
+                self.connections.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
             let registry = self.clone();
-            let spawned = std::thread::Builder::new()
-                .name("weft-shm-segment".into())
-                .stack_size(64 << 10)
-                .spawn(move || registry.serve(conn));
+            let spawned =
+                std::thread::Builder::new().name("weft-shm-segment".into()).stack_size(64 << 10).spawn(move || {
+                    registry.serve(conn);
+                    registry.connections.fetch_sub(1, Ordering::SeqCst);
+                });
             if let Err(e) = spawned {
+                self.connections.fetch_sub(1, Ordering::SeqCst);
                 tracing::warn!("shared-memory segment refused: no thread for it ({e})");
             }
         }
@@ -119,13 +141,17 @@ impl Registry {
         };
         // Nothing more is expected: any byte, EOF or error ends the segment.
         let _ = conn.set_read_timeout(None);
-        let _ = conn.read(&mut [0u8; 1]);
+        while let Err(e) = conn.read(&mut [0u8; 1]) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                break;
+            }
+        }
         self.lock().remove(&key);
     }
 
     fn register(&self, conn: &UnixStream) -> Result<Key, String> {
         let peer = rustix::net::sockopt::socket_peercred(conn).map_err(|e| format!("no peer credentials: {e}"))?;
-        if peer.uid != rustix::process::getuid() {
+        if peer.uid != rustix::process::geteuid() {
             return Err("segments are taken only from this host's own user".into());
         }
         conn.set_read_timeout(Some(HANDSHAKE)).map_err(|e| e.to_string())?;

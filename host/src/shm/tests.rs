@@ -27,7 +27,7 @@ fn mappings_check_their_bounds() {
 fn a_leased_segment_is_shared_with_the_registry_and_unmapped_when_dropped() {
     let registry = registry().expect("shared memory here");
     let pool = Pool::new(registry.address());
-    let lease = pool.lease(3 << 20).expect("a segment");
+    let mut lease = pool.lease(3 << 20).expect("a segment");
     assert!(lease.mapping().len() >= 3 << 20);
     let host_side = registry.segment(lease.key()).expect("registered");
     // What one side writes, the other reads: the same memory.
@@ -35,11 +35,20 @@ fn a_leased_segment_is_shared_with_the_registry_and_unmapped_when_dropped() {
     assert_eq!(host_side.read(123, 15, |b| b.to_vec()).unwrap(), b"from the master");
     host_side.write(1 << 20, b"from the task").unwrap();
     assert_eq!(lease.mapping().read(1 << 20, 13, |b| b.to_vec()).unwrap(), b"from the task");
-    // Given back and leased again: the same segment, not a new one.
+    // Given back after its call completed and leased again: the same
+    // segment, not a new one.
     let key = *lease.key();
+    lease.completed();
     drop(lease);
-    assert_eq!(pool.lease(1 << 20).map(|l| *l.key()), Some(key));
+    let again = pool.lease(1 << 20).expect("a segment");
+    assert_eq!(*again.key(), key);
     assert_eq!(pool.segments(), 1);
+    // Dropped without completing (a cancelled call, whose host may still
+    // write to it): closed, never reused.
+    drop(again);
+    assert_eq!(pool.segments(), 0);
+    wait_until("the registry dropped the abandoned segment", || registry.segment(&key).is_none());
+    assert_ne!(pool.lease(1 << 20).map(|l| *l.key()), Some(key));
     drop(host_side);
     drop(pool);
     wait_until("the registry dropped the segment", || registry.segment(&key).is_none());
@@ -49,9 +58,10 @@ fn a_leased_segment_is_shared_with_the_registry_and_unmapped_when_dropped() {
 fn a_pool_holds_a_bounded_number_of_segments() {
     let registry = registry().expect("shared memory here");
     let pool = Pool::new(registry.address());
-    let leases: Vec<_> = (0..pool::MAX_SEGMENTS_PER_PEER).map(|_| pool.lease(1024).expect("a segment")).collect();
+    let mut leases: Vec<_> = (0..pool::MAX_SEGMENTS_PER_PEER).map(|_| pool.lease(1024).expect("a segment")).collect();
     assert!(pool.lease(1024).is_none(), "one more than the cap");
     assert!(pool.lease(MAX_SEGMENT_BYTES + 1).is_none());
+    leases.iter_mut().for_each(Lease::completed);
     drop(leases);
     assert!(pool.lease(1024).is_some());
 }
@@ -62,10 +72,12 @@ fn unsealed_or_short_memfds_and_unreachable_hosts_are_refused() {
     let unsealed = memfd_create("weft-shm-test", MemfdFlags::CLOEXEC).unwrap();
     ftruncate(&unsealed, 4096).unwrap();
     assert!(Mapping::open(unsealed, 4096).unwrap_err().contains("not sealed against shrinking"));
+    let sealed = Mapping::create("weft-shm-test", 4096).unwrap();
+    assert!(Mapping::open(sealed.fd().unwrap().try_clone().unwrap(), 4096).is_ok(), "a sealed tmpfs memfd maps");
     let file = std::os::fd::OwnedFd::from(std::fs::File::open("/proc/self/exe").unwrap());
     assert!(Mapping::open(file, 4096).unwrap_err().contains("not a sealable memfd"));
     let short = Mapping::create("weft-shm-test", 4096).unwrap();
-    let fd = short.fd().try_clone().unwrap();
+    let fd = short.fd().unwrap().try_clone().unwrap();
     assert!(Mapping::open(fd, 8192).unwrap_err().contains("not the 8192 announced"));
     // A socket nobody listens on: the pool gives up and calls use TCP.
     let nowhere = Pool::new("weft-shm-nobody-listens-here");
@@ -123,11 +135,11 @@ fn the_registry_refuses_bad_registrations_and_holds_nothing_for_them() {
     let sealed = Mapping::create("weft-shm-test", 4096).unwrap();
     let mut huge = hello;
     huge[16..].copy_from_slice(&u64::MAX.to_le_bytes());
-    let why = refused(register_raw(&huge, Some(sealed.fd())));
+    let why = refused(register_raw(&huge, sealed.fd()));
     assert!(why.contains("a segment has 1 to"), "{why}");
     assert!(registry.segment(&hello[..16]).is_none());
     // A good one is accepted, and dropped when its connection closes (here
     // at once: the sender shut its side).
-    assert_eq!(register_raw(&hello, Some(sealed.fd())), vec![0]);
+    assert_eq!(register_raw(&hello, sealed.fd()), vec![0]);
     wait_until("the closed segment is gone", || registry.segment(&hello[..16]).is_none());
 }
