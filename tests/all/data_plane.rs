@@ -183,14 +183,35 @@ fn big_tensors_between_colocated_processes_go_through_shared_memory() {
         // a segment: its 4 KiB of row numbers are streamed too.)
         let row_bytes = (ROWS * 4) as u64;
         assert_eq!(traffic(), (6 * BYTES16 + 2 * row_bytes, BYTES16 + row_bytes));
+        // Both in one call (a new partition): the variable's value in the
+        // space offered for it, the gathered rows streamed beside it the
+        // first time, then both shared.
+        let before = traffic();
+        for i in 0..2 {
+            let req = RunRequest {
+                fetches: vec![Output::of(v.var.read), gather],
+                feeds: vec![(Output::of(rows), all_rows.clone())],
+                ..Default::default()
+            };
+            let values = run(&mut e, &v.graph, req).await.unwrap();
+            assert_eq!(values[0].as_f32_vec().unwrap(), vec![1.5; ROWS * COLS], "read {i}");
+            assert_eq!(values[1].as_f32_vec().unwrap(), vec![1.5; ROWS * COLS], "gather {i}");
+        }
+        let after = traffic();
+        assert_eq!(
+            (after.0 - before.0, after.1 - before.1),
+            (3 * BYTES16 + 2 * row_bytes, BYTES16),
+            "first call: one output shared, one streamed; second: both shared"
+        );
         let (name, segments) = remote.shared_segments(&ps).await.expect("memory shared with the ps");
         // 16 MiB for the calls of one variable, 32 MiB for the gathers (16
-        // MiB and the row numbers), each reused call after call.
-        assert_eq!(segments, 2);
-        assert_eq!(open_memfds(&name), 2);
+        // MiB and the row numbers), 64 MiB for both at once, each reused
+        // call after call.
+        assert_eq!(segments, 3);
+        assert_eq!(open_memfds(&name), 3);
     });
     let pid = cluster.ps.child.0.id();
-    assert_eq!(mapped_segments(pid), 2, "the ps maps the master's segments");
+    assert_eq!(mapped_segments(pid), 3, "the ps maps the master's segments");
     // The master goes: the ps unmaps what it shared.
     drop(e);
     drop(remote);
