@@ -190,3 +190,36 @@ fn bad_checkpoints_are_refused_and_change_nothing() {
     assert!(out.contains("checkpoint prefix '../outside/model' must be a relative path"), "{out}");
     assert!(!dir.0.join("outside").exists());
 }
+
+/// A save that failed on one task leaves its latest checkpoint older than
+/// the other task's: restoring must not mix the two steps.
+#[test]
+fn tasks_whose_latest_checkpoints_differ_restore_one_step() {
+    let dir = TempDir::new("ckpt-steps");
+    let files = HostFiles { checkpoint_dir: Some(dir.0.clone()), ..Default::default() };
+    let host = TestHost::grpc_cluster_with_files(&[("local", 2)], files).unwrap();
+    let tour = weft_tests::fixture("train-tour");
+    let run = |mode: &str| ok(&host.run(&tour, &[mode]).unwrap()).to_string();
+    assert_eq!(run("save-steps"), "saved model-1\nsaved model-2\na [2.0] b [2.0]\n");
+    // Task 1's save at step 2 failed: nothing of it reached its directory
+    // (writes are atomic, and the `checkpoint` file is written last).
+    let task1 = dir.0.join("local-1");
+    for ext in ["safetensors", "index"] {
+        std::fs::remove_file(task1.join(format!("model-2.{ext}"))).unwrap();
+    }
+    std::fs::write(
+        task1.join("checkpoint"),
+        "model_checkpoint_path: \"model-1\"\nall_model_checkpoint_paths: \"model-1\"\n",
+    )
+    .unwrap();
+    let out = run("restore-steps");
+    assert!(out.contains("the tasks' latest checkpoints differ"), "{out}");
+    assert!(out.ends_with("restored Some(1)\na [1.0] b [1.0]\n"), "both at step 1, not a from 2 and b from 1: {out}");
+    // Task 0 no longer keeps step 1 either: there is no step to agree on.
+    let task0 = dir.0.join("local-0");
+    for ext in ["safetensors", "index"] {
+        std::fs::remove_file(task0.join(format!("model-1.{ext}"))).unwrap();
+    }
+    let out = run("restore-steps");
+    assert!(out.contains("restore: ") && out.contains("not every task keeps 'model-1' to agree on"), "{out}");
+}

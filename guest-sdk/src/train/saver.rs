@@ -18,6 +18,7 @@ use crate::variable::Variable;
 #[derive(Debug)]
 struct Shard {
     device: String,
+    vars: Vec<Output>,
     save: Output,
     restore_latest: Output,
     restore_if_lost: Output,
@@ -26,6 +27,7 @@ struct Shard {
 /// Saves and restores a set of variables (every variable of a graph by default).
 #[derive(Debug)]
 pub struct Saver {
+    prefix: String,
     shards: Vec<Shard>,
 }
 
@@ -103,6 +105,7 @@ impl Saver {
                     };
                     Ok(Shard {
                         device: device.clone(),
+                        vars: vars.clone(),
                         save,
                         restore_latest: restore(false)?,
                         restore_if_lost: restore(true)?,
@@ -110,7 +113,7 @@ impl Saver {
                 })?;
                 shards.push(shard);
             }
-            Ok(Saver { shards })
+            Ok(Saver { prefix: prefix.to_string(), shards })
         })
     }
 
@@ -123,20 +126,28 @@ impl Saver {
     }
 
     /// `saver.restore(sess, latest)`: every task restores its latest
-    /// checkpoint, all or nothing per task. `Ok(None)` if there is none yet.
-    pub fn restore_latest(&self, sess: &Session) -> Result<Option<i64>> {
+    /// checkpoint, all or nothing per task, and then all tasks agree on one
+    /// step (see [`Saver::align`]). Returns that step; `Ok(None)` if there
+    /// is no checkpoint yet.
+    pub fn restore_latest(&self, g: &Graph, sess: &Session) -> Result<Option<i64>> {
         let out = match self.shards.iter().fold(sess.runner(), |r, s| r.fetch(s.restore_latest)).run() {
             Ok(out) => out,
             Err(e) if e.code() == Code::NotFound && e.message().contains("no checkpoint for") => return Ok(None),
             Err(e) => return Err(e),
         };
-        out.values.first().map(|t| t.to_scalar::<i64>()).transpose()
+        let mut restored = Vec::new();
+        for (shard, v) in self.shards.iter().zip(out.values) {
+            restored.push(Restored { device: shard.device.clone(), step: v.to_scalar::<i64>()? });
+        }
+        self.align(g, sess, &mut restored)?;
+        Ok(restored.first().map(|r| r.step))
     }
 
     /// Restores, from its latest checkpoint, every task whose variables
-    /// are all gone (a restarted parameter server), leaving the others be.
+    /// are all gone (a restarted parameter server), leaving the others be;
+    /// the tasks it restored then agree on one step (see [`Saver::align`]).
     /// Returns what was restored.
-    pub fn restore_lost(&self, sess: &Session) -> Result<Vec<Restored>> {
+    pub fn restore_lost(&self, g: &Graph, sess: &Session) -> Result<Vec<Restored>> {
         let out = self.shards.iter().fold(sess.runner(), |r, s| r.fetch(s.restore_if_lost)).run()?;
         let mut restored = Vec::new();
         for (shard, v) in self.shards.iter().zip(out.values) {
@@ -145,7 +156,59 @@ impl Saver {
                 restored.push(Restored { device: shard.device.clone(), step });
             }
         }
+        self.align(g, sess, &mut restored)?;
         Ok(restored)
+    }
+
+    /// Makes tasks that restored different steps agree on the oldest of
+    /// them. Each task keeps its own `checkpoint` file, so a save that
+    /// failed on one task (a full disk, a quota, a crash mid-save) leaves
+    /// that task's latest checkpoint older than the others': restoring each
+    /// task's latest would mix two steps of the model. The tasks that
+    /// restored a newer step restore the oldest one by name instead; if one
+    /// of them no longer keeps it (`max_to_keep`), that is an error naming
+    /// the steps.
+    pub fn align(&self, g: &Graph, sess: &Session, restored: &mut [Restored]) -> Result<()> {
+        let Some(oldest) = restored.iter().map(|r| r.step).min() else { return Ok(()) };
+        if restored.iter().all(|r| r.step == oldest) {
+            return Ok(());
+        }
+        let steps: Vec<String> = restored.iter().map(|r| format!("{} at step {}", r.device, r.step)).collect();
+        let name = format!("{}-{oldest}", self.prefix);
+        let newer: Vec<&Shard> =
+            self.shards.iter().filter(|s| restored.iter().any(|r| r.device == s.device && r.step != oldest)).collect();
+        let ops = g.name_scope("save", |g| {
+            newer
+                .iter()
+                .map(|shard| {
+                    g.device(&shard.device, |g| {
+                        shard
+                            .vars
+                            .iter()
+                            .fold(g.op("RestoreV2"), |b, &v| b.input(v))
+                            .attr("checkpoint", str_attr(&name))
+                            .attr("only_if_uninitialized", AttrValue::Boolean(false))
+                            .build()
+                    })
+                })
+                .collect::<Result<Vec<Output>>>()
+        })?;
+        ops.iter().fold(sess.runner(), |r, &o| r.fetch(o)).run().map_err(|e| {
+            Error::new(
+                e.code(),
+                format!(
+                    "the tasks' latest checkpoints differ ({}), and not every task keeps '{name}' to agree on: {}",
+                    steps.join(", "),
+                    e.message()
+                ),
+            )
+        })?;
+        println!(
+            "Saver: the tasks' latest checkpoints differ ({}; a save failed on some); all restored '{name}'",
+            steps.join(", ")
+        );
+        restored.iter_mut().for_each(|r| r.step = oldest);
+        Ok(())
     }
 
     /// The save ops, for running with other work.

@@ -136,7 +136,7 @@ impl<'g> TrainingSession<'g> {
             // them at a first start); tasks with live variables are left
             // alone, so a restarted chief never rolls training back.
             let restored: Vec<Restored> = match &self.saver {
-                Some(saver) => match self.retry(deadline, |s| saver.restore_lost(s)) {
+                Some(saver) => match self.retry(deadline, |s| saver.restore_lost(self.graph, s)) {
                     Ok(r) => r,
                     Err(e) if e.code() == Code::NotFound && e.message().contains("no checkpoint for") => Vec::new(),
                     Err(e) => return Err(e),
@@ -230,7 +230,7 @@ impl<'g> TrainingSession<'g> {
     fn recover(&self, cause: &Error) -> Result<()> {
         let saver = self.saver.as_ref().expect("checked by the caller");
         let before = self.step_now();
-        let restored: Vec<Restored> = match saver.restore_lost(&self.session) {
+        let restored: Vec<Restored> = match saver.restore_lost(self.graph, &self.session) {
             Ok(r) => r,
             Err(e) if e.code() == Code::NotFound => {
                 return Err(Error::new(
