@@ -290,6 +290,23 @@ impl CheckpointDir {
         Ok(Self::read_state(&self.task_dir(task))?.0)
     }
 
+    /// The steps of the saves of `prefix` that `task` keeps, oldest first:
+    /// listed in its `checkpoint` file and with their file present (a save
+    /// without a step, named just `prefix`, is not listed).
+    pub fn steps(&self, task: &TaskId, prefix: &str) -> Result<Vec<i64>> {
+        Self::check_prefix(prefix)?;
+        let dir = self.task_dir(task);
+        let kept = Self::read_state(&dir)?.1;
+        let mut steps: Vec<i64> = kept
+            .iter()
+            .filter(|n| is_save_of(n, prefix) && dir.join(format!("{n}.safetensors")).is_file())
+            .filter_map(|n| n.strip_prefix(prefix)?.strip_prefix('-')?.parse().ok())
+            .collect();
+        steps.sort_unstable();
+        steps.dedup();
+        Ok(steps)
+    }
+
     /// The newest save of `prefix` on `task`, if any.
     pub fn latest_of(&self, task: &TaskId, prefix: &str) -> Result<Option<String>> {
         Ok(Self::read_state(&self.task_dir(task))?.1.into_iter().rfind(|n| is_save_of(n, prefix)))

@@ -213,13 +213,18 @@ fn tasks_whose_latest_checkpoints_differ_restore_one_step() {
     )
     .unwrap();
     let out = run("restore-steps");
-    assert!(out.contains("the tasks' latest checkpoints differ"), "{out}");
-    assert!(out.ends_with("restored Some(1)\na [1.0] b [1.0]\n"), "both at step 1, not a from 2 and b from 1: {out}");
-    // Task 0 no longer keeps step 1 either: there is no step to agree on.
+    assert_eq!(out, "restored Some(1)\na [1.0] b [1.0]\n", "both at step 1, not a from 2 and b from 1");
+    // Task 0 no longer keeps step 1: no step is common to both, and
+    // nothing is restored (the step is chosen before anything is assigned).
     let task0 = dir.0.join("local-0");
     for ext in ["safetensors", "index"] {
         std::fs::remove_file(task0.join(format!("model-1.{ext}"))).unwrap();
     }
     let out = run("restore-steps");
-    assert!(out.contains("restore: ") && out.contains("not every task keeps 'model-1' to agree on"), "{out}");
+    assert!(out.contains("restore: failed-precondition: no checkpoint step of 'model' that every task keeps"), "{out}");
+    assert!(
+        out.contains("task:0/device:CPU:0 keeps steps [2]") && out.contains("task:1/device:CPU:0 keeps steps [1]"),
+        "{out}"
+    );
+    assert!(out.ends_with("a [0.0] b [0.0]\n"), "nothing restored: {out}");
 }

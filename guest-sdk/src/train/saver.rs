@@ -22,6 +22,8 @@ struct Shard {
     save: Output,
     restore_latest: Output,
     restore_if_lost: Output,
+    /// The steps of the saves this task keeps.
+    steps: Output,
 }
 
 /// Saves and restores a set of variables (every variable of a graph by default).
@@ -109,6 +111,7 @@ impl Saver {
                         save,
                         restore_latest: restore(false)?,
                         restore_if_lost: restore(true)?,
+                        steps: g.op("CheckpointSteps").attr("prefix", str_attr(prefix)).build()?,
                     })
                 })?;
                 shards.push(shard);
@@ -125,60 +128,81 @@ impl Saver {
         Ok(names.into_iter().next().unwrap_or_default())
     }
 
-    /// `saver.restore(sess, latest)`: every task restores its latest
-    /// checkpoint, all or nothing per task, and then all tasks agree on one
-    /// step (see [`Saver::align`]). Returns that step; `Ok(None)` if there
-    /// is no checkpoint yet.
+    /// `saver.restore(sess, latest)`: every task restores the newest step
+    /// that all of them keep (see [`Saver::common_step`]), all or nothing
+    /// per task. Returns the step; `Ok(None)` if there is no checkpoint yet.
     pub fn restore_latest(&self, g: &Graph, sess: &Session) -> Result<Option<i64>> {
-        let out = match self.shards.iter().fold(sess.runner(), |r, s| r.fetch(s.restore_latest)).run() {
-            Ok(out) => out,
-            Err(e) if e.code() == Code::NotFound && e.message().contains("no checkpoint for") => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(step) = self.common_step(sess)? else {
+            // Saves without a step: each task's newest save of the prefix.
+            let out = match self.shards.iter().fold(sess.runner(), |r, s| r.fetch(s.restore_latest)).run() {
+                Ok(out) => out,
+                Err(e) if e.code() == Code::NotFound && e.message().contains("no checkpoint for") => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            return out.values.first().map(|t| t.to_scalar::<i64>()).transpose();
         };
-        let mut restored = Vec::new();
-        for (shard, v) in self.shards.iter().zip(out.values) {
-            restored.push(Restored { device: shard.device.clone(), step: v.to_scalar::<i64>()? });
-        }
-        self.align(g, sess, &mut restored)?;
-        Ok(restored.first().map(|r| r.step))
+        self.restore_step(g, sess, step, false)?;
+        Ok(Some(step))
     }
 
-    /// Restores, from its latest checkpoint, every task whose variables
-    /// are all gone (a restarted parameter server), leaving the others be;
-    /// the tasks it restored then agree on one step (see [`Saver::align`]).
-    /// Returns what was restored.
+    /// Restores every task whose variables are all gone (a restarted
+    /// parameter server), leaving the others be, from the newest step that
+    /// every task keeps (see [`Saver::common_step`]). Returns what was
+    /// restored.
     pub fn restore_lost(&self, g: &Graph, sess: &Session) -> Result<Vec<Restored>> {
-        let out = self.shards.iter().fold(sess.runner(), |r, s| r.fetch(s.restore_if_lost)).run()?;
-        let mut restored = Vec::new();
-        for (shard, v) in self.shards.iter().zip(out.values) {
-            let step = v.to_scalar::<i64>()?;
-            if step >= 0 {
-                restored.push(Restored { device: shard.device.clone(), step });
+        let steps = match self.common_step(sess)? {
+            Some(step) => self.restore_step(g, sess, step, true)?,
+            None => {
+                let out = self.shards.iter().fold(sess.runner(), |r, s| r.fetch(s.restore_if_lost)).run()?;
+                out.values.iter().map(|v| v.to_scalar::<i64>()).collect::<Result<Vec<_>>>()?
             }
-        }
-        self.align(g, sess, &mut restored)?;
-        Ok(restored)
+        };
+        Ok(self
+            .shards
+            .iter()
+            .zip(steps)
+            .filter(|(_, step)| *step >= 0)
+            .map(|(shard, step)| Restored { device: shard.device.clone(), step })
+            .collect())
     }
 
-    /// Makes tasks that restored different steps agree on the oldest of
-    /// them. Each task keeps its own `checkpoint` file, so a save that
-    /// failed on one task (a full disk, a quota, a crash mid-save) leaves
-    /// that task's latest checkpoint older than the others': restoring each
-    /// task's latest would mix two steps of the model. The tasks that
-    /// restored a newer step restore the oldest one by name instead; if one
-    /// of them no longer keeps it (`max_to_keep`), that is an error naming
-    /// the steps.
-    pub fn align(&self, g: &Graph, sess: &Session, restored: &mut [Restored]) -> Result<()> {
-        let Some(oldest) = restored.iter().map(|r| r.step).min() else { return Ok(()) };
-        if restored.iter().all(|r| r.step == oldest) {
-            return Ok(());
+    /// The step to restore: the newest one every task keeps a save of,
+    /// read from the tasks' `checkpoint` files before anything is assigned.
+    /// Each task keeps its own file, so a save that failed on one task (a
+    /// full disk, a quota, a crash mid-save) leaves that task's newest save
+    /// older than the others': restoring each task's newest would mix two
+    /// steps of the model. Every worker that asks computes the same step.
+    /// `Ok(None)` when no task keeps a save with a step (then each restores
+    /// its newest save of the prefix); an error, naming what each task
+    /// keeps, when some task keeps none or no step is common to all.
+    pub fn common_step(&self, sess: &Session) -> Result<Option<i64>> {
+        let out = self.shards.iter().fold(sess.runner(), |r, s| r.fetch(s.steps)).run()?;
+        let kept: Vec<Vec<i64>> = out.values.iter().map(|t| t.to_vec::<i64>()).collect::<Result<_>>()?;
+        if kept.iter().all(Vec::is_empty) {
+            return Ok(None);
         }
-        let steps: Vec<String> = restored.iter().map(|r| format!("{} at step {}", r.device, r.step)).collect();
-        let name = format!("{}-{oldest}", self.prefix);
-        let newer: Vec<&Shard> =
-            self.shards.iter().filter(|s| restored.iter().any(|r| r.device == s.device && r.step != oldest)).collect();
+        let common = kept[0].iter().rev().find(|step| kept.iter().all(|k| k.contains(step)));
+        common.copied().map(Some).ok_or_else(|| {
+            let each: Vec<String> =
+                self.shards.iter().zip(&kept).map(|(s, k)| format!("{} keeps steps {k:?}", s.device)).collect();
+            Error::new(
+                Code::FailedPrecondition,
+                format!(
+                    "no checkpoint step of '{}' that every task keeps ({}): restoring would mix steps of the model",
+                    self.prefix,
+                    each.join(", ")
+                ),
+            )
+        })
+    }
+
+    /// Restores `prefix-step` on every task (only on those whose variables
+    /// are all gone, if `only_if_lost`); the step each restored, -1 where
+    /// skipped.
+    fn restore_step(&self, g: &Graph, sess: &Session, step: i64, only_if_lost: bool) -> Result<Vec<i64>> {
+        let name = format!("{}-{step}", self.prefix);
         let ops = g.name_scope("save", |g| {
-            newer
+            self.shards
                 .iter()
                 .map(|shard| {
                     g.device(&shard.device, |g| {
@@ -187,28 +211,14 @@ impl Saver {
                             .iter()
                             .fold(g.op("RestoreV2"), |b, &v| b.input(v))
                             .attr("checkpoint", str_attr(&name))
-                            .attr("only_if_uninitialized", AttrValue::Boolean(false))
+                            .attr("only_if_uninitialized", AttrValue::Boolean(only_if_lost))
                             .build()
                     })
                 })
                 .collect::<Result<Vec<Output>>>()
         })?;
-        ops.iter().fold(sess.runner(), |r, &o| r.fetch(o)).run().map_err(|e| {
-            Error::new(
-                e.code(),
-                format!(
-                    "the tasks' latest checkpoints differ ({}), and not every task keeps '{name}' to agree on: {}",
-                    steps.join(", "),
-                    e.message()
-                ),
-            )
-        })?;
-        println!(
-            "Saver: the tasks' latest checkpoints differ ({}; a save failed on some); all restored '{name}'",
-            steps.join(", ")
-        );
-        restored.iter_mut().for_each(|r| r.step = oldest);
-        Ok(())
+        let out = ops.iter().fold(sess.runner(), |r, &o| r.fetch(o)).run()?;
+        out.values.iter().map(|v| v.to_scalar::<i64>()).collect()
     }
 
     /// The save ops, for running with other work.

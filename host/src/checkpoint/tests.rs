@@ -108,3 +108,22 @@ fn only_the_newest_are_kept_and_the_quota_holds() {
     assert!(err.to_string().contains("checkpoint quota"), "{err}");
     let _ = std::fs::remove_dir_all(root);
 }
+
+#[test]
+fn steps_lists_the_kept_saves_of_a_prefix_with_their_files() {
+    let root = dir("steps");
+    let c = CheckpointDir::new(&root, None);
+    assert!(c.steps(&ps(), "model").unwrap().is_empty());
+    for step in [30, 10, 20] {
+        c.save(&ps(), "model", Some(step), &vars(), 5).unwrap();
+    }
+    c.save(&ps(), "model", None, &vars(), 5).unwrap(); // no step: not listed
+    c.save(&ps(), "other", Some(40), &vars(), 5).unwrap();
+    assert_eq!(c.steps(&ps(), "model").unwrap(), vec![10, 20, 30]);
+    assert_eq!(c.steps(&ps(), "other").unwrap(), vec![40]);
+    // A listed save whose file is gone is not kept.
+    std::fs::remove_file(root.join("ps-0/model-20.safetensors")).unwrap();
+    assert_eq!(c.steps(&ps(), "model").unwrap(), vec![10, 30]);
+    assert!(c.steps(&ps(), "../escape").is_err());
+    let _ = std::fs::remove_dir_all(root);
+}

@@ -154,6 +154,7 @@ pub fn compute(node: &Node, inputs: &[Tensor], rng: &mut Option<OpRng>) -> Resul
         | ApplyRMSProp
         | SaveV2
         | RestoreV2
+        | CheckpointSteps
         | WriteScalarSummary => Err(Error::internal(format!("{} is not a stateless kernel", node.op.name()))),
     }
 }

@@ -225,6 +225,12 @@ fn run_node(
             let step = if restored { loaded.step.unwrap_or(0) } else { -1 };
             Value::Tensor(Tensor::scalar_i64(step))
         }
+        OpType::CheckpointSteps => {
+            let prefix = node.attrs.str(&node.name, "prefix")?.unwrap_or_default();
+            let steps = device.checkpoints()?.steps(device.task(), prefix)?;
+            let bytes: Vec<u8> = steps.iter().flat_map(|s| s.to_le_bytes()).collect();
+            Value::Tensor(Tensor::from_le_bytes(crate::tensor::DType::I64, &[steps.len()], &bytes)?)
+        }
         OpType::WriteScalarSummary => {
             let step = scalar_i64(node, &input(0)?.tensor()?)?;
             let value = match input(1)?.tensor()? {

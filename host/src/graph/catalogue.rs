@@ -425,6 +425,15 @@ pub static CATALOGUE: &[OpDef] = &[
         NoGrad(STATE)
     ),
     op!(
+        CheckpointSteps,
+        "The steps of the saves of `prefix` this task keeps, oldest first (saves without a step are not listed); \
+         reads the task's `checkpoint` file and changes nothing.",
+        "",
+        "",
+        &[a("prefix", Str, "required; relative to the host's checkpoint directory")],
+        NoGrad(STATE)
+    ),
+    op!(
         WriteScalarSummary,
         "Appends a scalar to this task's TensorBoard event file under the host's log directory.",
         "step, value",

@@ -204,6 +204,7 @@ pub fn infer(cx: &InferCtx<'_>) -> Result<Vec<TensorType>> {
         | ApplyRMSProp
         | SaveV2
         | RestoreV2
+        | CheckpointSteps
         | WriteScalarSummary => super::infer_train::infer(cx),
         RandomNormal | RandomUniform => {
             cx.arity(0)?;

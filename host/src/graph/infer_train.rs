@@ -79,6 +79,11 @@ pub fn infer(cx: &InferCtx<'_>) -> Result<Vec<TensorType>> {
             no_strings(cx, cx.inputs.len())?;
             Ok(vec![TensorType::scalar(DType::I64)])
         }
+        CheckpointSteps => {
+            cx.arity(0)?;
+            checkpoint_attrs(cx, "prefix", true)?;
+            Ok(vec![TensorType { dtype: DType::I64, shape: vec![None] }])
+        }
         WriteScalarSummary => {
             cx.arity(2)?;
             if cx.inputs[0] != TensorType::scalar(DType::I64) {

@@ -98,6 +98,7 @@ op_types!(
     ApplyRMSProp,
     SaveV2,
     RestoreV2,
+    CheckpointSteps,
     WriteScalarSummary,
 );
 
@@ -137,6 +138,7 @@ impl OpType {
                     | OpType::ReportUninitializedVariables
                     | OpType::RandomNormal
                     | OpType::RandomUniform
+                    | OpType::CheckpointSteps
                     | OpType::WriteScalarSummary
             )
     }
