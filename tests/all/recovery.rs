@@ -150,13 +150,19 @@ fn sigkilled_ps_process_restarts_and_training_finishes_from_the_checkpoint() {
     }
 }
 
+/// A cluster of `tasks` tasks of job `local` in this process, its hosts
+/// keeping checkpoints under `dir`.
+fn checkpointing_cluster(dir: &TempDir, tasks: u32) -> TestHost {
+    let files = HostFiles { checkpoint_dir: Some(dir.0.clone()), ..Default::default() };
+    TestHost::grpc_cluster_with_files(&[("local", tasks)], files).unwrap()
+}
+
 /// Bad checkpoints from a guest: each a named error, and the variable keeps
 /// the value it had.
 #[test]
 fn bad_checkpoints_are_refused_and_change_nothing() {
     let dir = TempDir::new("badckpt");
-    let files = HostFiles { checkpoint_dir: Some(dir.0.clone()), ..Default::default() };
-    let host = TestHost::grpc_cluster_with_files(&[("local", 1)], files).unwrap();
+    let host = checkpointing_cluster(&dir, 1);
     let tour = weft_tests::fixture("train-tour");
     let run = |mode: &str| ok(&host.run(&tour, &[mode]).unwrap()).to_string();
     assert_eq!(run("save"), "saved model\nw [5.0, 6.0] v [8.0]\n");
@@ -179,8 +185,7 @@ fn bad_checkpoints_are_refused_and_change_nothing() {
 
     std::fs::write(&file, &good).unwrap();
     // A new host (the old one holds w as f32[2]) over the same checkpoints.
-    let files = HostFiles { checkpoint_dir: Some(dir.0.clone()), ..Default::default() };
-    let fresh = TestHost::grpc_cluster_with_files(&[("local", 1)], files).unwrap();
+    let fresh = checkpointing_cluster(&dir, 1);
     let out = ok(&fresh.run(&tour, &["restore-shape"]).unwrap()).to_string();
     // w fits, v does not: neither is restored (all or nothing per task).
     assert!(out.contains("holds 'v' as f32[1], but the variable is f32[3]"), "{out}");
@@ -196,8 +201,7 @@ fn bad_checkpoints_are_refused_and_change_nothing() {
 #[test]
 fn tasks_whose_latest_checkpoints_differ_restore_one_step() {
     let dir = TempDir::new("ckpt-steps");
-    let files = HostFiles { checkpoint_dir: Some(dir.0.clone()), ..Default::default() };
-    let host = TestHost::grpc_cluster_with_files(&[("local", 2)], files).unwrap();
+    let host = checkpointing_cluster(&dir, 2);
     let tour = weft_tests::fixture("train-tour");
     let run = |mode: &str| ok(&host.run(&tour, &[mode]).unwrap()).to_string();
     assert_eq!(run("save-steps"), "saved model-1\nsaved model-2\na [2.0] b [2.0]\n");

@@ -2,8 +2,10 @@
 //! files), one safetensors file per task per save, all tasks in parallel.
 //!
 //! The saver groups the variables by the task they live on (as this
-//! session places them) and adds one `SaveV2` and two `RestoreV2` ops per
-//! task, placed there. Each host writes under its `--checkpoint-dir`, in
+//! session places them) and adds, per task and placed there, one `SaveV2`,
+//! two `RestoreV2` (newest save; only if the variables are gone) and one
+//! `CheckpointSteps` (the steps the task keeps); restoring a chosen step
+//! adds `RestoreV2` ops naming it. Each host writes under its `--checkpoint-dir`, in
 //! `<job>-<task>/<prefix>-<step>.safetensors` with an index and a
 //! `checkpoint` file naming the latest, keeping the newest `max_to_keep`.
 

@@ -109,12 +109,9 @@ impl Executor {
                 let inputs: HashMap<Output, Tensor> =
                     local.def.inputs.iter().map(|o| (*o, values[o].clone())).collect();
                 let rngs = &mut self.rngs;
-                let mut run =
-                    || run_partition(&local.def, &plan.devices, &local.node_device, &inputs, rngs, trace.as_mut());
-                let outputs = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-                    Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
-                    _ => run(),
-                }?;
+                let outputs = super::run_blocking(|| {
+                    run_partition(&local.def, &plan.devices, &local.node_device, &inputs, rngs, trace.as_mut())
+                })?;
                 values.extend(local.def.outputs.iter().copied().zip(outputs));
             }
             for (part, handle) in stage.remote.iter().zip(remote) {

@@ -31,6 +31,17 @@ use crate::graph::{NodeId, Output};
 use crate::summary::EventLog;
 use crate::tensor::Tensor;
 
+/// Runs `work`, which blocks (kernels, a short registration): on a
+/// multi-threaded tokio runtime it tells the runtime so and runs right here
+/// (no thread hop for small steps); elsewhere (no runtime, or a
+/// current-thread one) it just runs.
+pub fn run_blocking<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
 /// Where a host writes what programs ask of it: checkpoints (with an
 /// optional byte quota) and TensorBoard summaries. Programs have no files.
 #[derive(Clone, Debug, Default)]

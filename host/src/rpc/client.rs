@@ -44,8 +44,9 @@ struct PeerState {
     registered: HashSet<u64>,
     /// Segments shared with the task, when it is on this machine.
     shm: Option<Arc<Pool>>,
-    /// Bytes of each partition's outputs the last time it ran: the space a
-    /// call offers for them in shared memory.
+    /// Bytes of each partition's outputs the last time it ran (before its
+    /// first run, what its static types say): the space a call offers for
+    /// them in shared memory.
     output_sizes: HashMap<u64, Vec<usize>>,
 }
 
@@ -298,7 +299,10 @@ impl Peer {
                         Err(s) => return Err(self.failed(&mut st, &s)),
                     }
                 }
-                let expected = st.output_sizes.get(&part.id).cloned().unwrap_or_else(|| static_output_sizes(&part.def));
+                if st.output_sizes.len() >= 4096 && !st.output_sizes.contains_key(&part.id) {
+                    st.output_sizes.clear();
+                }
+                let expected = st.output_sizes.entry(part.id).or_insert_with(|| static_output_sizes(&part.def)).clone();
                 (client, st.shm.clone().filter(|_| share_memory), expected)
             };
             // Co-located: inputs into a shared segment, with room for the
@@ -355,11 +359,7 @@ impl Peer {
                     }
                     let sizes: Vec<usize> = result.outputs.iter().map(Tensor::byte_length).collect();
                     if sizes != expected {
-                        let mut st = self.state.lock().await;
-                        if st.output_sizes.len() >= 4096 {
-                            st.output_sizes.clear();
-                        }
-                        st.output_sizes.insert(part.id, sizes);
+                        self.state.lock().await.output_sizes.insert(part.id, sizes);
                     }
                     return Ok(result);
                 }

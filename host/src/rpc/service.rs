@@ -288,20 +288,15 @@ impl pb::task_service_server::TaskService for TaskService {
             let outputs = run_partition(&part.def, &[device], &node_device, &inputs, &mut rngs, trace.as_mut())?;
             Ok::<_, Error>((outputs, trace.map(Trace::finish).unwrap_or_default()))
         };
-        // Kernels block: on a multi-threaded runtime, tell it so and run
-        // right here (no thread hop for small steps); elsewhere, run inline.
-        // A partition comes from the network: a node no graph validated may
-        // make a kernel panic; that fails the call, not the server.
+        // Kernels block (`run_blocking`). A partition comes from the network:
+        // a node no graph validated may make a kernel panic; that fails the
+        // call, not the server.
         let guarded = move || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(compute)).unwrap_or_else(|_| {
                 Err(Error::internal(format!("partition {id} failed: a kernel panicked on a malformed node")))
             })
         };
-        let result = match tokio::runtime::Handle::current().runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(guarded),
-            _ => guarded(),
-        }
-        .map_err(status_from_error)?;
+        let result = crate::exec::run_blocking(guarded).map_err(status_from_error)?;
         let shared = segment.as_deref().map(|m| (m, output_space.as_slice()));
         let chunks = chunks(&result.0, stats_to_pb(result.1), shared)?;
         Ok(Response::new(Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok)))))

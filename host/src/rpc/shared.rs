@@ -62,11 +62,7 @@ impl SharedCall {
         if let Some(lease) = pool.lease_free(bytes) {
             return Some(lease);
         }
-        let register = || pool.lease(bytes);
-        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(register),
-            _ => register(),
-        }
+        crate::exec::run_blocking(|| pool.lease(bytes))
     }
 
     /// Writes `inputs` into `lease` with room after them for outputs of

@@ -80,16 +80,6 @@ impl Registry {
         self.lock().get(&key).cloned()
     }
 
-    /// How many segments it holds now.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Mapping>>> {
         self.segments.lock().unwrap_or_else(|p| p.into_inner())
     }
