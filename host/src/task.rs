@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
-use crate::exec::{Device, DeviceSet, Executor, HostFiles, LocalDevices, Placement, RemoteTasks};
+use crate::exec::{Budgets, Device, DeviceSet, Executor, HostFiles, LocalDevices, Placement, RemoteTasks};
 
 /// One task of a cluster, served by this host.
 #[derive(Debug)]
@@ -31,7 +31,7 @@ impl Task {
     /// [`Task::new`], writing checkpoints and summaries where `files` says.
     pub fn with_files(cluster: ClusterSpec, id: TaskId, files: &HostFiles) -> Result<Self> {
         cluster.check_task(&id)?;
-        let devices = Arc::new(LocalDevices::with_files([id.clone()], None, files));
+        let devices = Arc::new(LocalDevices::with_files([id.clone()], &Budgets::standalone(&id), files));
         Self::with_devices(cluster, id, devices)
     }
 

@@ -297,6 +297,7 @@ fn limits_stop_the_program_at_fault_and_nothing_else() {
             variable_mib: Some(1),
             upload_mib: None,
             checkpoint_mib: None,
+            tensor_mib: None,
         };
         let m = tenant(&host, "mallory", limits, &[("local", 2), ("ps", 1), ("worker", 1)]).await;
         let misbehave = upload(&m, &read(fixture("misbehave"))).await.unwrap();

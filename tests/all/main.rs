@@ -4,6 +4,7 @@
 //! - `bad_input`: every kind of bad program, and that the host carries on.
 //! - `cli`: the `weft` binary as a user runs it, as a child process.
 //! - `data_plane`: tensors through shared memory between a `weft serve` process and a master here.
+//! - `hardening`: hostile programs against a shared `weft serve --listen` host (issue 9).
 //! - `hosting`: uploads, tenants, credentials and limits on a real gRPC host.
 //! - `hosting_cli`: two `weft serve --listen` hosts shared by tenants, as a user drives them.
 //! - `multiprocess`: S6, S7, S9 with real `weft` processes.
@@ -16,6 +17,7 @@ mod bad_input;
 mod cli;
 mod component;
 mod data_plane;
+mod hardening;
 mod hosting;
 mod hosting_cli;
 mod multiprocess;

@@ -181,6 +181,10 @@ struct ServeArgs {
     /// Bytes an experiment's checkpoints may take on this host, in MiB (under `--checkpoint-dir`).
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     checkpoint_mib: u64,
+    /// Bytes the tensors of one experiment's running steps may hold at once
+    /// on this host, in MiB (charged before each op runs).
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    tensor_mib: u64,
     /// Directory whose subdirectories experiments may be granted (their
     /// `data_dir`), read-only, as `/data`. Without it, programs see no files.
     #[arg(long, value_name = "DIR")]
@@ -245,6 +249,7 @@ impl ServeArgs {
                 variable_bytes: mib(self.variable_mib),
                 upload_bytes: mib(self.upload_mib),
                 checkpoint_bytes: mib(self.checkpoint_mib),
+                tensor_bytes: mib(self.tensor_mib),
             },
             admin_token: self.admin_token.clone(),
             client_tls: self.tls.client()?,

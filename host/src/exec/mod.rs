@@ -6,6 +6,7 @@
 //! stage, run through [`RemoteTasks`]. Stages order partitions so that each
 //! runs once its inputs exist: a remote partition costs one call per step.
 
+mod budget;
 mod executor;
 mod kernels;
 mod kernels_array;
@@ -18,11 +19,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use budget::{ByteBudget, DEFAULT_TENSOR_BYTES, StepCharges, VARIABLE_OVERHEAD};
 pub use executor::{Executor, PreparedStep};
 pub use kernels::OpRng;
 pub use partition::{PartitionDef, Trace, run_partition};
 pub use plan::{PartitionResult, Placement, RemotePartition, RemoteTasks};
-pub use variables::{ByteBudget, Variable, VariableStore};
+pub use variables::{Variable, VariableStore};
 
 use crate::checkpoint::CheckpointDir;
 use crate::cluster::TaskId;
@@ -54,38 +56,60 @@ pub struct HostFiles {
     pub log_dir: Option<PathBuf>,
 }
 
-/// A task's CPU device: its name, the variables it holds, and where its
-/// checkpoints and summaries go.
+/// What the owner of a set of devices (an experiment, a standalone task)
+/// may make this host hold; `None` for no limit of that kind.
+#[derive(Clone, Debug, Default)]
+pub struct Budgets {
+    /// Bytes its variables hold between steps.
+    pub variables: Option<Arc<ByteBudget>>,
+    /// Bytes the ops of its running steps hold.
+    pub tensors: Option<Arc<ByteBudget>>,
+}
+
+impl Budgets {
+    /// A standalone task's: variables unlimited (they are the job), step
+    /// tensors up to [`DEFAULT_TENSOR_BYTES`].
+    pub fn standalone(task: &TaskId) -> Self {
+        Budgets {
+            variables: None,
+            tensors: Some(Arc::new(ByteBudget::tensors(format!("task {task}"), DEFAULT_TENSOR_BYTES))),
+        }
+    }
+}
+
+/// A task's CPU device: its name, the variables it holds, what its steps
+/// may hold, and where its checkpoints and summaries go.
 #[derive(Debug)]
 pub struct Device {
     task: TaskId,
     name: String,
     variables: VariableStore,
+    tensors: Option<Arc<ByteBudget>>,
     checkpoints: Option<CheckpointDir>,
     events: Option<EventLog>,
 }
 
 impl Device {
-    /// The CPU device of `task`, with no variables.
+    /// The CPU device of `task`, with no variables and no budgets.
     pub fn new(task: TaskId) -> Self {
-        Self::with_files(task, None, &HostFiles::default())
+        Self::with_files(task, &Budgets::default(), &HostFiles::default())
     }
 
-    /// The CPU device of `task`, its variables charged to `budget`.
-    pub fn with_budget(task: TaskId, budget: Arc<ByteBudget>) -> Self {
-        Self::with_files(task, Some(budget), &HostFiles::default())
-    }
-
-    /// The CPU device of `task`, with a variable budget and host files.
-    pub fn with_files(task: TaskId, budget: Option<Arc<ByteBudget>>, files: &HostFiles) -> Self {
+    /// The CPU device of `task`, charging `budgets`, writing where `files` says.
+    pub fn with_files(task: TaskId, budgets: &Budgets, files: &HostFiles) -> Self {
         let name = task.cpu_device();
-        let variables = match budget {
-            Some(b) => VariableStore::with_budget(name.clone(), b),
+        let variables = match &budgets.variables {
+            Some(b) => VariableStore::with_budget(name.clone(), b.clone()),
             None => VariableStore::new(name.clone()),
         };
         let checkpoints = files.checkpoint_dir.as_ref().map(|d| CheckpointDir::new(d, files.checkpoint_quota));
         let events = files.log_dir.as_ref().map(|d| EventLog::new(d, &task));
-        Device { variables, checkpoints, events, task, name }
+        Device { variables, tensors: budgets.tensors.clone(), checkpoints, events, task, name }
+    }
+
+    /// The budget its steps' tensors are charged to, if any.
+    pub fn tensor_budget(&self) -> Option<&Arc<ByteBudget>> {
+        self.tensors.as_ref()
     }
 
     /// Where its checkpoints go, if its host has a checkpoint directory.
@@ -140,21 +164,10 @@ impl LocalDevices {
         LocalDevices(tasks.into_iter().map(|t| (t.clone(), Arc::new(Device::new(t)))).collect())
     }
 
-    /// A set holding a new device for each of `tasks`, all charging their
-    /// variables to `budget`.
-    pub fn with_budget(tasks: impl IntoIterator<Item = TaskId>, budget: Arc<ByteBudget>) -> Self {
-        Self::with_files(tasks, Some(budget), &HostFiles::default())
-    }
-
-    /// A set holding a new device for each of `tasks`, with a budget and host files.
-    pub fn with_files(
-        tasks: impl IntoIterator<Item = TaskId>,
-        budget: Option<Arc<ByteBudget>>,
-        files: &HostFiles,
-    ) -> Self {
-        LocalDevices(
-            tasks.into_iter().map(|t| (t.clone(), Arc::new(Device::with_files(t, budget.clone(), files)))).collect(),
-        )
+    /// A set holding a new device for each of `tasks`, all charging the
+    /// same `budgets`, writing where `files` says.
+    pub fn with_files(tasks: impl IntoIterator<Item = TaskId>, budgets: &Budgets, files: &HostFiles) -> Self {
+        LocalDevices(tasks.into_iter().map(|t| (t.clone(), Arc::new(Device::with_files(t, budgets, files)))).collect())
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Device, DeviceStats, NodeStats, Variable, kernels, kernels_train};
+use super::{Device, DeviceStats, NodeStats, StepCharges, Variable, kernels, kernels_train};
 use crate::checkpoint::DEFAULT_MAX_TO_KEEP;
 use crate::error::{Error, Result};
 use crate::graph::{Node, NodeId, OpType, Output};
@@ -115,10 +115,12 @@ pub fn run_partition(
     mut trace: Option<&mut Trace>,
 ) -> Result<Vec<Tensor>> {
     let mut values: HashMap<NodeId, Value> = HashMap::with_capacity(def.nodes.len());
+    // Declared after `values`, so released only once they are dropped.
+    let mut charges = StepCharges::default();
     for (node, &dev) in def.nodes.iter().zip(node_device) {
         let device = &devices[dev];
         let start = Instant::now();
-        if let Some(v) = run_node(node, device, inputs, &values, rngs)? {
+        if let Some(v) = run_node(node, device, inputs, &values, rngs, &mut charges)? {
             values.insert(node.id, v);
         }
         if let Some(t) = trace.as_deref_mut() {
@@ -137,6 +139,27 @@ pub fn run_partition(
         .collect()
 }
 
+/// The bytes `node`'s outputs will take for these inputs, from inference
+/// over their concrete types (checked arithmetic, capped per tensor), or
+/// `None` where inference cannot say.
+fn planned_output_bytes(node: &Node, inputs: &[Tensor]) -> Result<Option<usize>> {
+    let types: Vec<_> = inputs.iter().map(Tensor::tensor_type).collect();
+    let mut total = 0usize;
+    for t in node.infer_outputs(&types)? {
+        let (Some(shape), Some(width)) =
+            (t.shape.iter().copied().collect::<Option<Vec<usize>>>(), t.dtype.byte_width())
+        else {
+            return Ok(None);
+        };
+        let count = crate::tensor::element_count(&shape)
+            .map_err(|e| Error::invalid(format!("{} '{}': {}", node.op.name(), node.name, e.message())))?;
+        total = count.checked_mul(width).and_then(|b| total.checked_add(b)).ok_or_else(|| {
+            Error::invalid(format!("{} '{}': its outputs' byte count overflows", node.op.name(), node.name))
+        })?;
+    }
+    Ok(Some(total))
+}
+
 fn scalar_i64(node: &Node, t: &Tensor) -> Result<i64> {
     match t {
         Tensor::I64(a) if a.len() == 1 => Ok(*a.iter().next().expect("one element")),
@@ -150,6 +173,7 @@ fn run_node(
     inputs: &HashMap<Output, Tensor>,
     values: &HashMap<NodeId, Value>,
     rngs: &mut HashMap<NodeId, Option<crate::exec::OpRng>>,
+    charges: &mut StepCharges,
 ) -> Result<Option<Value>> {
     let input = |i: usize| -> Result<Value> {
         let out = node.inputs[i];
@@ -248,8 +272,22 @@ fn run_node(
         )),
         _ => {
             let inputs = (0..node.inputs.len()).map(|i| input(i)?.tensor()).collect::<Result<Vec<_>>>()?;
+            let planned = match device.tensor_budget() {
+                Some(budget) => {
+                    let bytes = planned_output_bytes(node, &inputs)?;
+                    charges.charge(budget, node, bytes.unwrap_or(0))?;
+                    bytes
+                }
+                None => Some(0),
+            };
             let rng = rngs.entry(node.id).or_default();
-            Value::Tensor(kernels::compute(node, &inputs, rng)?)
+            let out = kernels::compute(node, &inputs, rng)?;
+            if let (None, Some(budget)) = (planned, device.tensor_budget()) {
+                // Sizes inference cannot know ahead (strings, data-dependent
+                // shapes) are small by construction; they count once made.
+                charges.charge(budget, node, super::budget::byte_size(&out))?;
+            }
+            Value::Tensor(out)
         }
     };
     Ok(Some(value))

@@ -330,3 +330,52 @@ fn local_variable_read_remotely_then_updated_locally() {
     assert_eq!(fetch(&mut e, &g, update).unwrap(), Tensor::scalar_f32(9.0));
     assert_eq!(mine.device(&t1).unwrap().variables().get("w").unwrap().read().unwrap(), Tensor::scalar_f32(9.0));
 }
+
+/// A device whose steps may hold `limit` tensor bytes, alone in its cluster.
+fn budgeted_executor(limit: usize) -> (Executor, Arc<ByteBudget>) {
+    let cluster = ClusterSpec::single("in-process");
+    let task = cluster.default_task();
+    let budget = Arc::new(ByteBudget::tensors("experiment 'm'", limit));
+    let budgets = Budgets { variables: None, tensors: Some(budget.clone()) };
+    let devices = Arc::new(LocalDevices::with_files([task.clone()], &budgets, &HostFiles::default()));
+    (executor(&cluster, &task, &devices), budget)
+}
+
+fn const_node(g: &mut Graph, t: Tensor) -> NodeId {
+    g.add(NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(t))).unwrap()
+}
+
+#[test]
+fn an_op_whose_outputs_would_pass_the_tensor_budget_fails_before_its_kernel_runs() {
+    // The MatMul of f32[30000, 0] and f32[0, 30000] is 3.6 GB of zeros.
+    let (mut e, budget) = budgeted_executor(64 << 20);
+    let mut g = Graph::new();
+    let a = const_node(&mut g, Tensor::from_f32(&[30000, 0], vec![]).unwrap());
+    let b = const_node(&mut g, Tensor::from_f32(&[0, 30000], vec![]).unwrap());
+    let mm = g.add(NodeRequest::new(OpType::MatMul).inputs([Output::of(a), Output::of(b)])).unwrap();
+    let err = fetch(&mut e, &g, Output::of(mm)).unwrap_err();
+    assert_eq!(err.code(), crate::error::Code::ResourceExhausted, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("tensor-bytes limit") && text.contains("'MatMul' (MatMul)"), "{text}");
+    assert!(text.contains(&format!("needs {} more bytes", 30000u64 * 30000 * 4)), "{text}");
+    assert_eq!(budget.used(), 0, "nothing stays charged after a failed step");
+
+    // A step within the budget runs, and gives its bytes back when it ends.
+    let c = const_node(&mut g, Tensor::from_f32(&[1000, 0], vec![]).unwrap());
+    let d = const_node(&mut g, Tensor::from_f32(&[0, 1000], vec![]).unwrap());
+    let small = g.add(NodeRequest::new(OpType::MatMul).inputs([Output::of(c), Output::of(d)])).unwrap();
+    assert_eq!(fetch(&mut e, &g, Output::of(small)).unwrap().shape(), &[1000, 1000]);
+    assert_eq!(budget.used(), 0);
+
+    // Every intermediate of a step counts: two 3 MiB products fit in 4 MiB
+    // one at a time, not together.
+    let (mut e, _) = budgeted_executor(4 << 20);
+    let mut g = Graph::new();
+    let x = const_node(&mut g, Tensor::from_f32(&[1024, 0], vec![]).unwrap());
+    let y = const_node(&mut g, Tensor::from_f32(&[0, 768], vec![]).unwrap());
+    let p = g.add(NodeRequest::new(OpType::MatMul).inputs([Output::of(x), Output::of(y)])).unwrap();
+    assert!(fetch(&mut e, &g, Output::of(p)).is_ok());
+    let q = g.add(NodeRequest::new(OpType::Neg).inputs([Output::of(p)])).unwrap();
+    let err = fetch(&mut e, &g, Output::of(q)).unwrap_err();
+    assert!(err.to_string().contains("op 'Neg' (Neg)"), "{err}");
+}

@@ -4,66 +4,11 @@
 //! gets the same [`Variable`]; its value lives here, not in any graph.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::budget::{ByteBudget, VARIABLE_OVERHEAD, byte_size};
 use crate::error::{Error, Result};
 use crate::tensor::{Tensor, TensorType};
-
-/// Bytes that the variables of one owner (an experiment) may hold in all,
-/// across every device it has on this host.
-#[derive(Debug)]
-pub struct ByteBudget {
-    owner: String,
-    limit: usize,
-    used: AtomicUsize,
-}
-
-impl ByteBudget {
-    /// A budget of `limit` bytes for the variables of `owner`.
-    pub fn new(owner: impl Into<String>, limit: usize) -> Self {
-        ByteBudget { owner: owner.into(), limit, used: AtomicUsize::new(0) }
-    }
-
-    /// Bytes held now.
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
-    }
-
-    /// Moves the charge from `old` to `new` bytes for `variable`; fails with
-    /// `resource-exhausted`, charging nothing, if that goes over the limit.
-    fn recharge(&self, variable: &str, old: usize, new: usize) -> Result<()> {
-        if new <= old {
-            self.used.fetch_sub(old - new, Ordering::Relaxed);
-            return Ok(());
-        }
-        let grow = new - old;
-        self.used
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                used.checked_add(grow).filter(|&total| total <= self.limit)
-            })
-            .map(drop)
-            .map_err(|used| {
-                Error::status(
-                    crate::error::Code::ResourceExhausted,
-                    format!(
-                        "variable-bytes limit: variable '{variable}' needs {grow} more bytes, but {} holds {used} of \
-                         its {} bytes",
-                        self.owner, self.limit
-                    ),
-                )
-            })
-    }
-}
-
-/// Bytes a value holds: elements times their width, or for strings their
-/// lengths (plus a word each).
-fn byte_size(t: &Tensor) -> usize {
-    match t {
-        Tensor::String(a) => a.iter().map(|s| s.len() + 8).sum(),
-        _ => t.len() * t.dtype().byte_width().unwrap_or(1),
-    }
-}
 
 /// One variable's slot.
 #[derive(Debug)]
@@ -90,6 +35,11 @@ impl Variable {
         // A poisoned lock means a kernel panicked mid-update; the value it
         // guards is still a whole tensor, so keep serving it.
         self.value.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What the host holds for it besides its value: its name and slot.
+    fn bookkeeping_bytes(&self) -> usize {
+        self.name.len() + VARIABLE_OVERHEAD
     }
 
     fn uninitialized(&self) -> Error {
@@ -127,7 +77,7 @@ impl Variable {
 
     fn charge(&self, old: Option<&Tensor>, new: &Tensor) -> Result<()> {
         match &self.budget {
-            Some(b) => b.recharge(&self.name, old.map_or(0, byte_size), byte_size(new)),
+            Some(b) => b.recharge(&format_args!("variable '{}'", self.name), old.map_or(0, byte_size), byte_size(new)),
             None => Ok(()),
         }
     }
@@ -218,8 +168,8 @@ impl Variable {
             if let Err(e) = vars[i].charge(guards[i].as_ref(), &values[i]) {
                 for j in 0..i {
                     if let Some(b) = &vars[j].budget {
-                        let _ =
-                            b.recharge(&vars[j].name, byte_size(&values[j]), guards[j].as_ref().map_or(0, byte_size));
+                        let (new, old) = (byte_size(&values[j]), guards[j].as_ref().map_or(0, byte_size));
+                        let _ = b.recharge(&format_args!("variable '{}'", vars[j].name), new, old);
                     }
                 }
                 return Err(e);
@@ -235,8 +185,8 @@ impl Variable {
 impl Drop for Variable {
     fn drop(&mut self) {
         // Give the bytes back: the budget may outlive this variable.
-        if let (Some(b), Some(t)) = (&self.budget, self.lock().as_ref()) {
-            let _ = b.recharge(&self.name, byte_size(t), 0);
+        if let Some(b) = &self.budget {
+            b.release(self.lock().as_ref().map_or(0, byte_size) + self.bookkeeping_bytes());
         }
     }
 }
@@ -276,6 +226,9 @@ impl VariableStore {
                 )));
             }
             return Ok(v.clone());
+        }
+        if let Some(b) = &self.budget {
+            b.charge(&format_args!("variable '{name}' on {}", self.device), name.len() + VARIABLE_OVERHEAD)?;
         }
         let v = Arc::new(Variable {
             name: name.to_string(),
@@ -357,18 +310,21 @@ mod tests {
 
     #[test]
     fn budget_refuses_growth_past_its_limit_and_frees_on_drop() {
-        let budget = Arc::new(ByteBudget::new("experiment 'a'", 64));
+        // The name and slot cost their bytes too, from the moment the variable exists.
+        let base = "v".len() + VARIABLE_OVERHEAD;
+        let budget = Arc::new(ByteBudget::new("experiment 'a'", base + 64));
         let store = VariableStore::with_budget("/job:w/replica:0/task:0/device:CPU:0", budget.clone());
         let ty = TensorType { dtype: DType::F32, shape: vec![None] };
         let v = store.get_or_create("v", &ty).unwrap();
+        assert_eq!(budget.used(), base);
         v.assign(Tensor::from_f32(&[10], vec![1.0; 10]).unwrap()).unwrap();
-        assert_eq!(budget.used(), 40);
+        assert_eq!(budget.used(), base + 40);
         let err = v.assign(Tensor::from_f32(&[20], vec![1.0; 20]).unwrap()).unwrap_err();
         assert_eq!(err.code(), crate::error::Code::ResourceExhausted);
         assert!(err.to_string().contains("variable-bytes limit") && err.to_string().contains("'v'"), "{err}");
         assert_eq!(v.read().unwrap().len(), 10, "a refused assign changes nothing");
         v.assign(Tensor::from_f32(&[4], vec![1.0; 4]).unwrap()).unwrap();
-        assert_eq!(budget.used(), 16);
+        assert_eq!(budget.used(), base + 16);
         drop(v);
         drop(store);
         assert_eq!(budget.used(), 0);

@@ -125,6 +125,22 @@ pub struct Node {
     pub outputs: Vec<TensorType>,
 }
 
+impl Node {
+    /// Its output types for inputs of the given (at run time, concrete)
+    /// types, by the same inference that checked it when it was added: what
+    /// its kernel will allocate, known before it runs.
+    pub fn infer_outputs(&self, inputs: &[TensorType]) -> Result<Vec<TensorType>> {
+        let input_names: Vec<String> = (0..inputs.len()).map(|i| format!("input {i}")).collect();
+        infer::infer(&infer::InferCtx {
+            name: &self.name,
+            op: self.op,
+            inputs,
+            input_names: &input_names,
+            attrs: &self.attrs,
+        })
+    }
+}
+
 /// A graph under construction.
 #[derive(Clone, Debug, Default)]
 pub struct Graph {

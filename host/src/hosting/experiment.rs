@@ -11,7 +11,7 @@ use super::limits::EffectiveLimits;
 use super::programs::ProgramRecord;
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::error::{Code, Error, Result};
-use crate::exec::{ByteBudget, HostFiles, LocalDevices};
+use crate::exec::{Budgets, ByteBudget, HostFiles, LocalDevices};
 use crate::rpc::{Credentials, GrpcRemote, ServedTask};
 use crate::task::Task;
 use crate::tls::ClientTls;
@@ -135,7 +135,11 @@ impl Experiment {
             checkpoint_quota: Some(limits.checkpoint_bytes as u64),
             log_dir: host_files.log_dir.as_ref().map(|d| experiment_dir(d, &spec.name)),
         };
-        let devices = Arc::new(LocalDevices::with_files(spec.tasks.iter().cloned(), Some(budget.clone()), &files));
+        let budgets = Budgets {
+            variables: Some(budget.clone()),
+            tensors: Some(Arc::new(ByteBudget::tensors(format!("experiment '{}'", spec.name), limits.tensor_bytes))),
+        };
+        let devices = Arc::new(LocalDevices::with_files(spec.tasks.iter().cloned(), &budgets, &files));
         let remote = Arc::new(
             GrpcRemote::new(spec.cluster.clone())
                 .with_credentials(Credentials::experiment(&spec.name, &spec.token))

@@ -24,6 +24,9 @@ pub struct Limits {
     pub upload_mib: Option<u64>,
     /// Bytes the experiment's checkpoints may take on a host, in MiB.
     pub checkpoint_mib: Option<u64>,
+    /// Bytes the tensors of the experiment's running steps may hold at once
+    /// on a host, in MiB: what its ops produce, charged before they run.
+    pub tensor_mib: Option<u64>,
 }
 
 /// Limits with every field decided.
@@ -41,6 +44,8 @@ pub struct EffectiveLimits {
     pub upload_bytes: usize,
     /// Bytes of checkpoints on this host.
     pub checkpoint_bytes: usize,
+    /// Bytes of step tensors on this host.
+    pub tensor_bytes: usize,
 }
 
 const MIB: u64 = 1 << 20;
@@ -55,6 +60,7 @@ impl EffectiveLimits {
             variable_bytes: 1 << 30,
             upload_bytes: 64 << 20,
             checkpoint_bytes: 1 << 30,
+            tensor_bytes: 1 << 30,
         }
     }
 
@@ -75,6 +81,7 @@ impl EffectiveLimits {
             variable_bytes: bytes(asked.variable_mib, self.variable_bytes),
             upload_bytes: bytes(asked.upload_mib, self.upload_bytes),
             checkpoint_bytes: bytes(asked.checkpoint_mib, self.checkpoint_bytes),
+            tensor_bytes: bytes(asked.tensor_mib, self.tensor_bytes),
         }
     }
 
@@ -87,6 +94,7 @@ impl EffectiveLimits {
             variable_mib: Some((self.variable_bytes as u64) / MIB),
             upload_mib: Some((self.upload_bytes as u64) / MIB),
             checkpoint_mib: Some((self.checkpoint_bytes as u64) / MIB),
+            tensor_mib: Some((self.tensor_bytes as u64) / MIB),
         }
     }
 
@@ -110,6 +118,7 @@ mod tests {
             variable_mib: None,
             upload_mib: Some(1),
             checkpoint_mib: Some(1 << 20),
+            tensor_mib: Some(16),
         };
         let got = host.narrowed_by(&asked);
         assert_eq!(got.memory_bytes, 64 << 20);
@@ -118,6 +127,7 @@ mod tests {
         assert_eq!(got.variable_bytes, 1 << 30);
         assert_eq!(got.upload_bytes, 1 << 20);
         assert_eq!(got.checkpoint_bytes, 1 << 30, "an experiment cannot raise the host's checkpoint ceiling");
+        assert_eq!(got.tensor_bytes, 16 << 20);
         assert_eq!(EffectiveLimits::host_defaults().narrowed_by(&Limits::default()), EffectiveLimits::host_defaults());
     }
 }

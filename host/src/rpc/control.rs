@@ -45,6 +45,7 @@ pub(crate) fn limits_to_pb(l: &Limits) -> pb::Limits {
         variable_mib: l.variable_mib,
         upload_mib: l.upload_mib,
         checkpoint_mib: l.checkpoint_mib,
+        tensor_mib: l.tensor_mib,
     }
 }
 
@@ -57,6 +58,7 @@ fn limits_from_pb(l: Option<pb::Limits>) -> Limits {
         variable_mib: l.variable_mib,
         upload_mib: l.upload_mib,
         checkpoint_mib: l.checkpoint_mib,
+        tensor_mib: l.tensor_mib,
     }
 }
 
