@@ -106,7 +106,10 @@ pub async fn serve_host(
     if let Some(tls) = &services.tls {
         builder = builder.tls_config(tls.config()).map_err(|e| Error::invalid(format!("TLS for {label}: {e}")))?;
     }
+    // Connections whose other end froze are closed, freeing their streams.
     let server = builder
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .initial_stream_window_size(16 << 20)
         .initial_connection_window_size(32 << 20)
         .max_frame_size(1 << 20)

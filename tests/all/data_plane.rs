@@ -21,15 +21,15 @@ use crate::process::{Spawned, Stream, TempDir, free_ports, weft};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-struct Cluster {
+pub(crate) struct Cluster {
     _dir: TempDir,
-    ps: Spawned,
-    spec: ClusterSpec,
+    pub(crate) ps: Spawned,
+    pub(crate) spec: ClusterSpec,
 }
 
 /// A ps task served by its own `weft serve` process (with `env` set), and
 /// the spec of a cluster of it and one worker (this test).
-fn ps_process(tag: &str, env: &[(&str, &str)]) -> Cluster {
+pub(crate) fn ps_process(tag: &str, env: &[(&str, &str)]) -> Cluster {
     let dir = TempDir::new(tag);
     let ports = free_ports(2);
     let jobs = BTreeMap::from([
@@ -48,7 +48,7 @@ fn ps_process(tag: &str, env: &[(&str, &str)]) -> Cluster {
 
 /// A variable of f32 of `shape` on the ps, initialized from a placeholder
 /// fed on the worker.
-struct BigVariable {
+pub(crate) struct BigVariable {
     graph: Graph,
     var: VariableNodes,
     fed: Output,
@@ -56,7 +56,7 @@ struct BigVariable {
     shape: Vec<usize>,
 }
 
-fn big_variable(name: &str, shape: &[usize]) -> BigVariable {
+pub(crate) fn big_variable(name: &str, shape: &[usize]) -> BigVariable {
     let mut graph = Graph::new();
     let x = graph
         .add(
@@ -76,30 +76,30 @@ fn big_variable(name: &str, shape: &[usize]) -> BigVariable {
 }
 
 /// The worker's master: a task of `spec` reaching the ps through `remote`.
-fn master(spec: &ClusterSpec, remote: &Arc<GrpcRemote>) -> Executor {
+pub(crate) fn master(spec: &ClusterSpec, remote: &Arc<GrpcRemote>) -> Executor {
     let task = Task::new(spec.clone(), TaskId::new("worker", 0)).unwrap().with_remote(remote.clone());
     task.session_executor("", true).unwrap().0
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
-async fn run(e: &mut Executor, g: &Graph, req: RunRequest) -> weft_host::error::Result<Vec<Tensor>> {
+pub(crate) async fn run(e: &mut Executor, g: &Graph, req: RunRequest) -> weft_host::error::Result<Vec<Tensor>> {
     match tokio::time::timeout(LIMIT, e.run(g, &req)).await {
         Ok(r) => r.map(|r| r.values),
         Err(_) => panic!("a run did not finish within {LIMIT:?}"),
     }
 }
 
-async fn initialize(e: &mut Executor, v: &BigVariable, value: f32) {
+pub(crate) async fn initialize(e: &mut Executor, v: &BigVariable, value: f32) {
     let n = v.shape.iter().product();
     let feed = Tensor::from_f32(&v.shape, vec![value; n]).unwrap();
     let req = RunRequest { targets: vec![v.init], feeds: vec![(v.fed, feed)], ..Default::default() };
     run(e, &v.graph, req).await.unwrap();
 }
 
-async fn fetch(e: &mut Executor, v: &BigVariable) -> weft_host::error::Result<Tensor> {
+pub(crate) async fn fetch(e: &mut Executor, v: &BigVariable) -> weft_host::error::Result<Tensor> {
     let req = RunRequest { fetches: vec![Output::of(v.var.read)], ..Default::default() };
     Ok(run(e, &v.graph, req).await?.remove(0))
 }

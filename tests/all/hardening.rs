@@ -70,3 +70,51 @@ fn a_matmul_of_zero_size_constants_fails_with_a_named_limit_and_the_host_stays_s
     let out = submit("alice", &alice, &["ok"]);
     assert!(out.status.success() && out.stdout.contains("fine"), "{}", out.stderr);
 }
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// Issue 9's frozen peer: a ps process stopped with SIGSTOP makes a run
+/// that has no session timeout fail `unavailable`, naming the task, within
+/// a bound set by the peer timeout; after SIGCONT the same session works.
+#[test]
+fn a_stopped_peer_fails_a_run_without_a_timeout_and_the_session_works_once_it_resumes() {
+    use crate::data_plane::{big_variable, fetch, initialize, master, ps_process, runtime};
+    use std::sync::Arc;
+    use weft_host::error::Code;
+    use weft_host::rpc::GrpcRemote;
+    use weft_host::tensor::Tensor;
+
+    let cluster = ps_process("frozen-peer", &[]);
+    let pid = cluster.ps.child.0.id();
+    let peer_timeout = Duration::from_secs(2);
+    runtime().block_on(async {
+        let remote = Arc::new(GrpcRemote::new(cluster.spec.clone()).with_peer_timeout(peer_timeout));
+        let mut session = master(&cluster.spec, &remote);
+        let v = big_variable("frozen", &[4]);
+        initialize(&mut session, &v, 3.0).await;
+        let threes = Tensor::from_f32(&[4], vec![3.0; 4]).unwrap();
+        assert_eq!(fetch(&mut session, &v).await.unwrap(), threes);
+
+        signal(pid, "-STOP");
+        let started = std::time::Instant::now();
+        let err = fetch(&mut session, &v).await.unwrap_err();
+        let waited = started.elapsed();
+        assert_eq!(err.code(), Code::Unavailable, "{err}");
+        assert!(err.to_string().contains("task /job:ps/task:0 at 127.0.0.1:"), "{err}");
+        assert!(err.to_string().contains("keep-alive timed out"), "{err}");
+        // Keepalive (half the timeout between pings, half to answer), with
+        // room for a loaded machine; far below the run's own 60 s guard.
+        assert!(waited < peer_timeout * 10, "the run took {waited:?} to fail");
+        // A second run while it is still stopped fails the same way: the
+        // new connection's status call is bounded too.
+        let err = fetch(&mut session, &v).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err}");
+        assert!(err.to_string().contains("no answer within 2s"), "{err}");
+
+        signal(pid, "-CONT");
+        assert_eq!(fetch(&mut session, &v).await.unwrap(), threes, "the same session works again");
+    });
+}

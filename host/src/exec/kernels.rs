@@ -245,13 +245,37 @@ fn unary_elem<T: Elem>(node: &Node, a: &Arr<T>) -> Option<ArrayD<T>> {
     }
 }
 
-fn unary_float<T: Float>(op: OpType, a: &Arr<T>) -> ArrayD<T> {
-    match op {
-        OpType::Sqrt => a.mapv(T::sqrt),
-        OpType::Exp => a.mapv(T::exp),
-        OpType::Log => a.mapv(T::ln),
-        OpType::Tanh => a.mapv(T::tanh),
-        _ => a.mapv(|x| T::one() / (T::one() + (-x).exp())),
+/// The float-only elementwise ops: matched exhaustively, so an op without
+/// a kernel here is an error, never some other op's result.
+#[derive(Clone, Copy)]
+enum FloatUnary {
+    Sqrt,
+    Exp,
+    Log,
+    Tanh,
+    Sigmoid,
+}
+
+impl FloatUnary {
+    fn of(op: OpType) -> Option<Self> {
+        Some(match op {
+            OpType::Sqrt => FloatUnary::Sqrt,
+            OpType::Exp => FloatUnary::Exp,
+            OpType::Log => FloatUnary::Log,
+            OpType::Tanh => FloatUnary::Tanh,
+            OpType::Sigmoid => FloatUnary::Sigmoid,
+            _ => return None,
+        })
+    }
+
+    fn apply<T: Float>(self, a: &Arr<T>) -> ArrayD<T> {
+        match self {
+            FloatUnary::Sqrt => a.mapv(T::sqrt),
+            FloatUnary::Exp => a.mapv(T::exp),
+            FloatUnary::Log => a.mapv(T::ln),
+            FloatUnary::Tanh => a.mapv(T::tanh),
+            FloatUnary::Sigmoid => a.mapv(|x| T::one() / (T::one() + (-x).exp())),
+        }
     }
 }
 
@@ -266,9 +290,10 @@ fn unary(node: &Node, x: &Tensor) -> Result<Tensor> {
     if let Some(t) = elementwise {
         return Ok(t);
     }
+    let f = FloatUnary::of(node.op).ok_or_else(|| node_err(node, "no elementwise kernel for this op"))?;
     match x {
-        Tensor::F32(a) => Ok(Tensor::F32(unary_float(node.op, a).into_shared())),
-        Tensor::F64(a) => Ok(Tensor::F64(unary_float(node.op, a).into_shared())),
+        Tensor::F32(a) => Ok(Tensor::F32(f.apply(a).into_shared())),
+        Tensor::F64(a) => Ok(Tensor::F64(f.apply(a).into_shared())),
         other => Err(node_err(node, format!("unsupported dtype {}", other.dtype()))),
     }
 }

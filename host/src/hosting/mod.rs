@@ -370,10 +370,13 @@ impl Hosting {
                 }
             });
             rec.set_state(ProgramState::Running);
-            let outcome = match runtime.instantiate_sandboxed(&worker, task, args, Some(tx), &sandbox).await {
-                Ok(program) => ProgramState::Exited(program.call().await.status),
-                Err(e) => ProgramState::Failed(e.code(), e.message()),
-            };
+            let outcome = programs::outcome_of(async {
+                match runtime.instantiate_sandboxed(&worker, task, args, Some(tx), &sandbox).await {
+                    Ok(program) => ProgramState::Exited(program.call().await.status),
+                    Err(e) => ProgramState::Failed(e.code(), e.message()),
+                }
+            })
+            .await;
             // The program (and with it the output sender) is gone: let the
             // last output land before the final state does.
             let _ = forward.await;

@@ -163,9 +163,43 @@ impl ProgramRecord {
     }
 }
 
+/// How a program's run ends: its own outcome, or `Failed` with an internal
+/// error naming the panic if the host panicked running it (a host bug must
+/// not leave the program shown as running, holding its slot).
+pub async fn outcome_of(run: impl std::future::Future<Output = ProgramState>) -> ProgramState {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        Ok(state) => state,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            tracing::error!("the host panicked running a program: {why}");
+            ProgramState::Failed(crate::error::Code::Internal, format!("the host panicked running this program: {why}"))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_while_running_a_program_ends_it_as_failed_naming_the_panic() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let state = rt.block_on(outcome_of(async { panic!("kernel index out of bounds") }));
+        assert_eq!(
+            state,
+            ProgramState::Failed(
+                crate::error::Code::Internal,
+                "the host panicked running this program: kernel index out of bounds".into()
+            )
+        );
+        let fine = rt.block_on(outcome_of(async { ProgramState::Exited(ExitStatus::Success) }));
+        assert_eq!(fine, ProgramState::Exited(ExitStatus::Success));
+    }
 
     #[test]
     fn a_killed_program_stays_killed_and_output_is_capped() {

@@ -6,6 +6,13 @@
 //! answered before and now does not is `unavailable` at once. A task that
 //! restarted (new incarnation) gets its partitions registered again, so
 //! sessions keep working without being rebuilt.
+//!
+//! A frozen task (stopped, or its machine gone quiet) never hangs a run:
+//! every channel sends HTTP/2 keepalive pings and drops a connection whose
+//! pings go unanswered for the peer timeout, and every unary call has the
+//! same bound, so a run fails `unavailable` naming the task within about
+//! twice the peer timeout even with no session timeout ([`GrpcRemote::with_peer_timeout`],
+//! `WEFT_PEER_TIMEOUT`). No lock is held while a call is in flight.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +41,19 @@ type Client = pb::task_service_client::TaskServiceClient<Channel>;
 const RETRY: Duration = Duration::from_millis(100);
 /// How often it says it is still waiting.
 const WAIT_LOG_EVERY: Duration = Duration::from_secs(2);
+/// How long a task that answered before may go silent before runs that
+/// need it fail, unless `WEFT_PEER_TIMEOUT` (seconds) says otherwise.
+pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The peer timeout from `WEFT_PEER_TIMEOUT`, else the default.
+fn peer_timeout_from_env() -> Duration {
+    std::env::var("WEFT_PEER_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(DEFAULT_PEER_TIMEOUT)
+}
 
 #[derive(Default)]
 struct PeerState {
@@ -79,6 +99,8 @@ struct Peer {
     address: String,
     credentials: Credentials,
     tls: Option<ClientTls>,
+    peer_timeout: Duration,
+    /// Held only between calls, never across one.
     state: tokio::sync::Mutex<PeerState>,
     traffic: Arc<Traffic>,
 }
@@ -89,6 +111,7 @@ pub struct GrpcRemote {
     master: u64,
     credentials: Credentials,
     tls: Option<ClientTls>,
+    peer_timeout: Duration,
     peers: Mutex<HashMap<TaskId, Arc<Peer>>>,
     traffic: Arc<Traffic>,
 }
@@ -107,6 +130,7 @@ impl GrpcRemote {
             master: rand::random(),
             credentials: Credentials::default(),
             tls: None,
+            peer_timeout: peer_timeout_from_env(),
             peers: Mutex::default(),
             traffic: Arc::default(),
         }
@@ -122,6 +146,13 @@ impl GrpcRemote {
     /// This client, reaching every task over TLS, trusting `tls`'s CA.
     pub fn with_tls(mut self, tls: Option<ClientTls>) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// This client, failing runs whose task stops answering for `timeout`
+    /// (keepalive pings and unary calls alike).
+    pub fn with_peer_timeout(mut self, timeout: Duration) -> Self {
+        self.peer_timeout = timeout;
         self
     }
 
@@ -150,6 +181,7 @@ impl GrpcRemote {
             address,
             credentials: self.credentials.clone(),
             tls: self.tls.clone(),
+            peer_timeout: self.peer_timeout,
             state: Default::default(),
             traffic: self.traffic.clone(),
         });
@@ -184,6 +216,21 @@ impl RemoteTasks for GrpcRemote {
     }
 }
 
+/// What went wrong with a call, its causes included: tonic says only
+/// "http2 error" for a connection whose keepalive pings went unanswered.
+fn transport_why(s: &tonic::Status) -> String {
+    let mut why = s.message().to_string();
+    let mut cause = std::error::Error::source(s);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !why.contains(&text) {
+            why = format!("{why}: {text}");
+        }
+        cause = c.source();
+    }
+    why
+}
+
 /// The shared-memory socket of a task whose status says it is on this
 /// machine and offers one.
 fn shared_memory_with(status: &pb::GetStatusResponse) -> Option<String> {
@@ -204,14 +251,35 @@ impl Peer {
         Error::unavailable(format!("task {} at {} is unavailable: {why}", self.task, self.address))
     }
 
-    /// A connected client, waiting for a task that has never answered.
-    async fn connect(&self, st: &mut PeerState) -> Result<Client> {
-        if let Some(c) = &st.client {
-            return Ok(c.clone());
+    /// `call` within the peer timeout, or `unavailable` naming the task.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = std::result::Result<T, tonic::Status>>,
+    ) -> std::result::Result<T, tonic::Status> {
+        match tokio::time::timeout(self.peer_timeout, call).await {
+            Ok(r) => r,
+            Err(_) => Err(tonic::Status::unavailable(format!("{what} got no answer within {:?}", self.peer_timeout))),
         }
+    }
+
+    /// A connected client, waiting for a task that has never answered.
+    /// The state is locked only to read and to record: never while dialling.
+    async fn connect(&self) -> Result<Client> {
+        let known = {
+            let st = self.state.lock().await;
+            if let Some(c) = &st.client {
+                return Ok(c.clone());
+            }
+            st.incarnation.is_some()
+        };
+        let half = self.peer_timeout / 2;
         let endpoint = crate::tls::endpoint(&self.address, self.tls.as_ref())
             .map_err(|e| Error::invalid(format!("{} of {}", e.message(), self.task)))?
-            .connect_timeout(Duration::from_secs(1))
+            .connect_timeout(Duration::from_secs(1).min(self.peer_timeout))
+            .http2_keep_alive_interval(half)
+            .keep_alive_timeout(half)
+            .keep_alive_while_idle(true)
             .tcp_nodelay(true)
             .initial_stream_window_size(16 << 20)
             .initial_connection_window_size(32 << 20)
@@ -231,8 +299,13 @@ impl Peer {
                 let status = client.get_status(request).await?;
                 Ok::<_, tonic::Status>((client, status.into_inner()))
             };
-            match attempt.await {
+            match self.bounded("its status", attempt).await {
                 Ok((client, status)) => {
+                    let mut st = self.state.lock().await;
+                    if let Some(c) = &st.client {
+                        // Another run connected meanwhile: share its channel.
+                        return Ok(c.clone());
+                    }
                     if st.incarnation.is_some_and(|i| i != status.incarnation) {
                         st.restarted_micros = Some(status.started_unix_micros);
                         st.registered.clear();
@@ -255,7 +328,7 @@ impl Peer {
                     let e = error_from_status(&s);
                     return Err(Error::status(e.code(), format!("{} at {}: {}", self.task, self.address, e.message())));
                 }
-                Err(s) if st.incarnation.is_some() => return Err(self.unavailable(s.message())),
+                Err(s) if known => return Err(self.unavailable(transport_why(&s))),
                 Err(s) => {
                     let why = s.message();
                     if last_log.is_none_or(|t| t.elapsed() >= WAIT_LOG_EVERY) {
@@ -268,6 +341,26 @@ impl Peer {
         }
     }
 
+    /// Registers `part` with the task unless it holds it already.
+    async fn ensure_registered(&self, master: u64, part: &RemotePartition, client: &mut Client) -> Result<()> {
+        if self.state.lock().await.registered.contains(&part.id) {
+            return Ok(());
+        }
+        let req = pb::RegisterPartitionRequest { master, partition_id: part.id, def: Some(partition_to_pb(&part.def)) };
+        let answer = self.bounded("registering a partition", client.register_partition(self.request(req)?)).await;
+        let incarnation = match answer {
+            Ok(resp) => resp.into_inner().incarnation,
+            Err(s) => return Err(self.failed(&mut *self.state.lock().await, &s)),
+        };
+        if self.state.lock().await.incarnation != Some(incarnation) {
+            // The channel reconnected to a new start of the task: its other
+            // registrations are gone.
+            self.restarted(client).await?;
+        }
+        self.state.lock().await.registered.insert(part.id);
+        Ok(())
+    }
+
     async fn run(
         &self,
         master: u64,
@@ -277,33 +370,15 @@ impl Peer {
     ) -> Result<PartitionResult> {
         let mut share_memory = true;
         for attempt in 0..2 {
-            let (mut client, pool, expected) = {
+            let mut client = self.connect().await?;
+            self.ensure_registered(master, part, &mut client).await?;
+            let (pool, expected) = {
                 let mut st = self.state.lock().await;
-                let mut client = self.connect(&mut st).await?;
-                if !st.registered.contains(&part.id) {
-                    let req = pb::RegisterPartitionRequest {
-                        master,
-                        partition_id: part.id,
-                        def: Some(partition_to_pb(&part.def)),
-                    };
-                    match client.register_partition(self.request(req)?).await {
-                        Ok(resp) => {
-                            let incarnation = resp.into_inner().incarnation;
-                            if st.incarnation != Some(incarnation) {
-                                // The channel reconnected to a new start of the
-                                // task: its other registrations are gone.
-                                self.restarted(&mut st, &mut client).await?;
-                            }
-                            st.registered.insert(part.id);
-                        }
-                        Err(s) => return Err(self.failed(&mut st, &s)),
-                    }
-                }
                 if st.output_sizes.len() >= 4096 && !st.output_sizes.contains_key(&part.id) {
                     st.output_sizes.clear();
                 }
                 let expected = st.output_sizes.entry(part.id).or_insert_with(|| static_output_sizes(&part.def)).clone();
-                (client, st.shm.clone().filter(|_| share_memory), expected)
+                (st.shm.clone().filter(|_| share_memory), expected)
             };
             // Co-located: inputs into a shared segment, with room for the
             // outputs expected.
@@ -409,7 +484,7 @@ impl Peer {
             let chunk = match stream.message().await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
-                Err(s) => return Err(self.unavailable(s.message())),
+                Err(s) => return Err(self.unavailable(transport_why(&s))),
             };
             let index = output;
             if chunk.meta.is_some() {
@@ -436,9 +511,11 @@ impl Peer {
     }
 
     /// Learns the task's new incarnation and start time after a restart.
-    async fn restarted(&self, st: &mut PeerState, client: &mut Client) -> Result<()> {
+    async fn restarted(&self, client: &mut Client) -> Result<()> {
         let request = self.request(pb::GetStatusRequest {})?;
-        let status = client.get_status(request).await.map_err(|s| self.failed(st, &s))?.into_inner();
+        let answer = self.bounded("its status", client.get_status(request)).await;
+        let mut st = self.state.lock().await;
+        let status = answer.map_err(|s| self.failed(&mut st, &s))?.into_inner();
         tracing::warn!("{} at {} restarted; registering its partitions again", self.task, self.address);
         st.incarnation = Some(status.incarnation);
         st.restarted_micros = Some(status.started_unix_micros);
@@ -455,7 +532,7 @@ impl Peer {
         if torn || matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled) {
             st.client = None;
             st.shm = None;
-            return self.unavailable(s.message());
+            return self.unavailable(transport_why(s));
         }
         let e = error_from_status(s);
         match (e.code(), st.restarted_micros) {
