@@ -30,8 +30,14 @@ impl Task {
 
     /// [`Task::new`], writing checkpoints and summaries where `files` says.
     pub fn with_files(cluster: ClusterSpec, id: TaskId, files: &HostFiles) -> Result<Self> {
+        let budgets = Budgets::standalone(&id);
+        Self::with_budgets(cluster, id, &budgets, files)
+    }
+
+    /// [`Task::with_files`], charging what its steps and variables hold to `budgets`.
+    pub fn with_budgets(cluster: ClusterSpec, id: TaskId, budgets: &Budgets, files: &HostFiles) -> Result<Self> {
         cluster.check_task(&id)?;
-        let devices = Arc::new(LocalDevices::with_files([id.clone()], &Budgets::standalone(&id), files));
+        let devices = Arc::new(LocalDevices::with_files([id.clone()], budgets, files));
         Self::with_devices(cluster, id, devices)
     }
 

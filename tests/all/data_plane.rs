@@ -30,6 +30,11 @@ pub(crate) struct Cluster {
 /// A ps task served by its own `weft serve` process (with `env` set), and
 /// the spec of a cluster of it and one worker (this test).
 pub(crate) fn ps_process(tag: &str, env: &[(&str, &str)]) -> Cluster {
+    ps_process_with(tag, env, &[])
+}
+
+/// [`ps_process`], with more `weft serve` flags.
+pub(crate) fn ps_process_with(tag: &str, env: &[(&str, &str)], flags: &[&str]) -> Cluster {
     let dir = TempDir::new(tag);
     let ports = free_ports(2);
     let jobs = BTreeMap::from([
@@ -39,7 +44,9 @@ pub(crate) fn ps_process(tag: &str, env: &[(&str, &str)]) -> Cluster {
     let file = dir.0.join("cluster.json");
     let json = format!(r#"{{"ps": ["{}"], "worker": ["{}"]}}"#, jobs["ps"][0], jobs["worker"][0]);
     std::fs::write(&file, json).unwrap();
-    let mut cmd = weft(&["serve", "--cluster", file.to_str().unwrap(), "--job", "ps", "--task", "0"], &dir.0);
+    let mut args = vec!["serve", "--cluster", file.to_str().unwrap(), "--job", "ps", "--task", "0"];
+    args.extend_from_slice(flags);
+    let mut cmd = weft(&args, &dir.0);
     cmd.envs(env.iter().copied());
     let mut ps = Spawned::start(cmd);
     ps.expect(Stream::Err, "serving /job:ps/task:0", LIMIT);

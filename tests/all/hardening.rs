@@ -76,6 +76,17 @@ fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill {sig} {pid}");
 }
 
+/// Whether every thread of `pid` is stopped (a signal's stop is not
+/// immediate: a thread mid-call may still answer).
+fn all_threads_stopped(pid: u32) -> bool {
+    let state =
+        |stat: String| stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()).map(str::to_owned);
+    std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().all(|t| {
+        let stat = std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap_or_default();
+        state(stat).as_deref() == Some("T")
+    })
+}
+
 /// Issue 9's frozen peer: a ps process stopped with SIGSTOP makes a run
 /// that has no session timeout fail `unavailable`, naming the task, within
 /// a bound set by the peer timeout; after SIGCONT the same session works.
@@ -99,6 +110,11 @@ fn a_stopped_peer_fails_a_run_without_a_timeout_and_the_session_works_once_it_re
         assert_eq!(fetch(&mut session, &v).await.unwrap(), threes);
 
         signal(pid, "-STOP");
+        let deadline = std::time::Instant::now() + LIMIT;
+        while !all_threads_stopped(pid) {
+            assert!(std::time::Instant::now() < deadline, "the ps did not stop");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let started = std::time::Instant::now();
         let err = fetch(&mut session, &v).await.unwrap_err();
         let waited = started.elapsed();
@@ -117,4 +133,58 @@ fn a_stopped_peer_fails_a_run_without_a_timeout_and_the_session_works_once_it_re
         signal(pid, "-CONT");
         assert_eq!(fetch(&mut session, &v).await.unwrap(), threes, "the same session works again");
     });
+}
+
+/// Issue 9's anonymous caller: a raw gRPC peer registers with a `--cluster`
+/// host (no credentials, TensorFlow's model) a partition whose MatMul of
+/// zero-size constants is 3.6 GB. Running it fails naming the op and the
+/// task's limit, and the host serves the next call.
+#[test]
+fn a_raw_peer_cannot_make_a_cluster_host_allocate_past_its_tensor_limit() {
+    use crate::data_plane::{ps_process_with, runtime};
+    use weft_host::exec::PartitionDef;
+    use weft_host::graph::{AttrValue, Graph, NodeRequest, OpType, Output};
+    use weft_host::rpc::{partition_to_pb, pb};
+    use weft_host::tensor::Tensor;
+
+    let cluster = ps_process_with("raw-peer", &[], &["--tensor-mib", "64"]);
+    let address = cluster.spec.jobs()["ps"][0].clone();
+    let matmul = |n: usize| {
+        let mut g = Graph::new();
+        let a = Tensor::from_f32(&[n, 0], vec![]).unwrap();
+        let b = Tensor::from_f32(&[0, n], vec![]).unwrap();
+        let a = g.add(NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(a))).unwrap();
+        let b = g.add(NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(b))).unwrap();
+        let product = g.add(NodeRequest::new(OpType::MatMul).inputs([Output::of(a), Output::of(b)])).unwrap();
+        PartitionDef { nodes: g.nodes().to_vec(), inputs: vec![], outputs: vec![Output::of(product)] }
+    };
+    let (big, small) = (matmul(30000), matmul(100));
+    runtime().block_on(async {
+        let connect = pb::task_service_client::TaskServiceClient::connect(format!("http://{address}"));
+        let mut client = tokio::time::timeout(LIMIT, connect).await.unwrap().unwrap();
+        let run = |client: &mut pb::task_service_client::TaskServiceClient<_>, id: u64, def: &PartitionDef| {
+            let mut client = client.clone();
+            let def = partition_to_pb(def);
+            async move {
+                let register = pb::RegisterPartitionRequest { master: 7, partition_id: id, def: Some(def) };
+                client.register_partition(register).await?;
+                let first = pb::RunPartitionRequest { master: 7, partition_id: id, ..Default::default() };
+                let mut stream = client.run_partition(futures_util::stream::iter([first])).await?.into_inner();
+                let mut bytes = 0;
+                while let Some(chunk) = stream.message().await? {
+                    bytes += chunk.data.len();
+                }
+                Ok::<_, tonic::Status>(bytes)
+            }
+        };
+        let refused = tokio::time::timeout(LIMIT, run(&mut client, 1, &big)).await.unwrap().unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+        for needle in ["tensor-bytes limit", "op 'MatMul", "3600000000 more bytes", "task /job:ps/task:0", "67108864"] {
+            assert!(refused.message().contains(needle), "missing '{needle}' in {}", refused.message());
+        }
+        let served = tokio::time::timeout(LIMIT, run(&mut client, 2, &small)).await.unwrap().unwrap();
+        assert_eq!(served, 100 * 100 * 4, "the host carries on");
+    });
+    let peak = peak_rss_mb(cluster.ps.child.0.id());
+    assert!(peak < 200.0, "the ps process's peak resident memory reached {peak} MB");
 }

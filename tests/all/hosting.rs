@@ -441,3 +441,74 @@ fn experiments_checkpoint_into_their_own_directories_within_their_quota() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// A component that is nothing but `instances` core instances of one module
+/// with a memory of `pages` 64 KiB pages each, exporting a `run` that
+/// succeeds: what no Rust guest can be, written in the text format.
+fn many_instances(instances: usize, pages: u32) -> Vec<u8> {
+    let memory = if pages > 0 { format!("(memory (export \"memory\") {pages})") } else { String::new() };
+    let cases = [
+        "invalid-argument",
+        "not-found",
+        "failed-precondition",
+        "unavailable",
+        "deadline-exceeded",
+        "aborted",
+        "resource-exhausted",
+        "permission-denied",
+        "unimplemented",
+        "internal",
+    ];
+    let error: String = cases.iter().map(|c| format!("(case \"{c}\" string)")).collect();
+    let copies: String = (1..instances).map(|i| format!("(core instance $i{i} (instantiate $m))\n")).collect();
+    let text = format!(
+        r#"(component
+          (core module $entry
+            (memory (export "memory") 1)
+            (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024))
+            (func (export "run") (param i32 i32) (result i32) (i32.const 2048)))
+          (core module $m {memory})
+          (core instance $e (instantiate $entry))
+          {copies}
+          (type $error-def (variant {error}))
+          (export $error "error" (type $error-def))
+          (type $run (func (param "args" (list string)) (result (result (error $error)))))
+          (func $run (type $run)
+            (canon lift (core func $e "run") (memory (core memory $e "memory")) (realloc (core func $e "realloc"))))
+          (export "run" (func $run)))"#
+    );
+    wat::parse_str(text).expect("the component parses")
+}
+
+/// A program's memory limit covers all its memories together, and its core
+/// instances are capped: each of three 16 MiB memories is under a 32 MiB
+/// limit, the three are not; forty instances are past the cap.
+#[test]
+fn the_memory_limit_covers_every_instance_of_a_component_together() {
+    run_test(async {
+        let host = start_host().await;
+        let limits = pb::Limits { memory_mib: Some(32), ..Default::default() };
+        let m = tenant(&host, "instances", limits, &[("local", 1)]).await;
+
+        let fine = upload(&m, &many_instances(2, 256)).await.unwrap();
+        let p = start(&m, &fine, ("local", 0), &[]).await.unwrap();
+        let (end, _) = finish(&m, p.id).await;
+        assert_eq!(end.state, pb::ProgramState::Succeeded as i32, "one 16 MiB memory fits: {end:?}");
+
+        let three = upload(&m, &many_instances(4, 256)).await.unwrap();
+        let p = start(&m, &three, ("local", 0), &[]).await.unwrap();
+        let (end, _) = finish(&m, p.id).await;
+        assert_eq!((end.state, end.code.as_str()), (pb::ProgramState::Failed as i32, "resource-exhausted"), "{end:?}");
+        assert!(end.detail.contains("memory limit") && end.detail.contains("the limit is 32 MiB"), "{end:?}");
+
+        let forty = upload(&m, &many_instances(41, 0)).await.unwrap();
+        let p = start(&m, &forty, ("local", 0), &[]).await.unwrap();
+        let (end, _) = finish(&m, p.id).await;
+        assert_eq!(end.code, "resource-exhausted", "{end:?}");
+        assert!(end.detail.contains("instance limit") && end.detail.contains("32 core instances"), "{end:?}");
+
+        // The host carries on: the first module runs again.
+        let p = start(&m, &fine, ("local", 0), &[]).await.unwrap();
+        assert_eq!(finish(&m, p.id).await.0.state, pb::ProgramState::Succeeded as i32);
+    });
+}

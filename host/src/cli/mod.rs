@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::cluster::{ClusterConfig, ClusterSpec, TaskId};
 use crate::error::Error;
-use crate::exec::HostFiles;
+use crate::exec::{DEFAULT_TENSOR_BYTES, HostFiles};
 use crate::hosting::{EffectiveLimits, Hosting, HostingConfig};
 use crate::launch::LaunchFile;
 use crate::rpc::GrpcRemote;
@@ -181,8 +181,9 @@ struct ServeArgs {
     /// Bytes an experiment's checkpoints may take on this host, in MiB (under `--checkpoint-dir`).
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     checkpoint_mib: u64,
-    /// Bytes the tensors of one experiment's running steps may hold at once
-    /// on this host, in MiB (charged before each op runs).
+    /// Bytes the tensors of one experiment's (or, with `--cluster`, this
+    /// task's) running steps may hold at once on this host, in MiB (charged
+    /// before each op runs).
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     tensor_mib: u64,
     /// Directory whose subdirectories experiments may be granted (their
@@ -355,9 +356,14 @@ async fn start_task(
     id: TaskId,
     tls: Option<crate::tls::ClientTls>,
     files: &HostFiles,
+    tensor_bytes: usize,
 ) -> Result<(Arc<Task>, TcpListener), Error> {
-    let task =
-        Task::with_files(cluster.clone(), id, files)?.with_remote(Arc::new(GrpcRemote::new(cluster).with_tls(tls)));
+    let budgets = crate::exec::Budgets {
+        variables: None,
+        tensors: Some(Arc::new(crate::exec::ByteBudget::tensors(format!("task {id}"), tensor_bytes))),
+    };
+    let task = Task::with_budgets(cluster.clone(), id, &budgets, files)?
+        .with_remote(Arc::new(GrpcRemote::new(cluster).with_tls(tls)));
     let address = task.address().to_string();
     let listener = TcpListener::bind(&address)
         .await
@@ -435,8 +441,14 @@ async fn serve(args: ServeArgs) -> ExitCode {
                         "weft serve needs --listen ADDR, or --cluster FILE --job NAME --task N (or TF_CONFIG)",
                     ));
                 };
-                let (task, listener) =
-                    start_task(cluster, id, config.client_tls.clone(), &args.files.host_files()).await?;
+                let (task, listener) = start_task(
+                    cluster,
+                    id,
+                    config.client_tls.clone(),
+                    &args.files.host_files(),
+                    config.limits.tensor_bytes,
+                )
+                .await?;
                 let label = task.id().to_string();
                 (Some(task), listener, label)
             }
@@ -503,30 +515,32 @@ async fn run(args: RunArgs) -> ExitCode {
 
     let task = match args.cluster.resolve() {
         Ok(None) => Arc::new(Task::standalone_with_files(&args.files.host_files())),
-        Ok(Some((cluster, id))) => match start_task(cluster, id, None, &args.files.host_files()).await {
-            Ok((task, listener)) => {
-                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-                let served = task.clone();
-                let keep = args.keep_serving;
-                let handle = tokio::spawn(async move {
-                    let until = async move {
-                        let _ = stopped.await;
-                        if keep {
-                            shutdown_signal().await;
+        Ok(Some((cluster, id))) => {
+            match start_task(cluster, id, None, &args.files.host_files(), DEFAULT_TENSOR_BYTES).await {
+                Ok((task, listener)) => {
+                    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                    let served = task.clone();
+                    let keep = args.keep_serving;
+                    let handle = tokio::spawn(async move {
+                        let until = async move {
+                            let _ = stopped.await;
+                            if keep {
+                                shutdown_signal().await;
+                            }
+                        };
+                        if let Err(e) = server::serve(listener, served, until).await {
+                            eprintln!("weft: {e}");
                         }
-                    };
-                    if let Err(e) = server::serve(listener, served, until).await {
-                        eprintln!("weft: {e}");
-                    }
-                });
-                server = Some((stop, handle));
-                task
+                    });
+                    server = Some((stop, handle));
+                    task
+                }
+                Err(e) => {
+                    eprintln!("weft: {e}");
+                    return ExitCode::from(2);
+                }
             }
-            Err(e) => {
-                eprintln!("weft: {e}");
-                return ExitCode::from(2);
-            }
-        },
+        }
         Err(e) => {
             eprintln!("weft: {e}");
             return ExitCode::from(2);

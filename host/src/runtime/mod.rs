@@ -24,9 +24,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, UpdateDeadline,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 pub use cache::{ModuleCache, Source, module_hash};
@@ -344,8 +342,7 @@ impl Runtime {
         }
         let wasi = wasi.build();
         let memory_limit = sandbox.memory_bytes.unwrap_or(usize::MAX).min(self.config.max_memory_bytes);
-        let store_limits = StoreLimitsBuilder::new().memory_size(memory_limit).build();
-        let limits = state::Limiter::new(store_limits);
+        let limits = state::Limiter::new(memory_limit);
         let state = ProgramState { wasi, table: Default::default(), task, limits, cpu: Default::default() };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -372,11 +369,10 @@ impl Runtime {
                 });
             }
         }
-        let instance = worker
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| Error::wasm(format!("instantiating {}", worker.name), &e))?;
+        let instance = match worker.pre.instantiate_async(&mut store).await {
+            Ok(instance) => instance,
+            Err(e) => return Err(instantiation_failed(&worker.name, &e, &store.data().limits, memory_limit)),
+        };
         Ok(Program { store, instance, args, stdout, stderr, memory_limit })
     }
 }
@@ -427,6 +423,34 @@ fn check_component_header(name: &str, bytes: &[u8]) -> Result<()> {
 
 /// The trap's reason, plus what the guest's runtime printed about it: a
 /// panic message, or the allocation that hit the memory limit.
+/// Why instantiating failed: a limit of the program's (its memories and
+/// tables together, its core instances) by name, else wasmtime's reason.
+fn instantiation_failed(name: &str, e: &wasmtime::Error, limits: &state::Limiter, memory_limit: usize) -> Error {
+    let text = format!("{e:#}");
+    if let Some(desired) = limits.refused_memory {
+        return Error::status(
+            crate::error::Code::ResourceExhausted,
+            format!(
+                "memory limit: instantiating {name} needs {desired} bytes of memories and tables over all its \
+                 instances; the limit is {} MiB",
+                memory_limit >> 20
+            ),
+        );
+    }
+    if text.contains("resource limit exceeded") {
+        return Error::status(
+            crate::error::Code::ResourceExhausted,
+            format!(
+                "instance limit: {name} has more than {} core instances, {} memories or {} tables ({text})",
+                state::MAX_CORE_INSTANCES,
+                state::MAX_MEMORIES,
+                state::MAX_TABLES
+            ),
+        );
+    }
+    Error::wasm(format!("instantiating {name}"), e)
+}
+
 /// How a trapped program ended. Limits are named from what the host saw (a
 /// refused `memory.grow`, the CPU meter), not from what the guest printed;
 /// its output only adds detail.

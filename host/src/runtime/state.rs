@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::task::Task;
@@ -19,45 +19,116 @@ pub struct ProgramState {
     pub(crate) cpu: CpuMeter,
 }
 
-/// The store's limits, remembering a refused memory growth: how a program
-/// that trapped after running out of memory is told apart from other traps,
-/// whatever it printed.
+/// Core instances one program's component may create (the pooling
+/// allocator reserves ten per program on average).
+pub const MAX_CORE_INSTANCES: usize = 32;
+/// Linear memories of one program, over all its core instances.
+pub const MAX_MEMORIES: usize = 4;
+/// Tables of one program, over all its core instances.
+pub const MAX_TABLES: usize = 32;
+/// What the host holds per table element (a reference).
+const TABLE_ELEMENT_BYTES: usize = 8;
+
+/// The store's limits: the memory limit covers every linear memory and
+/// table of every core instance of the program together, not each on its
+/// own. Remembers a refused growth, so that a program that trapped after
+/// running out of memory is told apart from other traps, whatever it printed.
 pub struct Limiter {
-    limits: StoreLimits,
-    /// The size a refused `memory.grow` asked for.
+    limit: usize,
+    used: usize,
+    /// What the last granted growth added, undone if wasmtime then fails it.
+    last_grant: usize,
+    /// The size a refused `memory.grow` (or instantiation) asked for.
     pub(crate) refused_memory: Option<usize>,
 }
 
 impl Limiter {
-    /// `limits`, watched.
-    pub fn new(limits: StoreLimits) -> Self {
-        Limiter { limits, refused_memory: None }
+    /// A limit of `bytes` for all of a program's memories and tables.
+    pub fn new(bytes: usize) -> Self {
+        Limiter { limit: bytes, used: 0, last_grant: 0, refused_memory: None }
+    }
+
+    /// Bytes of memories and tables the program holds now.
+    #[cfg(test)]
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let more = desired.saturating_sub(current);
+        match self.used.checked_add(more).filter(|&total| total <= self.limit) {
+            Some(total) => {
+                self.used = total;
+                self.last_grant = more;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn undo_last_grant(&mut self) {
+        self.used -= std::mem::take(&mut self.last_grant);
     }
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.grow(current, desired);
         if !allowed {
-            self.refused_memory = Some(desired);
+            // What the whole program would hold, so the message can say so.
+            self.refused_memory = Some(self.used - current + desired);
         }
         Ok(allowed)
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.undo_last_grant();
+        Ok(())
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let bytes = |elements: usize| elements.saturating_mul(TABLE_ELEMENT_BYTES);
+        let allowed = self.grow(bytes(current), bytes(desired));
+        if !allowed {
+            self.refused_memory = Some(self.used - bytes(current) + bytes(desired));
+        }
+        Ok(allowed)
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.undo_last_grant();
+        Ok(())
     }
 
     fn instances(&self) -> usize {
-        self.limits.instances()
+        MAX_CORE_INSTANCES
     }
 
     fn tables(&self) -> usize {
-        self.limits.tables()
+        MAX_TABLES
     }
 
     fn memories(&self) -> usize {
-        self.limits.memories()
+        MAX_MEMORIES
+    }
+}
+
+#[cfg(test)]
+mod limiter_tests {
+    use super::*;
+
+    #[test]
+    fn memories_and_tables_share_one_limit_and_failed_growth_is_given_back() {
+        let mut l = Limiter::new(100);
+        assert!(l.memory_growing(0, 60, None).unwrap(), "a first memory");
+        assert!(!l.memory_growing(0, 60, None).unwrap(), "a second one would make 120 together");
+        assert_eq!(l.refused_memory, Some(120));
+        assert!(l.table_growing(0, 4, None).unwrap(), "32 bytes of table");
+        assert_eq!(l.used(), 92);
+        assert!(l.memory_growing(60, 68, None).unwrap());
+        l.memory_grow_failed(wasmtime::format_err!("the pool had no room")).unwrap();
+        assert_eq!(l.used(), 92, "a growth wasmtime could not make is not charged");
+        assert!(!l.table_growing(4, 6, None).unwrap());
     }
 }
 
