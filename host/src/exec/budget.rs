@@ -82,7 +82,8 @@ impl ByteBudget {
 
     /// Gives back `bytes` charged earlier.
     pub fn release(&self, bytes: usize) {
-        self.used.fetch_sub(bytes, Ordering::Relaxed);
+        // Saturating: a bookkeeping slip must not wrap into "always full".
+        let _ = self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| Some(used.saturating_sub(bytes)));
     }
 
     /// Moves the charge for `what` from `old` to `new` bytes.

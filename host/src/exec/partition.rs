@@ -273,6 +273,9 @@ fn run_node(
         _ => {
             let inputs = (0..node.inputs.len()).map(|i| input(i)?.tensor()).collect::<Result<Vec<_>>>()?;
             let planned = match device.tensor_budget() {
+                // These hand back a buffer that exists already (an input, a
+                // variable's value, an attribute): nothing new to charge.
+                _ if matches!(node.op, OpType::Identity | OpType::StopGradient | OpType::Const) => Some(0),
                 Some(budget) => {
                     let bytes = planned_output_bytes(node, &inputs)?;
                     charges.charge(budget, node, bytes.unwrap_or(0))?;

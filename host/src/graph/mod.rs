@@ -130,13 +130,15 @@ impl Node {
     /// types, by the same inference that checked it when it was added: what
     /// its kernel will allocate, known before it runs.
     pub fn infer_outputs(&self, inputs: &[TensorType]) -> Result<Vec<TensorType>> {
-        let input_names: Vec<String> = (0..inputs.len()).map(|i| format!("input {i}")).collect();
-        infer::infer(&infer::InferCtx {
-            name: &self.name,
-            op: self.op,
-            inputs,
-            input_names: &input_names,
-            attrs: &self.attrs,
+        let infer = |input_names: &[String]| {
+            infer::infer(&infer::InferCtx { name: &self.name, op: self.op, inputs, input_names, attrs: &self.attrs })
+        };
+        // Empty names cost no allocation; an error is worked out again with
+        // names that say which input it was about.
+        infer(&vec![String::new(); inputs.len()]).or_else(|_| {
+            let names: Vec<String> =
+                self.inputs.iter().map(|o| format!("output {} of node {}", o.index, o.node)).collect();
+            infer(&names)
         })
     }
 }

@@ -11,7 +11,7 @@
 //! every channel sends HTTP/2 keepalive pings and drops a connection whose
 //! pings go unanswered for the peer timeout, and every unary call has the
 //! same bound, so a run fails `unavailable` naming the task within about
-//! twice the peer timeout even with no session timeout ([`GrpcRemote::with_peer_timeout`],
+//! the peer timeout even with no session timeout ([`GrpcRemote::with_peer_timeout`],
 //! `WEFT_PEER_TIMEOUT`). No lock is held while a call is in flight.
 
 use std::collections::{HashMap, HashSet};
@@ -346,8 +346,17 @@ impl Peer {
         if self.state.lock().await.registered.contains(&part.id) {
             return Ok(());
         }
-        let req = pb::RegisterPartitionRequest { master, partition_id: part.id, def: Some(partition_to_pb(&part.def)) };
-        let answer = self.bounded("registering a partition", client.register_partition(self.request(req)?)).await;
+        let def = partition_to_pb(&part.def);
+        // A big definition (constants inside) on a slow link gets longer:
+        // one more second per 16 MiB.
+        let bound = self.peer_timeout + Duration::from_secs((prost::Message::encoded_len(&def) >> 24) as u64);
+        let req = pb::RegisterPartitionRequest { master, partition_id: part.id, def: Some(def) };
+        let answer = match tokio::time::timeout(bound, client.register_partition(self.request(req)?)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                Err(tonic::Status::unavailable(format!("registering a partition got no answer within {bound:?}")))
+            }
+        };
         let incarnation = match answer {
             Ok(resp) => resp.into_inner().incarnation,
             Err(s) => return Err(self.failed(&mut *self.state.lock().await, &s)),

@@ -259,7 +259,12 @@ impl pb::task_service_server::TaskService for TaskService {
         }
         let def = partition_from_pb(&def).map_err(status_from_error)?;
         let mut partitions = served.partitions();
-        partitions.insert((req.master, req.partition_id), Registered { def, rngs: Mutex::default(), size, seq: 0 });
+        // Two runs of one master may register the same partition at once: a
+        // master's partition ids name one definition, so the second finds
+        // it and its random ops keep their state.
+        if !partitions.by_key.contains_key(&(req.master, req.partition_id)) {
+            partitions.insert((req.master, req.partition_id), Registered { def, rngs: Mutex::default(), size, seq: 0 });
+        }
         Ok(Response::new(pb::RegisterPartitionResponse { incarnation: served.incarnation }))
     }
 

@@ -421,8 +421,6 @@ fn check_component_header(name: &str, bytes: &[u8]) -> Result<()> {
     }
 }
 
-/// The trap's reason, plus what the guest's runtime printed about it: a
-/// panic message, or the allocation that hit the memory limit.
 /// Why instantiating failed: a limit of the program's (its memories and
 /// tables together, its core instances) by name, else wasmtime's reason.
 fn instantiation_failed(name: &str, e: &wasmtime::Error, limits: &state::Limiter, memory_limit: usize) -> Error {
@@ -441,7 +439,8 @@ fn instantiation_failed(name: &str, e: &wasmtime::Error, limits: &state::Limiter
         return Error::status(
             crate::error::Code::ResourceExhausted,
             format!(
-                "instance limit: {name} has more than {} core instances, {} memories or {} tables ({text})",
+                "instance limit: {name} needs more core instances, memories or tables than a program may have \
+                 (at most {} core instances, {} memories, {} tables): {text}",
                 state::MAX_CORE_INSTANCES,
                 state::MAX_MEMORIES,
                 state::MAX_TABLES
@@ -453,7 +452,8 @@ fn instantiation_failed(name: &str, e: &wasmtime::Error, limits: &state::Limiter
 
 /// How a trapped program ended. Limits are named from what the host saw (a
 /// refused `memory.grow`, the CPU meter), not from what the guest printed;
-/// its output only adds detail.
+/// its output only adds detail: the trap's reason, plus a panic message or
+/// the allocation that hit the memory limit.
 fn describe_trap(
     trap: &wasmtime::Error,
     stderr: &[u8],

@@ -36,16 +36,15 @@ const TABLE_ELEMENT_BYTES: usize = 8;
 pub struct Limiter {
     limit: usize,
     used: usize,
-    /// What the last granted growth added, undone if wasmtime then fails it.
-    last_grant: usize,
-    /// The size a refused `memory.grow` (or instantiation) asked for.
+    /// What the whole program would have held had a refused `memory.grow`
+    /// (or a memory at instantiation) been allowed.
     pub(crate) refused_memory: Option<usize>,
 }
 
 impl Limiter {
     /// A limit of `bytes` for all of a program's memories and tables.
     pub fn new(bytes: usize) -> Self {
-        Limiter { limit: bytes, used: 0, last_grant: 0, refused_memory: None }
+        Limiter { limit: bytes, used: 0, refused_memory: None }
     }
 
     /// Bytes of memories and tables the program holds now.
@@ -54,50 +53,35 @@ impl Limiter {
         self.used
     }
 
-    fn grow(&mut self, current: usize, desired: usize) -> bool {
-        let more = desired.saturating_sub(current);
-        match self.used.checked_add(more).filter(|&total| total <= self.limit) {
-            Some(total) => {
-                self.used = total;
-                self.last_grant = more;
-                true
-            }
-            None => false,
+    /// Grants growth from `current` to `desired` bytes if the program's total
+    /// stays within the limit. A grant wasmtime then fails to carry out stays
+    /// counted: over-counting errs on the safe side, and such failures are
+    /// rare (a pool with no room).
+    fn grow(&mut self, current: usize, desired: usize) -> Result<(), usize> {
+        let total = self.used.saturating_add(desired.saturating_sub(current));
+        if total <= self.limit {
+            self.used = total;
+            Ok(())
+        } else {
+            Err(total)
         }
-    }
-
-    fn undo_last_grant(&mut self) {
-        self.used -= std::mem::take(&mut self.last_grant);
     }
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let allowed = self.grow(current, desired);
-        if !allowed {
-            // What the whole program would hold, so the message can say so.
-            self.refused_memory = Some(self.used - current + desired);
+        match self.grow(current, desired) {
+            Ok(()) => Ok(true),
+            Err(total) => {
+                self.refused_memory = Some(total);
+                Ok(false)
+            }
         }
-        Ok(allowed)
-    }
-
-    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.undo_last_grant();
-        Ok(())
     }
 
     fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         let bytes = |elements: usize| elements.saturating_mul(TABLE_ELEMENT_BYTES);
-        let allowed = self.grow(bytes(current), bytes(desired));
-        if !allowed {
-            self.refused_memory = Some(self.used - bytes(current) + bytes(desired));
-        }
-        Ok(allowed)
-    }
-
-    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.undo_last_grant();
-        Ok(())
+        Ok(self.grow(bytes(current), bytes(desired)).is_ok())
     }
 
     fn instances(&self) -> usize {
@@ -118,7 +102,7 @@ mod limiter_tests {
     use super::*;
 
     #[test]
-    fn memories_and_tables_share_one_limit_and_failed_growth_is_given_back() {
+    fn memories_and_tables_share_one_limit() {
         let mut l = Limiter::new(100);
         assert!(l.memory_growing(0, 60, None).unwrap(), "a first memory");
         assert!(!l.memory_growing(0, 60, None).unwrap(), "a second one would make 120 together");
@@ -126,9 +110,9 @@ mod limiter_tests {
         assert!(l.table_growing(0, 4, None).unwrap(), "32 bytes of table");
         assert_eq!(l.used(), 92);
         assert!(l.memory_growing(60, 68, None).unwrap());
-        l.memory_grow_failed(wasmtime::format_err!("the pool had no room")).unwrap();
-        assert_eq!(l.used(), 92, "a growth wasmtime could not make is not charged");
-        assert!(!l.table_growing(4, 6, None).unwrap());
+        assert_eq!(l.used(), 100);
+        assert!(!l.table_growing(4, 6, None).unwrap(), "a table past the limit is refused too");
+        assert!(!l.memory_growing(68, 69, None).unwrap());
     }
 }
 
