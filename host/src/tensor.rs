@@ -107,8 +107,19 @@ impl TensorType {
     /// Bytes of a tensor of this type, when its whole shape is known and its
     /// elements have a fixed width.
     pub fn byte_length(&self) -> Option<usize> {
-        let shape: Vec<usize> = self.shape.iter().copied().collect::<Option<_>>()?;
-        element_count(&shape).ok()?.checked_mul(self.dtype.byte_width()?)
+        self.checked_byte_length().ok().flatten()
+    }
+
+    /// [`TensorType::byte_length`], telling a shape past [`MAX_ELEMENTS`]
+    /// (an error) apart from one that is not known yet (`None`).
+    pub fn checked_byte_length(&self) -> Result<Option<usize>> {
+        let (Some(shape), Some(width)) =
+            (self.shape.iter().copied().collect::<Option<Vec<usize>>>(), self.dtype.byte_width())
+        else {
+            return Ok(None);
+        };
+        let count = element_count(&shape)?;
+        count.checked_mul(width).map(Some).ok_or_else(|| Error::invalid(format!("{self} has too many bytes")))
     }
 
     /// Whether a concrete tensor fits this type.

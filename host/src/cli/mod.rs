@@ -358,10 +358,7 @@ async fn start_task(
     files: &HostFiles,
     tensor_bytes: usize,
 ) -> Result<(Arc<Task>, TcpListener), Error> {
-    let budgets = crate::exec::Budgets {
-        variables: None,
-        tensors: Some(Arc::new(crate::exec::ByteBudget::tensors(format!("task {id}"), tensor_bytes))),
-    };
+    let budgets = crate::exec::Budgets::task(&id, tensor_bytes);
     let task = Task::with_budgets(cluster.clone(), id, &budgets, files)?
         .with_remote(Arc::new(GrpcRemote::new(cluster).with_tls(tls)));
     let address = task.address().to_string();

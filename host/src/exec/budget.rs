@@ -53,11 +53,6 @@ impl ByteBudget {
         self.used.load(Ordering::Relaxed)
     }
 
-    /// The limit, in bytes.
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
     /// Charges `bytes` more for `what`, or fails with `resource-exhausted`
     /// charging nothing.
     pub fn charge(&self, what: &dyn std::fmt::Display, bytes: usize) -> Result<()> {

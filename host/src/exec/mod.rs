@@ -70,10 +70,13 @@ impl Budgets {
     /// A standalone task's: variables unlimited (they are the job), step
     /// tensors up to [`DEFAULT_TENSOR_BYTES`].
     pub fn standalone(task: &TaskId) -> Self {
-        Budgets {
-            variables: None,
-            tensors: Some(Arc::new(ByteBudget::tensors(format!("task {task}"), DEFAULT_TENSOR_BYTES))),
-        }
+        Self::task(task, DEFAULT_TENSOR_BYTES)
+    }
+
+    /// A task's of its own (no experiment): variables unlimited, step
+    /// tensors up to `tensor_bytes`.
+    pub fn task(task: &TaskId, tensor_bytes: usize) -> Self {
+        Budgets { variables: None, tensors: Some(Arc::new(ByteBudget::tensors(format!("task {task}"), tensor_bytes))) }
     }
 }
 

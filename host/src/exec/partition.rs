@@ -144,18 +144,13 @@ pub fn run_partition(
 /// `None` where inference cannot say.
 fn planned_output_bytes(node: &Node, inputs: &[Tensor]) -> Result<Option<usize>> {
     let types: Vec<_> = inputs.iter().map(Tensor::tensor_type).collect();
+    let bad = |why: &str| Error::invalid(format!("{} '{}': {why}", node.op.name(), node.name));
     let mut total = 0usize;
     for t in node.infer_outputs(&types)? {
-        let (Some(shape), Some(width)) =
-            (t.shape.iter().copied().collect::<Option<Vec<usize>>>(), t.dtype.byte_width())
-        else {
+        let Some(bytes) = t.checked_byte_length().map_err(|e| bad(&e.message()))? else {
             return Ok(None);
         };
-        let count = crate::tensor::element_count(&shape)
-            .map_err(|e| Error::invalid(format!("{} '{}': {}", node.op.name(), node.name, e.message())))?;
-        total = count.checked_mul(width).and_then(|b| total.checked_add(b)).ok_or_else(|| {
-            Error::invalid(format!("{} '{}': its outputs' byte count overflows", node.op.name(), node.name))
-        })?;
+        total = total.checked_add(bytes).ok_or_else(|| bad("its outputs' byte count overflows"))?;
     }
     Ok(Some(total))
 }
@@ -272,10 +267,12 @@ fn run_node(
         )),
         _ => {
             let inputs = (0..node.inputs.len()).map(|i| input(i)?.tensor()).collect::<Result<Vec<_>>>()?;
-            let planned = match device.tensor_budget() {
-                // These hand back a buffer that exists already (an input, a
-                // variable's value, an attribute): nothing new to charge.
-                _ if matches!(node.op, OpType::Identity | OpType::StopGradient | OpType::Const) => Some(0),
+            // Identity, StopGradient and Const hand back a buffer that exists
+            // already (an input, a variable's value, an attribute): nothing
+            // new to charge.
+            let shares = matches!(node.op, OpType::Identity | OpType::StopGradient | OpType::Const);
+            let budget = device.tensor_budget().filter(|_| !shares);
+            let planned = match budget {
                 Some(budget) => {
                     let bytes = planned_output_bytes(node, &inputs)?;
                     charges.charge(budget, node, bytes.unwrap_or(0))?;
@@ -285,7 +282,7 @@ fn run_node(
             };
             let rng = rngs.entry(node.id).or_default();
             let out = kernels::compute(node, &inputs, rng)?;
-            if let (None, Some(budget)) = (planned, device.tensor_budget()) {
+            if let (None, Some(budget)) = (planned, budget) {
                 // Sizes inference cannot know ahead (strings, data-dependent
                 // shapes) are small by construction; they count once made.
                 charges.charge(budget, node, super::budget::byte_size(&out))?;

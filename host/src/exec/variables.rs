@@ -10,6 +10,11 @@ use super::budget::{ByteBudget, VARIABLE_OVERHEAD, byte_size};
 use crate::error::{Error, Result};
 use crate::tensor::{Tensor, TensorType};
 
+/// What the host holds for a variable named `name` besides its value.
+fn bookkeeping_bytes(name: &str) -> usize {
+    name.len() + VARIABLE_OVERHEAD
+}
+
 /// One variable's slot.
 #[derive(Debug)]
 pub struct Variable {
@@ -39,7 +44,7 @@ impl Variable {
 
     /// What the host holds for it besides its value: its name and slot.
     fn bookkeeping_bytes(&self) -> usize {
-        self.name.len() + VARIABLE_OVERHEAD
+        bookkeeping_bytes(&self.name)
     }
 
     fn uninitialized(&self) -> Error {
@@ -228,7 +233,7 @@ impl VariableStore {
             return Ok(v.clone());
         }
         if let Some(b) = &self.budget {
-            b.charge(&format_args!("variable '{name}' on {}", self.device), name.len() + VARIABLE_OVERHEAD)?;
+            b.charge(&format_args!("variable '{name}' on {}", self.device), bookkeeping_bytes(name))?;
         }
         let v = Arc::new(Variable {
             name: name.to_string(),

@@ -251,15 +251,16 @@ impl Peer {
         Error::unavailable(format!("task {} at {} is unavailable: {why}", self.task, self.address))
     }
 
-    /// `call` within the peer timeout, or `unavailable` naming the task.
+    /// `call` within `limit`, or `unavailable` saying what got no answer.
     async fn bounded<T>(
         &self,
         what: &str,
+        limit: Duration,
         call: impl std::future::Future<Output = std::result::Result<T, tonic::Status>>,
     ) -> std::result::Result<T, tonic::Status> {
-        match tokio::time::timeout(self.peer_timeout, call).await {
+        match tokio::time::timeout(limit, call).await {
             Ok(r) => r,
-            Err(_) => Err(tonic::Status::unavailable(format!("{what} got no answer within {:?}", self.peer_timeout))),
+            Err(_) => Err(tonic::Status::unavailable(format!("{what} got no answer within {limit:?}"))),
         }
     }
 
@@ -299,7 +300,7 @@ impl Peer {
                 let status = client.get_status(request).await?;
                 Ok::<_, tonic::Status>((client, status.into_inner()))
             };
-            match self.bounded("its status", attempt).await {
+            match self.bounded("its status", self.peer_timeout, attempt).await {
                 Ok((client, status)) => {
                     let mut st = self.state.lock().await;
                     if let Some(c) = &st.client {
@@ -351,12 +352,8 @@ impl Peer {
         // one more second per 16 MiB.
         let bound = self.peer_timeout + Duration::from_secs((prost::Message::encoded_len(&def) >> 24) as u64);
         let req = pb::RegisterPartitionRequest { master, partition_id: part.id, def: Some(def) };
-        let answer = match tokio::time::timeout(bound, client.register_partition(self.request(req)?)).await {
-            Ok(answer) => answer,
-            Err(_) => {
-                Err(tonic::Status::unavailable(format!("registering a partition got no answer within {bound:?}")))
-            }
-        };
+        let answer =
+            self.bounded("registering a partition", bound, client.register_partition(self.request(req)?)).await;
         let incarnation = match answer {
             Ok(resp) => resp.into_inner().incarnation,
             Err(s) => return Err(self.failed(&mut *self.state.lock().await, &s)),
@@ -522,7 +519,7 @@ impl Peer {
     /// Learns the task's new incarnation and start time after a restart.
     async fn restarted(&self, client: &mut Client) -> Result<()> {
         let request = self.request(pb::GetStatusRequest {})?;
-        let answer = self.bounded("its status", client.get_status(request)).await;
+        let answer = self.bounded("its status", self.peer_timeout, client.get_status(request)).await;
         let mut st = self.state.lock().await;
         let status = answer.map_err(|s| self.failed(&mut st, &s))?.into_inner();
         tracing::warn!("{} at {} restarted; registering its partitions again", self.task, self.address);

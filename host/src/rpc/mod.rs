@@ -14,7 +14,7 @@ pub use auth::{AuthInterceptor, Authenticator, Caller, Credentials};
 pub use client::GrpcRemote;
 pub use control::ControlService;
 pub(crate) use control::limits_to_pb;
-pub use convert::{partition_from_pb, partition_to_pb};
+pub use convert::partition_to_pb;
 pub use service::{ServedTask, SingleTask, TaskDirectory, TaskService};
 
 /// Generated from `proto/weft/v1/task.proto`.
