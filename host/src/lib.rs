@@ -7,6 +7,7 @@
 //!
 //! - [`tensor`], [`device`], [`graph`]: tensors, device names, graphs with
 //!   op validation and TensorFlow-style naming. No I/O.
+//! - [`budget`]: byte budgets, what an owner may make the host hold.
 //! - [`exec`]: kernels, staged partition plans, the executor, variables.
 //! - [`cluster`]: cluster specs (JSON, TOML, TF_CONFIG) and device-to-task
 //!   resolution.
@@ -21,6 +22,7 @@
 //! - [`testing`]: a harness for component tests of worker programs.
 //! - [`cli`]: the `weft` command line (`main.rs` only calls it).
 
+pub mod budget;
 pub mod checkpoint;
 pub mod cli;
 pub mod cluster;

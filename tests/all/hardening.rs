@@ -71,6 +71,49 @@ fn a_matmul_of_zero_size_constants_fails_with_a_named_limit_and_the_host_stays_s
     assert!(out.status.success() && out.stdout.contains("fine"), "{}", out.stderr);
 }
 
+/// What a program hands the host counts against its memory limit: a graph
+/// of many big constants (each sent from the same guest buffer) is charged
+/// node by node before it is added (before, the host's peak reached 3.4 GB
+/// for this program limited to 128 MiB); one `add-op` whose tensor
+/// attributes all alias one buffer in guest memory, and one run whose feeds
+/// do, may copy no more than the limit in one call.
+#[test]
+fn what_a_program_hands_the_host_is_charged_to_its_memory_limit_before_it_is_copied() {
+    let dir = TempDir::new("hardening-handed");
+    let host = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let mut server = Spawned::start(weft(&["serve", "--listen", &host], &dir.0));
+    server.expect(Stream::Err, "serving experiments on", LIMIT);
+    let mallory = create(&dir, &host, "mallory", "memory_mib = 128");
+    let alice = create(&dir, &host, "alice", "");
+    let bad = fixture("misbehave");
+    let submit = |name: &str, token: &str, args: &[&str]| {
+        let mut all = vec!["submit", "--host", &host, "--experiment", name, "--token", token, "--follow"];
+        all.extend_from_slice(&["--job", "local", bad.to_str().unwrap(), "--"]);
+        all.extend_from_slice(args);
+        run(weft(&all, &dir.0), LIMIT)
+    };
+    let pid = server.child.0.id();
+    for (args, needles) in [
+        (["graph-bomb", "32", "100"], &["resource-exhausted", "memory limit", "Const"][..]),
+        (["aliased-attrs", "32", "64"], &["resource-exhausted", "memory limit", "one call to the host"]),
+        (["aliased-feeds", "32", "64"], &["resource-exhausted", "memory limit", "one call to the host"]),
+    ] {
+        let out = submit("mallory", &mallory, &args);
+        let peak = peak_rss_mb(pid);
+        eprintln!("{}: host peak {peak} MB", args[0]);
+        assert_eq!(out.status.code(), Some(1), "{}\n{}", out.stdout, out.stderr);
+        for needle in needles {
+            assert!(out.stderr.contains(needle), "{}: missing '{needle}' in {}", args[0], out.stderr);
+        }
+        assert!(peak < 500.0, "{}: the host's peak resident memory reached {peak} MB", args[0]);
+    }
+    // Within its limit the same program runs, and other tenants carry on.
+    let out = submit("mallory", &mallory, &["graph-bomb", "4", "4"]);
+    assert!(out.status.success() && out.stdout.contains("constant 3 added"), "{}", out.stderr);
+    let out = submit("alice", &alice, &["ok"]);
+    assert!(out.status.success() && out.stdout.contains("fine"), "{}", out.stderr);
+}
+
 fn signal(pid: u32, sig: &str) {
     let ok = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
     assert!(ok, "kill {sig} {pid}");

@@ -284,7 +284,7 @@ fn state_text(p: &pb::ProgramInfo) -> String {
     let name = state.as_str_name().trim_start_matches("PROGRAM_STATE_").to_lowercase();
     if p.detail.is_empty() {
         name
-    } else if p.code.is_empty() {
+    } else if p.code.is_empty() || p.code == name {
         format!("{name}: {}", p.detail)
     } else {
         format!("{name}: {}: {}", p.code, p.detail)

@@ -12,6 +12,13 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Output};
 use crate::tensor::Tensor;
 
+/// Plans a session caches at most.
+const MAX_CACHED_PLANS: usize = 1024;
+/// Nodes the cached plans may hold together: this many per node of the
+/// graph, plus [`MIN_CACHED_NODES`].
+const MAX_CACHED_NODES_PER_GRAPH_NODE: usize = 4;
+const MIN_CACHED_NODES: usize = 1 << 16;
+
 /// A step ready to run: its plan (from the cache or new) and its request.
 #[derive(Debug)]
 pub struct PreparedStep {
@@ -26,6 +33,8 @@ pub struct Executor {
     home: String,
     placement: Placement,
     plans: HashMap<PlanKey, Arc<Plan>>,
+    /// Nodes over all cached plans (each plan holds copies of its nodes).
+    cached_nodes: usize,
     rngs: HashMap<NodeId, Option<crate::exec::OpRng>>,
 }
 
@@ -33,7 +42,7 @@ impl Executor {
     /// An executor for a session whose master is the device named `home`
     /// (its step stats start with that device).
     pub fn new(home: impl Into<String>, placement: Placement) -> Self {
-        Executor { home: home.into(), placement, plans: HashMap::new(), rngs: HashMap::new() }
+        Executor { home: home.into(), placement, plans: HashMap::new(), cached_nodes: 0, rngs: HashMap::new() }
     }
 
     /// The name of the session's home device.
@@ -70,9 +79,16 @@ impl Executor {
             Some(plan) => plan.clone(),
             None => {
                 let plan = Arc::new(Plan::build(graph, &req, &self.placement)?);
-                if self.plans.len() > 1024 {
+                // Plans copy their nodes: however many distinct runs a
+                // program asks for, the cache holds at most a few graphs'
+                // worth of them (the graph itself is charged to its owner).
+                let nodes = plan.node_count();
+                let room = MAX_CACHED_NODES_PER_GRAPH_NODE * graph.nodes().len() + MIN_CACHED_NODES;
+                if self.plans.len() >= MAX_CACHED_PLANS || self.cached_nodes + nodes > room {
                     self.plans.clear();
+                    self.cached_nodes = 0;
                 }
+                self.cached_nodes += nodes;
                 self.plans.insert(key, plan.clone());
                 plan
             }

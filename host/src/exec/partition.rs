@@ -285,7 +285,7 @@ fn run_node(
             if let (None, Some(budget)) = (planned, budget) {
                 // Sizes inference cannot know ahead (strings, data-dependent
                 // shapes) are small by construction; they count once made.
-                charges.charge(budget, node, super::budget::byte_size(&out))?;
+                charges.charge(budget, node, crate::budget::byte_size(&out))?;
             }
             Value::Tensor(out)
         }

@@ -116,6 +116,17 @@ enum Location {
 static NEXT_PARTITION: AtomicU64 = AtomicU64::new(1);
 
 impl Plan {
+    /// Nodes over all its partitions.
+    pub fn node_count(&self) -> usize {
+        self.stages
+            .iter()
+            .map(|s| {
+                s.local.as_ref().map_or(0, |l| l.def.nodes.len())
+                    + s.remote.iter().map(|r| r.def.nodes.len()).sum::<usize>()
+            })
+            .sum()
+    }
+
     pub fn build(graph: &Graph, req: &RunRequest, placement: &Placement) -> Result<Plan> {
         let fed: HashSet<Output> = req.feeds.iter().map(|(o, _)| *o).collect();
         let fed_nodes: HashSet<NodeId> = fed.iter().map(|o| o.node).collect();

@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::budget::{ByteBudget, VARIABLE_OVERHEAD, byte_size};
+use super::budget::{ByteBudget, VARIABLE_OVERHEAD};
+use crate::budget::byte_size;
 use crate::error::{Error, Result};
 use crate::tensor::{Tensor, TensorType};
 

@@ -6,6 +6,7 @@
 
 pub mod catalogue;
 mod gradients;
+mod held;
 mod infer;
 mod infer_array;
 mod infer_train;
@@ -15,6 +16,7 @@ mod variables;
 use std::collections::HashMap;
 
 pub use gradients::{GradCtx, GradFn};
+pub use held::node_bytes;
 pub use infer::{broadcast, reduction_axes, reshape_target};
 pub use op::{AttrValue, Attrs, OpType};
 pub use variables::{Operand, VariableDecl, VariableNodes};
@@ -144,7 +146,7 @@ impl Node {
 }
 
 /// A graph under construction.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Graph {
     nodes: Vec<Node>,
     by_name: HashMap<String, NodeId>,
@@ -153,12 +155,25 @@ pub struct Graph {
     device_scopes: Vec<DeviceSpec>,
     control_scopes: Vec<Vec<NodeId>>,
     variables: Vec<VariableNodes>,
+    /// What its nodes cost its owner, when they are charged.
+    charge: Option<held::GraphCharge>,
 }
 
 impl Graph {
     /// An empty graph.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty graph whose nodes are charged to `budget` as they are added
+    /// (see [`node_bytes`]) and given back when it is dropped.
+    pub fn charged_to(budget: std::sync::Arc<crate::budget::ByteBudget>) -> Self {
+        Graph { charge: Some(held::GraphCharge::new(budget)), ..Self::default() }
+    }
+
+    /// Bytes its nodes have charged to its budget (0 if it has none).
+    pub fn charged_bytes(&self) -> usize {
+        self.charge.as_ref().map_or(0, held::GraphCharge::held)
     }
 
     /// Grows with every node added; sessions re-plan when it changes.
@@ -342,9 +357,7 @@ impl Graph {
             None => scope_device,
         };
         let id = self.nodes.len() as NodeId;
-        self.by_name.insert(name.clone(), id);
-        self.name_counts.entry(name.clone()).or_insert(1);
-        self.nodes.push(Node {
+        let node = Node {
             id,
             name,
             op: req.op,
@@ -354,7 +367,13 @@ impl Graph {
             device,
             colocate_with,
             outputs,
-        });
+        };
+        if let Some(charge) = &mut self.charge {
+            charge.charge(&node)?;
+        }
+        self.by_name.insert(node.name.clone(), id);
+        self.name_counts.entry(node.name.clone()).or_insert(1);
+        self.nodes.push(node);
         Ok(id)
     }
 

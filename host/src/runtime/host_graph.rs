@@ -32,7 +32,7 @@ impl wg::Host for ProgramState {}
 
 impl wg::HostGraph for ProgramState {
     async fn new(&mut self) -> wasmtime::Result<Resource<GraphResource>> {
-        Ok(self.table.push(GraphResource::default())?)
+        Ok(self.table.push(GraphResource::charged_to(self.limits.budget().clone()))?)
     }
 
     async fn add_op(

@@ -342,10 +342,14 @@ impl Runtime {
         }
         let wasi = wasi.build();
         let memory_limit = sandbox.memory_bytes.unwrap_or(usize::MAX).min(self.config.max_memory_bytes);
-        let limits = state::Limiter::new(memory_limit);
+        let limits = state::Limiter::new(&worker.name, memory_limit);
         let state = ProgramState { wasi, table: Default::default(), task, limits, cpu: Default::default() };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
+        // What one call may copy from the guest to the host (wasmtime's
+        // default is 128 MiB): never more than the program may hold, so that
+        // lists aliasing one buffer cannot make the host copy it many times.
+        store.set_hostcall_fuel(memory_limit);
         store.set_epoch_deadline(1);
         match sandbox.cpu_time {
             None => store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1))),
@@ -454,6 +458,10 @@ fn instantiation_failed(name: &str, e: &wasmtime::Error, limits: &state::Limiter
 /// refused `memory.grow`, the CPU meter), not from what the guest printed;
 /// its output only adds detail: the trap's reason, plus a panic message or
 /// the allocation that hit the memory limit.
+/// How wasmtime's trap reads when one call would copy more than the
+/// store's hostcall fuel from the guest (its type is private).
+const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
+
 fn describe_trap(
     trap: &wasmtime::Error,
     stderr: &[u8],
@@ -467,6 +475,12 @@ fn describe_trap(
         Some(t) => t.to_string(),
         None => format!("{trap:#}"),
     };
+    if format!("{trap:#}").contains(HOSTCALL_FUEL_EXHAUSTED) {
+        return ExitStatus::ResourceExhausted(format!(
+            "memory limit: one call to the host passed it more than the program may hold ({memory_limit} bytes, \
+             its memory limit; lists in guest memory are counted each time they are passed); {reason}"
+        ));
+    }
     let text = String::from_utf8_lossy(stderr);
     if let Some(desired) = refused_memory {
         let detail = text.lines().find(|l| l.starts_with("memory allocation of")).map(str::trim);

@@ -6,10 +6,16 @@ use crate::exec::Executor;
 use crate::graph::{Graph, VariableNodes};
 
 /// A graph a program builds; sessions on it share it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct GraphResource(pub Arc<Mutex<Graph>>);
 
 impl GraphResource {
+    /// An empty graph whose nodes count against `budget` (the program's
+    /// memory) until the last session on it is gone.
+    pub fn charged_to(budget: Arc<crate::budget::ByteBudget>) -> Self {
+        GraphResource(Arc::new(Mutex::new(Graph::charged_to(budget))))
+    }
+
     /// Locks the graph. A poisoned lock only means a panic elsewhere; the
     /// graph is append-only and stays consistent.
     pub fn lock(&self) -> MutexGuard<'_, Graph> {

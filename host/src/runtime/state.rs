@@ -8,6 +8,7 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::budget::ByteBudget;
 use crate::task::Task;
 
 /// What a running program's store holds.
@@ -31,40 +32,37 @@ const TABLE_ELEMENT_BYTES: usize = 8;
 
 /// The store's limits: the memory limit covers every linear memory and
 /// table of every core instance of the program together, not each on its
-/// own. Remembers a refused growth, so that a program that trapped after
-/// running out of memory is told apart from other traps, whatever it printed.
+/// own, and what the host holds for the program (its graphs) as well: all
+/// are charged to one [`ByteBudget`]. Remembers a refused growth, so that a
+/// program that trapped after running out of memory is told apart from
+/// other traps, whatever it printed.
 pub struct Limiter {
-    limit: usize,
-    used: usize,
+    memory: Arc<ByteBudget>,
     /// What the whole program would have held had a refused `memory.grow`
     /// (or a memory at instantiation) been allowed.
     pub(crate) refused_memory: Option<usize>,
 }
 
 impl Limiter {
-    /// A limit of `bytes` for all of a program's memories and tables.
-    pub fn new(bytes: usize) -> Self {
-        Limiter { limit: bytes, used: 0, refused_memory: None }
+    /// A limit of `bytes` for all of program `name`'s memories and tables
+    /// and what the host holds for it.
+    pub fn new(name: &str, bytes: usize) -> Self {
+        Limiter { memory: Arc::new(ByteBudget::memory(format!("program '{name}'"), bytes)), refused_memory: None }
     }
 
-    /// Bytes of memories and tables the program holds now.
-    #[cfg(test)]
-    pub fn used(&self) -> usize {
-        self.used
+    /// The budget the program's memories, tables and host-held bytes share.
+    pub fn budget(&self) -> &Arc<ByteBudget> {
+        &self.memory
     }
 
     /// Grants growth from `current` to `desired` bytes if the program's total
-    /// stays within the limit. A grant wasmtime then fails to carry out stays
-    /// counted: over-counting errs on the safe side, and such failures are
-    /// rare (a pool with no room).
+    /// stays within the limit; else says what the total would have been. A
+    /// grant wasmtime then fails to carry out stays counted: over-counting
+    /// errs on the safe side, and such failures are rare (a pool with no
+    /// room).
     fn grow(&mut self, current: usize, desired: usize) -> Result<(), usize> {
-        let total = self.used.saturating_add(desired.saturating_sub(current));
-        if total <= self.limit {
-            self.used = total;
-            Ok(())
-        } else {
-            Err(total)
-        }
+        let more = desired.saturating_sub(current);
+        self.memory.try_charge(more).map_err(|used| used.saturating_add(more))
     }
 }
 
@@ -103,14 +101,14 @@ mod limiter_tests {
 
     #[test]
     fn memories_and_tables_share_one_limit() {
-        let mut l = Limiter::new(100);
+        let mut l = Limiter::new("p", 100);
         assert!(l.memory_growing(0, 60, None).unwrap(), "a first memory");
         assert!(!l.memory_growing(0, 60, None).unwrap(), "a second one would make 120 together");
         assert_eq!(l.refused_memory, Some(120));
         assert!(l.table_growing(0, 4, None).unwrap(), "32 bytes of table");
-        assert_eq!(l.used(), 92);
+        assert_eq!(l.budget().used(), 92);
         assert!(l.memory_growing(60, 68, None).unwrap());
-        assert_eq!(l.used(), 100);
+        assert_eq!(l.budget().used(), 100);
         assert!(!l.table_growing(4, 6, None).unwrap(), "a table past the limit is refused too");
         assert!(!l.memory_growing(68, 69, None).unwrap());
     }

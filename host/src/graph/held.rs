@@ -1,0 +1,122 @@
+//! What a graph costs the host that holds it: an estimate of each node's
+//! bytes (the node, its name in the graph's indexes, its inputs, attributes
+//! and their tensors), charged to the budget of the graph's owner before the
+//! node is added and given back when the graph is dropped. Guests build
+//! graphs on the host, so a graph's bytes count against the program's
+//! memory limit like its own memory does.
+
+use std::sync::Arc;
+
+use super::{AttrValue, Node};
+use crate::budget::{ByteBudget, byte_size};
+
+/// Bytes of a node's fixed parts: the struct, its index entries and their
+/// hash-table slots.
+const NODE_OVERHEAD: usize = 256;
+/// Bytes of one attribute's map entry beside its name and value.
+const ATTR_OVERHEAD: usize = 64;
+
+/// About what `node` takes on the host once added to a graph.
+pub fn node_bytes(node: &Node) -> usize {
+    let attrs: usize = node
+        .attrs
+        .0
+        .iter()
+        .map(|(k, v)| {
+            ATTR_OVERHEAD
+                + k.len()
+                + match v {
+                    AttrValue::Str(s) => s.len(),
+                    AttrValue::Ints(i) => i.len() * 8,
+                    AttrValue::Tensor(t) => byte_size(t) + t.shape().len() * 8,
+                    _ => 0,
+                }
+        })
+        .sum();
+    let outputs: usize = node.outputs.iter().map(|t| 32 + t.shape.len() * 16).sum();
+    // The name is held three times: the node's, and the by-name and
+    // name-count indexes' keys.
+    NODE_OVERHEAD
+        + 3 * node.name.len()
+        + node.inputs.len() * 8
+        + node.control_inputs.len() * 4
+        + attrs
+        + outputs
+        + node.device.to_string().len()
+}
+
+/// The bytes a graph has charged to its owner's budget; released on drop.
+#[derive(Debug)]
+pub(super) struct GraphCharge {
+    budget: Arc<ByteBudget>,
+    held: usize,
+}
+
+impl GraphCharge {
+    pub fn new(budget: Arc<ByteBudget>) -> Self {
+        GraphCharge { budget, held: 0 }
+    }
+
+    /// Charges `node` before it is added; on error nothing is charged.
+    pub fn charge(&mut self, node: &Node) -> crate::error::Result<()> {
+        let bytes = node_bytes(node);
+        self.budget.charge(&format_args!("graph node '{}' ({})", node.name, node.op.name()), bytes)?;
+        self.held += bytes;
+        Ok(())
+    }
+
+    pub fn held(&self) -> usize {
+        self.held
+    }
+}
+
+impl Drop for GraphCharge {
+    fn drop(&mut self) {
+        self.budget.release(self.held);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Code;
+    use crate::graph::{Graph, NodeRequest, OpType};
+    use crate::tensor::Tensor;
+
+    fn constant(len: usize) -> NodeRequest {
+        NodeRequest::new(OpType::Const)
+            .attr("value", AttrValue::Tensor(Tensor::from_f32(&[len], vec![0.0; len]).unwrap()))
+    }
+
+    #[test]
+    fn a_charged_graph_refuses_a_node_past_its_budget_and_gives_everything_back_when_dropped() {
+        let budget = Arc::new(ByteBudget::memory("program 'p'", 10_000));
+        let mut g = Graph::charged_to(budget.clone());
+        g.add(constant(1000)).unwrap();
+        let first = g.charged_bytes();
+        assert!(first > 4000 && first < 4600, "a 4000-byte constant costs {first}");
+        assert_eq!(budget.used(), first);
+        g.add(constant(1000)).unwrap();
+        let err = g.add(constant(1000)).unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted);
+        let text = err.to_string();
+        assert!(text.contains("memory limit: graph node 'Const_2' (Const)"), "{text}");
+        assert!(text.contains("program 'p' holds"), "{text}");
+        assert_eq!(g.nodes().len(), 2, "the refused node is not added");
+        assert_eq!(budget.used(), g.charged_bytes(), "nor charged");
+        assert!(g.charged_bytes() < 2 * first + 16);
+        // Small nodes still fit.
+        g.add(NodeRequest::new(OpType::NoOp)).unwrap();
+        drop(g);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn many_small_nodes_cost_their_bookkeeping() {
+        let mut g = Graph::new();
+        let id = g.add(NodeRequest::new(OpType::NoOp)).unwrap();
+        let bytes = node_bytes(g.node(id).unwrap());
+        assert!(bytes >= NODE_OVERHEAD && bytes < NODE_OVERHEAD + 64, "{bytes}");
+        assert_eq!(g.charged_bytes(), 0, "an uncharged graph charges nothing");
+    }
+}
