@@ -17,8 +17,8 @@ use crate::error::{Error, Result};
 use crate::rpc::pb::control_service_server::ControlServiceServer;
 use crate::rpc::pb::task_service_server::TaskServiceServer;
 use crate::rpc::{
-    AuthInterceptor, Authenticator, Caller, ControlService, MAX_MESSAGE_BYTES, ServedTask, SingleTask, TaskDirectory,
-    TaskService,
+    AuthInterceptor, Authenticator, Caller, ControlService, MAX_MESSAGE_BYTES, MAX_TASK_MESSAGE_BYTES, ServedTask,
+    SingleTask, TaskDirectory, TaskService,
 };
 use crate::task::Task;
 
@@ -91,7 +91,7 @@ pub async fn serve_host(
     let (health, health_service) = tonic_health::server::health_reporter();
     let auth = AuthInterceptor(services.auth);
     let tasks = TaskServiceServer::new(TaskService::new(services.directory))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(MAX_TASK_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     health.set_serving::<TaskServiceServer<TaskService>>().await;
     // Upload chunks are small; the module size limit is checked as they come.

@@ -179,6 +179,24 @@ fn a_stopped_peer_fails_a_run_without_a_timeout_and_the_session_works_once_it_re
     });
 }
 
+type RawClient = weft_host::rpc::pb::task_service_client::TaskServiceClient<tonic::transport::Channel>;
+
+/// Registers `encoded` (a `PartitionDef`) as master 7's partition `id`, in
+/// pieces of 1 MiB as hosts do.
+async fn register(client: &mut RawClient, id: u64, encoded: Vec<u8>) -> Result<(), tonic::Status> {
+    use weft_host::rpc::pb;
+    let encoded = bytes::Bytes::from(encoded);
+    let pieces: Vec<pb::RegisterPartitionRequest> = (0..encoded.len().max(1))
+        .step_by(1 << 20)
+        .map(|at| pb::RegisterPartitionRequest {
+            master: 7,
+            partition_id: id,
+            def: encoded.slice(at..(at + (1 << 20)).min(encoded.len())),
+        })
+        .collect();
+    client.register_partition(futures_util::stream::iter(pieces)).await.map(drop)
+}
+
 /// Issue 9's anonymous caller: a raw gRPC peer registers with a `--cluster`
 /// host (no credentials, TensorFlow's model) a partition whose MatMul of
 /// zero-size constants is 3.6 GB. Running it fails naming the op and the
@@ -200,7 +218,12 @@ fn a_raw_peer_cannot_make_a_cluster_host_allocate_past_its_tensor_limit() {
         let a = g.add(NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(a))).unwrap();
         let b = g.add(NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(b))).unwrap();
         let product = g.add(NodeRequest::new(OpType::MatMul).inputs([Output::of(a), Output::of(b)])).unwrap();
-        PartitionDef { nodes: g.nodes().to_vec(), inputs: vec![], outputs: vec![Output::of(product)] }
+        PartitionDef {
+            nodes: g.nodes().to_vec(),
+            inputs: vec![],
+            input_types: vec![],
+            outputs: vec![Output::of(product)],
+        }
     };
     let (big, small) = (matmul(30000), matmul(100));
     runtime().block_on(async {
@@ -208,10 +231,9 @@ fn a_raw_peer_cannot_make_a_cluster_host_allocate_past_its_tensor_limit() {
         let mut client = tokio::time::timeout(LIMIT, connect).await.unwrap().unwrap();
         let run = |client: &mut pb::task_service_client::TaskServiceClient<_>, id: u64, def: &PartitionDef| {
             let mut client = client.clone();
-            let def = partition_to_pb(def);
+            let def = prost::Message::encode_to_vec(&partition_to_pb(def));
             async move {
-                let register = pb::RegisterPartitionRequest { master: 7, partition_id: id, def: Some(def) };
-                client.register_partition(register).await?;
+                register(&mut client, id, def).await?;
                 let first = pb::RunPartitionRequest { master: 7, partition_id: id, ..Default::default() };
                 let mut stream = client.run_partition(futures_util::stream::iter([first])).await?.into_inner();
                 let mut bytes = 0;
@@ -228,6 +250,122 @@ fn a_raw_peer_cannot_make_a_cluster_host_allocate_past_its_tensor_limit() {
         }
         let served = tokio::time::timeout(LIMIT, run(&mut client, 2, &small)).await.unwrap().unwrap();
         assert_eq!(served, 100 * 100 * 4, "the host carries on");
+    });
+    let peak = peak_rss_mb(cluster.ps.child.0.id());
+    assert!(peak < 200.0, "the ps process's peak resident memory reached {peak} MB");
+}
+
+/// Issue 9's partitions from the network: a raw gRPC peer of a `--cluster`
+/// host gets each malformed partition refused at registration, naming what
+/// is wrong, and a step's input of the wrong type refused before it runs; a
+/// registration that would decode to more than a task keeps is refused
+/// before it is decoded. The host stays small and serves a good partition.
+#[test]
+fn a_raw_peer_cannot_register_a_partition_the_op_catalogue_and_inference_refuse() {
+    use crate::data_plane::{ps_process_with, runtime};
+    use weft_host::exec::PartitionDef;
+    use weft_host::graph::{AttrValue, Graph, NodeRequest, OpType, Output};
+    use weft_host::rpc::{partition_to_pb, pb};
+    use weft_host::tensor::{DType, Tensor, TensorType};
+
+    let cluster = ps_process_with("raw-partitions", &[], &[]);
+    let address = cluster.spec.jobs()["ps"][0].clone();
+    // x (fed, f32[4]) + 1, as a partition whose input is x.
+    let mut g = Graph::new();
+    let x = g
+        .add(
+            NodeRequest::new(OpType::Placeholder)
+                .attr("dtype", AttrValue::DType(DType::F32))
+                .attr("shape", AttrValue::Ints(vec![4])),
+        )
+        .unwrap();
+    let one = g.add(NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(Tensor::scalar_f32(1.0)))).unwrap();
+    let sum = g.add(NodeRequest::new(OpType::Add).inputs([Output::of(x), Output::of(one)])).unwrap();
+    let good = PartitionDef {
+        nodes: vec![g.node(one).unwrap().clone(), g.node(sum).unwrap().clone()],
+        inputs: vec![Output::of(x)],
+        input_types: vec![TensorType::known(DType::F32, &[4])],
+        outputs: vec![Output::of(sum)],
+    };
+    let encode = |def: &PartitionDef| prost::Message::encode_to_vec(&partition_to_pb(def));
+    let mut misspelt = good.clone();
+    misspelt.nodes[0].attrs.set("valeu", AttrValue::Int(3));
+    let mut dangling = good.clone();
+    dangling.nodes[1].inputs[1] = Output { node: 99, index: 0 };
+    let mut wrong_arity = good.clone();
+    wrong_arity.nodes[1].inputs.pop();
+    let mut not_a_variable = good.clone();
+    not_a_variable.nodes[1].op = OpType::AssignAdd;
+    let empty_nodes = prost::Message::encode_to_vec(&pb::PartitionDef {
+        nodes: vec![pb::NodeDef::default(); 1 << 20],
+        ..Default::default()
+    });
+
+    runtime().block_on(async {
+        let connect = pb::task_service_client::TaskServiceClient::connect(format!("http://{address}"));
+        let mut client = tokio::time::timeout(LIMIT, connect).await.unwrap().unwrap();
+        let cases: [(&str, Vec<u8>, tonic::Code, &[&str]); 5] = [
+            ("misspelt attr", encode(&misspelt), tonic::Code::InvalidArgument, &["Const", "unknown attr 'valeu'"]),
+            (
+                "dangling input",
+                encode(&dangling),
+                tonic::Code::InvalidArgument,
+                &["'Add' (Add)", "input 1 (output 0 of node 99)"],
+            ),
+            (
+                "wrong arity",
+                encode(&wrong_arity),
+                tonic::Code::InvalidArgument,
+                &["Add 'Add'", "takes 2 input(s), got 1"],
+            ),
+            (
+                "not a variable",
+                encode(&not_a_variable),
+                tonic::Code::InvalidArgument,
+                &["AssignAdd", "must be a variable"],
+            ),
+            ("2 MiB of empty nodes", empty_nodes, tonic::Code::ResourceExhausted, &["once decoded"]),
+        ];
+        for (i, (what, bytes, code, needles)) in cases.into_iter().enumerate() {
+            let refused =
+                tokio::time::timeout(LIMIT, register(&mut client, 10 + i as u64, bytes)).await.unwrap().unwrap_err();
+            assert_eq!(refused.code(), code, "{what}: {refused:?}");
+            for needle in needles {
+                assert!(refused.message().contains(needle), "{what}: missing '{needle}' in {}", refused.message());
+            }
+        }
+        tokio::time::timeout(LIMIT, register(&mut client, 1, encode(&good))).await.unwrap().unwrap();
+        let step = |value: Tensor| {
+            let mut client = client.clone();
+            let meta = pb::TensorMeta {
+                dtype: weft_host::rpc::pb::DType::DtypeF32 as i32,
+                shape: value.shape().iter().map(|&d| d as u64).collect(),
+                byte_length: value.byte_length() as u64,
+            };
+            let first = pb::RunPartitionRequest {
+                master: 7,
+                partition_id: 1,
+                meta: Some(meta),
+                data: value.to_le_bytes().into(),
+                ..Default::default()
+            };
+            async move {
+                let mut stream = client.run_partition(futures_util::stream::iter([first])).await?.into_inner();
+                let mut bytes = Vec::new();
+                while let Some(chunk) = stream.message().await? {
+                    bytes.extend_from_slice(&chunk.data);
+                }
+                Ok::<_, tonic::Status>(bytes)
+            }
+        };
+        let wrong = Tensor::from_f32(&[5], vec![1.0; 5]).unwrap();
+        let refused = tokio::time::timeout(LIMIT, step(wrong)).await.unwrap().unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().contains("must be f32[4], got f32[5]"), "{}", refused.message());
+        let right = Tensor::from_f32(&[4], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        let out = tokio::time::timeout(LIMIT, step(right)).await.unwrap().unwrap();
+        let sums: Vec<f32> = out.chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        assert_eq!(sums, [2.0, 3.0, 4.0, 5.0]);
     });
     let peak = peak_rss_mb(cluster.ps.child.0.id());
     assert!(peak < 200.0, "the ps process's peak resident memory reached {peak} MB");

@@ -34,7 +34,12 @@ impl StepCharges {
                 write!(f, "op '{}' ({}) for its outputs", self.0.name, self.0.op.name())
             }
         }
-        budget.charge(&Op(node), bytes)?;
+        self.charge_for(budget, &Op(node), bytes)
+    }
+
+    /// Charges `bytes` that `what` will take to `budget`.
+    pub fn charge_for(&mut self, budget: &Arc<ByteBudget>, what: &dyn std::fmt::Display, bytes: usize) -> Result<()> {
+        budget.charge(what, bytes)?;
         match self.held.iter_mut().find(|(b, _)| Arc::ptr_eq(b, budget)) {
             Some((_, held)) => *held += bytes,
             None => self.held.push((budget.clone(), bytes)),

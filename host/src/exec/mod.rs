@@ -12,6 +12,7 @@ mod kernels;
 mod kernels_array;
 mod kernels_train;
 mod partition;
+mod partition_check;
 mod plan;
 mod variables;
 
@@ -23,6 +24,7 @@ pub use budget::{ByteBudget, DEFAULT_TENSOR_BYTES, StepCharges, VARIABLE_OVERHEA
 pub use executor::{Executor, PreparedStep};
 pub use kernels::OpRng;
 pub use partition::{PartitionDef, Trace, run_partition};
+pub use partition_check::MAX_PARTITION_NODES;
 pub use plan::{PartitionResult, Placement, RemotePartition, RemoteTasks};
 pub use variables::{Variable, VariableStore};
 

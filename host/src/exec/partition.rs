@@ -11,7 +11,7 @@ use super::{Device, DeviceStats, NodeStats, StepCharges, Variable, kernels, kern
 use crate::checkpoint::DEFAULT_MAX_TO_KEEP;
 use crate::error::{Error, Result};
 use crate::graph::{Node, NodeId, OpType, Output};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorType};
 
 /// The nodes of one partition and its boundary.
 #[derive(Clone, Debug)]
@@ -20,6 +20,8 @@ pub struct PartitionDef {
     pub nodes: Vec<Node>,
     /// Outputs whose values come from outside (feeds, other partitions).
     pub inputs: Vec<Output>,
+    /// The static type of each input, in order.
+    pub input_types: Vec<TensorType>,
     /// Outputs whose values it returns (variables read, not referenced).
     pub outputs: Vec<Output>,
 }

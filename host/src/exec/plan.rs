@@ -221,9 +221,11 @@ impl Plan {
             inputs.dedup();
             let mut outputs: Vec<Output> = exported.iter().copied().filter(|o| members.contains(&o.node)).collect();
             outputs.sort_unstable();
+            let input_types = inputs.iter().map(|&o| graph.output_type(o).cloned()).collect::<Result<_>>()?;
             let def = PartitionDef {
                 nodes: ids.iter().map(|&id| graph.nodes()[id as usize].clone()).collect(),
                 inputs,
+                input_types,
                 outputs,
             };
             while stages.len() <= s {

@@ -24,7 +24,7 @@ use tonic::transport::Channel;
 
 use super::auth::Credentials;
 use super::convert::{error_from_status, partition_to_pb, stats_from_pb};
-use super::frames::{FrameReader, frames};
+use super::frames::{CHUNK_BYTES, FrameReader, frames};
 use super::service::{NOT_REGISTERED, SEGMENT_UNKNOWN};
 use super::shared::{SharedCall, static_output_sizes};
 use super::{MAX_MESSAGE_BYTES, pb};
@@ -347,13 +347,20 @@ impl Peer {
         if self.state.lock().await.registered.contains(&part.id) {
             return Ok(());
         }
-        let def = partition_to_pb(&part.def);
+        let def = bytes::Bytes::from(prost::Message::encode_to_vec(&partition_to_pb(&part.def)));
         // A big definition (constants inside) on a slow link gets longer:
         // one more second per 16 MiB.
-        let bound = self.peer_timeout + Duration::from_secs((prost::Message::encoded_len(&def) >> 24) as u64);
-        let req = pb::RegisterPartitionRequest { master, partition_id: part.id, def: Some(def) };
-        let answer =
-            self.bounded("registering a partition", bound, client.register_partition(self.request(req)?)).await;
+        let bound = self.peer_timeout + Duration::from_secs((def.len() >> 24) as u64);
+        let pieces: Vec<pb::RegisterPartitionRequest> = (0..def.len().max(1))
+            .step_by(CHUNK_BYTES)
+            .map(|at| pb::RegisterPartitionRequest {
+                master,
+                partition_id: part.id,
+                def: def.slice(at..(at + CHUNK_BYTES).min(def.len())),
+            })
+            .collect();
+        let call = client.register_partition(self.request(futures_util::stream::iter(pieces))?);
+        let answer = self.bounded("registering a partition", bound, call).await;
         let incarnation = match answer {
             Ok(resp) => resp.into_inner().incarnation,
             Err(s) => return Err(self.failed(&mut *self.state.lock().await, &s)),

@@ -143,10 +143,12 @@ pub fn partition_to_pb(def: &PartitionDef) -> pb::PartitionDef {
             .collect(),
         inputs: def.inputs.iter().copied().map(output_to_pb).collect(),
         outputs: def.outputs.iter().copied().map(output_to_pb).collect(),
+        input_types: def.input_types.iter().map(type_to_pb).collect(),
     }
 }
 
-/// A partition from a master. Every node's inputs from inside the
+/// A partition from a master, not yet checked (see
+/// [`PartitionDef::checked`]). Every node's inputs from inside the
 /// partition must come before it.
 pub fn partition_from_pb(def: &pb::PartitionDef) -> Result<PartitionDef> {
     let mut nodes: Vec<Node> = Vec::with_capacity(def.nodes.len());
@@ -177,6 +179,7 @@ pub fn partition_from_pb(def: &pb::PartitionDef) -> Result<PartitionDef> {
     Ok(PartitionDef {
         nodes,
         inputs: def.inputs.iter().map(output_from_pb).collect(),
+        input_types: def.input_types.iter().map(type_from_pb).collect::<Result<_>>()?,
         outputs: def.outputs.iter().map(output_from_pb).collect(),
     })
 }

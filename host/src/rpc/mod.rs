@@ -9,6 +9,7 @@ mod convert;
 mod frames;
 mod service;
 mod shared;
+mod wire_bound;
 
 pub use auth::{AuthInterceptor, Authenticator, Caller, Credentials};
 pub use client::GrpcRemote;
@@ -23,7 +24,12 @@ pub mod pb {
     tonic::include_proto!("weft.v1");
 }
 
-/// Largest message either side accepts. Tensors between tasks travel in
+/// Largest message a task server accepts: tensors and registrations arrive
+/// in pieces of at most 1 MiB, so an unknown caller cannot make it decode
+/// more than this at once.
+pub const MAX_TASK_MESSAGE_BYTES: usize = 4 << 20;
+
+/// Largest message either side accepts otherwise. Tensors between tasks travel in
 /// chunks of at most 1 MiB; a partition definition carries its constants
 /// whole, hence the headroom.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 30;

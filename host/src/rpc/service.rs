@@ -10,10 +10,12 @@ use tonic::{Request, Response, Status, Streaming};
 use super::auth::{Caller, task_of};
 use super::convert::{partition_from_pb, stats_to_pb, status_from_error};
 use super::frames::{FrameReader, frames, meta_of};
+use super::wire_bound::partition_decoded_bound;
 use super::{MAX_MESSAGE_BYTES, pb};
+use crate::budget::ByteBudget;
 use crate::cluster::TaskId;
 use crate::error::Error;
-use crate::exec::{PartitionDef, Trace, run_partition};
+use crate::exec::{PartitionDef, StepCharges, Trace, run_partition};
 use crate::graph::{NodeId, Output};
 use crate::shm::Mapping;
 use crate::task::Task;
@@ -196,30 +198,37 @@ fn segment_of(first: &pb::RunPartitionRequest) -> Result<Option<Arc<Mapping>>, S
 }
 
 /// Reads a step's request stream: the partition it names, and its inputs
-/// (streamed bytes, or ranges of `segment`).
+/// (streamed bytes, or ranges of `segment`). Each input's bytes are charged
+/// to `budget` (the task's tensor budget) before they are allocated, and
+/// held in `charges` until the step ends.
 async fn read_inputs(
     first: pb::RunPartitionRequest,
     stream: &mut tonic::Streaming<pb::RunPartitionRequest>,
-    expected: usize,
     segment: Option<&Mapping>,
+    budget: Option<&Arc<ByteBudget>>,
+    charges: &mut StepCharges,
 ) -> Result<Vec<Tensor>, Status> {
     let id = first.partition_id;
     let broken = |why: String| Status::invalid_argument(format!("inputs of partition {id}: {why}"));
+    let what = format!("the inputs of partition {id}");
     let mut reader = FrameReader::new(MAX_MESSAGE_BYTES);
-    let mut push = |m: pb::RunPartitionRequest| match (m.shared, segment) {
-        (Some(r), Some(seg)) => seg.read(r.offset, r.length as usize, |b| reader.push(m.meta, b)).and_then(|r| r),
-        (Some(_), None) => Err("a shared range without a segment".to_string()),
-        (None, _) => reader.push(m.meta, &m.data),
+    let mut push = |m: pb::RunPartitionRequest| {
+        if let (Some(meta), Some(budget)) = (&m.meta, budget) {
+            let bytes = usize::try_from(meta.byte_length).unwrap_or(usize::MAX);
+            charges.charge_for(budget, &what, bytes).map_err(status_from_error)?;
+        }
+        match (m.shared, segment) {
+            (Some(r), Some(seg)) => seg.read(r.offset, r.length as usize, |b| reader.push(m.meta, b)).and_then(|r| r),
+            (Some(_), None) => Err("a shared range without a segment".to_string()),
+            (None, _) => reader.push(m.meta, &m.data),
+        }
+        .map_err(broken)
     };
-    push(first).map_err(broken)?;
+    push(first)?;
     while let Some(m) = stream.message().await? {
-        push(m).map_err(broken)?;
+        push(m)?;
     }
-    let inputs = reader.finish().map_err(broken)?;
-    if inputs.len() != expected {
-        return Err(broken(format!("the partition takes {expected} inputs, got {}", inputs.len())));
-    }
-    Ok(inputs)
+    reader.finish().map_err(broken)
 }
 
 type ChunkStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::RunPartitionChunk, Status>> + Send>>;
@@ -245,25 +254,42 @@ impl pb::task_service_server::TaskService for TaskService {
 
     async fn register_partition(
         &self,
-        request: Request<pb::RegisterPartitionRequest>,
+        request: Request<Streaming<pb::RegisterPartitionRequest>>,
     ) -> Result<Response<pb::RegisterPartitionResponse>, Status> {
         let served = self.served(&request)?;
-        let req = request.into_inner();
-        let def = req.def.ok_or_else(|| Status::invalid_argument("RegisterPartition without a partition"))?;
-        let size = prost::Message::encoded_len(&def);
+        let mut stream = request.into_inner();
+        let mut encoded = bytes::BytesMut::new();
+        let mut key = None;
+        while let Some(piece) = stream.message().await? {
+            let id = piece.partition_id;
+            if *key.get_or_insert((piece.master, id)) != (piece.master, id) {
+                return Err(Status::invalid_argument("a registration's pieces name different partitions"));
+            }
+            if encoded.len() + piece.def.len() > MAX_PARTITION_BYTES {
+                return Err(Status::resource_exhausted(format!(
+                    "partition {id} is more than {MAX_PARTITION_BYTES} bytes, what a task keeps of partitions"
+                )));
+            }
+            encoded.extend_from_slice(&piece.def);
+        }
+        let (master, id) = key.ok_or_else(|| Status::invalid_argument("RegisterPartition without a partition"))?;
+        let bad = |why: String| Status::invalid_argument(format!("partition {id}: {why}"));
+        // What decoding can allocate is known before it happens.
+        let size = partition_decoded_bound(&encoded).map_err(bad)?;
         if size > MAX_PARTITION_BYTES {
             return Err(Status::resource_exhausted(format!(
-                "partition {} is {size} bytes; a task keeps at most {MAX_PARTITION_BYTES} bytes of partitions",
-                req.partition_id
+                "partition {id} would take {size} bytes once decoded; a task keeps at most {MAX_PARTITION_BYTES} \
+                 bytes of partitions"
             )));
         }
-        let def = partition_from_pb(&def).map_err(status_from_error)?;
+        let def = <pb::PartitionDef as prost::Message>::decode(encoded.freeze()).map_err(|e| bad(e.to_string()))?;
+        let def = partition_from_pb(&def).and_then(PartitionDef::checked).map_err(|e| bad(e.message().to_string()))?;
         let mut partitions = served.partitions();
         // Two runs of one master may register the same partition at once: a
         // master's partition ids name one definition, so the second finds
         // it and its random ops keep their state.
-        if !partitions.by_key.contains_key(&(req.master, req.partition_id)) {
-            partitions.insert((req.master, req.partition_id), Registered { def, rngs: Mutex::default(), size, seq: 0 });
+        if !partitions.by_key.contains_key(&(master, id)) {
+            partitions.insert((master, id), Registered { def, rngs: Mutex::default(), size, seq: 0 });
         }
         Ok(Response::new(pb::RegisterPartitionResponse { incarnation: served.incarnation }))
     }
@@ -283,10 +309,16 @@ impl pb::task_service_server::TaskService for TaskService {
         let id = req.partition_id;
         let segment = segment_of(&req)?;
         let output_space = std::mem::take(&mut req.output_space);
-        let values = read_inputs(req, &mut stream, part.def.inputs.len(), segment.as_deref()).await?;
-        let inputs: HashMap<Output, Tensor> = part.def.inputs.iter().copied().zip(values).collect();
         let device = served.task.device().clone();
+        let mut charges = StepCharges::default();
+        let values = read_inputs(req, &mut stream, segment.as_deref(), device.tensor_budget(), &mut charges).await?;
+        part.def
+            .check_inputs(&values)
+            .map_err(|e| Status::invalid_argument(format!("partition {id}: {}", e.message())))?;
+        let inputs: HashMap<Output, Tensor> = part.def.inputs.iter().copied().zip(values).collect();
         let compute = move || {
+            // The inputs stay charged until the step is done with them.
+            let _charges = charges;
             let mut trace = trace.then(Trace::default);
             let node_device = vec![0; part.def.nodes.len()];
             let mut rngs = part.rngs.lock().unwrap_or_else(|p| p.into_inner());
@@ -313,7 +345,7 @@ mod tests {
     use super::*;
 
     fn registered(size: usize) -> Registered {
-        let def = PartitionDef { nodes: Vec::new(), inputs: Vec::new(), outputs: Vec::new() };
+        let def = PartitionDef { nodes: Vec::new(), inputs: Vec::new(), input_types: Vec::new(), outputs: Vec::new() };
         Registered { def, rngs: Mutex::default(), size, seq: 0 }
     }
 
