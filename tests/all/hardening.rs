@@ -114,6 +114,76 @@ fn what_a_program_hands_the_host_is_charged_to_its_memory_limit_before_it_is_cop
     assert!(out.status.success() && out.stdout.contains("fine"), "{}", out.stderr);
 }
 
+/// User and system CPU seconds `pid` has used (`/proc/PID/stat`).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    // utime and stime are fields 14 and 15, the 12th and 13th after the name.
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Issue 9's host compute: kernel time a program causes counts against its
+/// CPU-time limit (one step of 2000 MatMuls, almost no guest code, fails
+/// naming the limit), and a kill stops a step in flight at its next kernel:
+/// the host goes idle, and the killed program's slot (the experiment may
+/// run one program) is free for the next.
+#[test]
+fn kernels_count_against_the_cpu_limit_and_a_kill_stops_a_step_at_its_next_kernel() {
+    let dir = TempDir::new("hardening-compute");
+    let host = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let mut server = Spawned::start(weft(&["serve", "--listen", &host], &dir.0));
+    server.expect(Stream::Err, "serving experiments on", LIMIT);
+    let limited = create(&dir, &host, "limited", "cpu_seconds = 1.0");
+    let single = create(&dir, &host, "single", "programs = 1");
+    let bad = fixture("misbehave");
+    let submit = |name: &str, token: &str, follow: bool, args: &[&str]| {
+        let mut all = vec!["submit", "--host", &host, "--experiment", name, "--token", token];
+        if follow {
+            all.push("--follow");
+        }
+        all.extend_from_slice(&["--job", "local", bad.to_str().unwrap(), "--"]);
+        all.extend_from_slice(args);
+        run(weft(&all, &dir.0), LIMIT)
+    };
+
+    let out = submit("limited", &limited, true, &["long-step", "2000", "512"]);
+    assert_eq!(out.status.code(), Some(1), "{}\n{}", out.stdout, out.stderr);
+    assert!(!out.stdout.contains("the step finished"), "{}", out.stdout);
+    for needle in ["resource-exhausted", "cpu-time limit", "of its 1.00 s", "in the kernels of its steps"] {
+        assert!(out.stderr.contains(needle), "missing '{needle}' in {}", out.stderr);
+    }
+
+    let pid = server.child.0.id();
+    let out = submit("single", &single, false, &["long-step", "100000", "512"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let id = out.stderr.split("program ").nth(1).and_then(|r| r.split_whitespace().next()).expect("a program id");
+    let ps =
+        |token: &str| run(weft(&["ps", "--host", &host, "--experiment", "single", "--token", token], &dir.0), LIMIT);
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !run(weft(&["logs", "--host", &host, "--experiment", "single", "--token", &single, id], &dir.0), LIMIT)
+        .stdout
+        .contains("running 100000 MatMuls")
+    {
+        assert!(std::time::Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let busy = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(cpu_seconds(pid) - busy > 0.5, "the step was running");
+    let killed = run(weft(&["kill", "--host", &host, "--experiment", "single", "--token", &single, id], &dir.0), LIMIT);
+    assert!(killed.status.success(), "{}", killed.stderr);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_seconds(pid) - before;
+    assert!(used < 0.3, "the host used {used} s of CPU in the second after the kill");
+    assert!(ps(&single).stdout.contains("killed"), "{}", ps(&single).stdout);
+    let out = submit("single", &single, true, &["ok"]);
+    assert!(out.status.success() && out.stdout.contains("fine"), "the slot is free again: {}", out.stderr);
+}
+
 fn signal(pid: u32, sig: &str) {
     let ok = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
     assert!(ok, "kill {sig} {pid}");

@@ -126,7 +126,8 @@ impl Executor {
                     local.def.inputs.iter().map(|o| (*o, values[o].clone())).collect();
                 let rngs = &mut self.rngs;
                 let outputs = super::run_blocking(|| {
-                    run_partition(&local.def, &plan.devices, &local.node_device, &inputs, rngs, trace.as_mut())
+                    let meter = req.meter.as_deref();
+                    run_partition(&local.def, &plan.devices, &local.node_device, &inputs, rngs, trace.as_mut(), meter)
                 })?;
                 values.extend(local.def.outputs.iter().copied().zip(outputs));
             }

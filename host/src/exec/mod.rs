@@ -11,6 +11,7 @@ mod executor;
 mod kernels;
 mod kernels_array;
 mod kernels_train;
+mod meter;
 mod partition;
 mod partition_check;
 mod plan;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 pub use budget::{ByteBudget, DEFAULT_TENSOR_BYTES, StepCharges, VARIABLE_OVERHEAD};
 pub use executor::{Executor, PreparedStep};
 pub use kernels::OpRng;
+pub use meter::{ComputeMeter, over_cpu_limit};
 pub use partition::{PartitionDef, Trace, run_partition};
 pub use partition_check::MAX_PARTITION_NODES;
 pub use plan::{PartitionResult, Placement, RemotePartition, RemoteTasks};
@@ -193,6 +195,9 @@ pub struct RunRequest {
     pub targets: Vec<NodeId>,
     /// Whether to record step stats.
     pub trace: bool,
+    /// The program whose step this is: its kernels are timed against its
+    /// limit, and stop when it is stopped.
+    pub meter: Option<Arc<ComputeMeter>>,
 }
 
 /// One node's execution in a traced step.

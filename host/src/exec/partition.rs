@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Device, DeviceStats, NodeStats, StepCharges, Variable, kernels, kernels_train};
+use super::{ComputeMeter, Device, DeviceStats, NodeStats, StepCharges, Variable, kernels, kernels_train};
 use crate::checkpoint::DEFAULT_MAX_TO_KEEP;
 use crate::error::{Error, Result};
 use crate::graph::{Node, NodeId, OpType, Output};
@@ -115,14 +115,22 @@ pub fn run_partition(
     inputs: &HashMap<Output, Tensor>,
     rngs: &mut HashMap<NodeId, Option<crate::exec::OpRng>>,
     mut trace: Option<&mut Trace>,
+    meter: Option<&ComputeMeter>,
 ) -> Result<Vec<Tensor>> {
     let mut values: HashMap<NodeId, Value> = HashMap::with_capacity(def.nodes.len());
     // Declared after `values`, so released only once they are dropped.
     let mut charges = StepCharges::default();
     for (node, &dev) in def.nodes.iter().zip(node_device) {
         let device = &devices[dev];
+        if let Some(m) = meter {
+            m.check()?;
+        }
         let start = Instant::now();
-        if let Some(v) = run_node(node, device, inputs, &values, rngs, &mut charges)? {
+        let value = run_node(node, device, inputs, &values, rngs, &mut charges);
+        if let Some(m) = meter {
+            m.charge(start.elapsed());
+        }
+        if let Some(v) = value? {
             values.insert(node.id, v);
         }
         if let Some(t) = trace.as_deref_mut() {

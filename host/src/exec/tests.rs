@@ -251,7 +251,7 @@ impl RemoteTasks for OtherProcess {
         let inputs: HashMap<Output, Tensor> = part.def.inputs.iter().copied().zip(inputs).collect();
         let mut t = trace.then(Trace::default);
         let node_device = vec![0; part.def.nodes.len()];
-        let result = run_partition(&part.def, &[device], &node_device, &inputs, &mut HashMap::new(), t.as_mut())
+        let result = run_partition(&part.def, &[device], &node_device, &inputs, &mut HashMap::new(), t.as_mut(), None)
             .map(|outputs| PartitionResult { outputs, stats: t.map(Trace::finish).unwrap_or_default() });
         Box::pin(async move { result })
     }

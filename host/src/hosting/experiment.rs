@@ -249,9 +249,10 @@ impl Experiment {
         lock(&self.programs).by_id.values().cloned().collect()
     }
 
-    /// Programs still compiling or running.
+    /// Programs still compiling or running, or killed with host work for
+    /// them not yet stopped.
     pub fn running(&self) -> usize {
-        lock(&self.programs).by_id.values().filter(|p| !p.state().is_final()).count()
+        lock(&self.programs).by_id.values().filter(|p| p.holds_slot()).count()
     }
 
     /// Adds a program, unless the experiment was deleted or that would exceed
@@ -262,7 +263,7 @@ impl Experiment {
         if programs.closed {
             return Err(Error::not_found(format!("experiment '{}' was deleted", self.name)));
         }
-        let running = programs.by_id.values().filter(|p| !p.state().is_final()).count();
+        let running = programs.by_id.values().filter(|p| p.holds_slot()).count();
         if running >= self.limits.programs as usize {
             return Err(Error::status(
                 Code::ResourceExhausted,
@@ -272,8 +273,7 @@ impl Experiment {
                 ),
             ));
         }
-        let finished: Vec<u64> =
-            programs.by_id.iter().filter(|(_, p)| p.state().is_final()).map(|(&id, _)| id).collect();
+        let finished: Vec<u64> = programs.by_id.iter().filter(|(_, p)| !p.holds_slot()).map(|(&id, _)| id).collect();
         let forget: Vec<u64> =
             finished.iter().copied().take(finished.len().saturating_sub(MAX_FINISHED_RECORDS - 1)).collect();
         for id in &forget {

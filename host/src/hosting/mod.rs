@@ -372,7 +372,10 @@ impl Hosting {
             rec.set_state(ProgramState::Running);
             let outcome = programs::outcome_of(async {
                 match runtime.instantiate_sandboxed(&worker, task, args, Some(tx), &sandbox).await {
-                    Ok(program) => ProgramState::Exited(program.call().await.status),
+                    Ok(program) => {
+                        rec.set_compute(program.compute().clone());
+                        ProgramState::Exited(program.call().await.status)
+                    }
                     Err(e) => ProgramState::Failed(e.code(), e.message()),
                 }
             })

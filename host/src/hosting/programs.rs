@@ -1,7 +1,7 @@
 //! Programs an experiment started on a host: their state, their output
 //! (kept up to a cap, and followed live), and how to stop them.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::cluster::TaskId;
+use crate::exec::ComputeMeter;
 use crate::runtime::{ExitStatus, StreamKind};
 
 /// Where a program is in its life.
@@ -59,6 +60,8 @@ pub struct ProgramRecord {
     /// Bumped on every change of state or output, for followers.
     changed: watch::Sender<u64>,
     abort: Mutex<Option<AbortHandle>>,
+    /// Its compute, once it is instantiated: a kill stops its kernels.
+    compute: Mutex<Option<Arc<ComputeMeter>>>,
 }
 
 impl ProgramRecord {
@@ -75,6 +78,7 @@ impl ProgramRecord {
             log_cap,
             changed: watch::Sender::new(0),
             abort: Mutex::default(),
+            compute: Mutex::default(),
         }
     }
 
@@ -105,12 +109,31 @@ impl ProgramRecord {
         *Self::lock(&self.abort) = Some(handle);
     }
 
-    /// Stops it if it is still going; returns whether it was.
+    /// Remembers its compute meter; stops it at once if it was killed first.
+    pub fn set_compute(&self, meter: Arc<ComputeMeter>) {
+        if self.state() == ProgramState::Killed {
+            meter.stop(format!("program {} was killed", self.id));
+        }
+        *Self::lock(&self.compute) = Some(meter);
+    }
+
+    /// Whether it still counts against its experiment's programs limit:
+    /// until it has ended and the host's work for it has stopped (a killed
+    /// program's kernel runs to its end first).
+    pub fn holds_slot(&self) -> bool {
+        !self.state().is_final() || Self::lock(&self.abort).as_ref().is_some_and(|h| !h.is_finished())
+    }
+
+    /// Stops it if it is still going; returns whether it was. Its in-flight
+    /// step ends at its next kernel.
     pub fn kill(&self) -> bool {
         if self.state().is_final() {
             return false;
         }
-        let handle = Self::lock(&self.abort).take();
+        if let Some(meter) = Self::lock(&self.compute).as_ref() {
+            meter.stop(format!("program {} was killed", self.id));
+        }
+        let handle = Self::lock(&self.abort).clone();
         match handle {
             // Its task ended without recording how: it panicked.
             Some(h) if h.is_finished() => self.set_state(ProgramState::Failed(
@@ -199,6 +222,33 @@ mod tests {
         );
         let fine = rt.block_on(outcome_of(async { ProgramState::Exited(ExitStatus::Success) }));
         assert_eq!(fine, ProgramState::Exited(ExitStatus::Success));
+    }
+
+    #[test]
+    fn a_killed_program_holds_its_slot_until_its_work_has_stopped() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+        let (release, kernel) = std::sync::mpsc::channel::<()>();
+        let (started, running) = std::sync::mpsc::channel::<()>();
+        let p = ProgramRecord::new(1, "p".into(), "abc".into(), TaskId::new("w", 0), 8);
+        // A "kernel" that runs until released, as a step's does, deaf to aborts.
+        let handle = rt.spawn(async move {
+            tokio::task::block_in_place(|| {
+                started.send(()).unwrap();
+                kernel.recv().ok()
+            });
+        });
+        p.set_abort(handle.abort_handle());
+        p.set_state(ProgramState::Running);
+        running.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert!(p.kill());
+        assert_eq!(p.state(), ProgramState::Killed);
+        assert!(p.holds_slot(), "its kernel still runs");
+        release.send(()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while p.holds_slot() {
+            assert!(std::time::Instant::now() < deadline, "the slot was never freed");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     #[test]

@@ -322,7 +322,7 @@ impl pb::task_service_server::TaskService for TaskService {
             let mut trace = trace.then(Trace::default);
             let node_device = vec![0; part.def.nodes.len()];
             let mut rngs = part.rngs.lock().unwrap_or_else(|p| p.into_inner());
-            let outputs = run_partition(&part.def, &[device], &node_device, &inputs, &mut rngs, trace.as_mut())?;
+            let outputs = run_partition(&part.def, &[device], &node_device, &inputs, &mut rngs, trace.as_mut(), None)?;
             Ok::<_, Error>((outputs, trace.map(Trace::finish).unwrap_or_default()))
         };
         // Kernels block (`run_blocking`). A partition comes from the network:

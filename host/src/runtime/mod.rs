@@ -31,6 +31,7 @@ pub use cache::{ModuleCache, Source, module_hash};
 pub use output::{OutputChunk, OutputSink, StreamKind};
 
 use crate::error::{Error, Result};
+use crate::exec::ComputeMeter;
 use crate::task::Task;
 use bindings::{TaskWorker, TaskWorkerPre};
 use state::ProgramState;
@@ -156,10 +157,11 @@ impl std::fmt::Display for ExitStatus {
 pub struct ProgramSandbox {
     /// Linear memory it may grow to (at most the runtime's `max_memory_bytes`).
     pub memory_bytes: Option<usize>,
-    /// Time it may spend running guest code (time in host calls, such as
-    /// waiting for another task or sleeping, and at epoch yields does not
-    /// count; time the OS preempts a running guest does). Checked every
-    /// [`EPOCH_TICK`].
+    /// Time it may spend running guest code and the kernels of its steps on
+    /// this host (time in host calls otherwise, such as waiting for another
+    /// task or sleeping, and at epoch yields does not count; time the OS
+    /// preempts a running guest does). Checked every [`EPOCH_TICK`] of guest
+    /// code and before every kernel.
     pub cpu_time: Option<Duration>,
     /// A host directory the program may read (not write) as `/data`.
     pub data_dir: Option<PathBuf>,
@@ -167,11 +169,15 @@ pub struct ProgramSandbox {
 
 /// The trap a program's CPU-time limit raises.
 #[derive(Debug)]
-struct CpuTimeExceeded(Duration);
+struct CpuTimeExceeded {
+    limit: Duration,
+    guest: Duration,
+    kernels: Duration,
+}
 
 impl std::fmt::Display for CpuTimeExceeded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the program used its CPU-time limit of {:?}", self.0)
+        f.write_str(&crate::exec::over_cpu_limit(self.limit, self.guest, self.kernels))
     }
 }
 
@@ -343,7 +349,15 @@ impl Runtime {
         let wasi = wasi.build();
         let memory_limit = sandbox.memory_bytes.unwrap_or(usize::MAX).min(self.config.max_memory_bytes);
         let limits = state::Limiter::new(&worker.name, memory_limit);
-        let state = ProgramState { wasi, table: Default::default(), task, limits, cpu: Default::default() };
+        let compute = Arc::new(ComputeMeter::new(sandbox.cpu_time));
+        let state = ProgramState {
+            wasi,
+            table: Default::default(),
+            task,
+            limits,
+            cpu: Default::default(),
+            compute: compute.clone(),
+        };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         // What one call may copy from the guest to the host (wasmtime's
@@ -366,8 +380,9 @@ impl Runtime {
                     Ok(())
                 });
                 store.epoch_deadline_callback(move |ctx| {
-                    if ctx.data().cpu.used() > limit {
-                        return Err(CpuTimeExceeded(limit).into());
+                    let (guest, kernels) = (ctx.data().cpu.used(), ctx.data().compute.kernel_time());
+                    if guest + kernels > limit {
+                        return Err(CpuTimeExceeded { limit, guest, kernels }.into());
                     }
                     Ok(UpdateDeadline::Yield(1))
                 });
@@ -377,7 +392,7 @@ impl Runtime {
             Ok(instance) => instance,
             Err(e) => return Err(instantiation_failed(&worker.name, &e, &store.data().limits, memory_limit)),
         };
-        Ok(Program { store, instance, args, stdout, stderr, memory_limit })
+        Ok(Program { store, instance, args, stdout, stderr, memory_limit, compute })
     }
 }
 
@@ -389,9 +404,16 @@ pub struct Program {
     stdout: OutputSink,
     stderr: OutputSink,
     memory_limit: usize,
+    compute: Arc<ComputeMeter>,
 }
 
 impl Program {
+    /// Its compute on this host: stopping it ends its in-flight step at the
+    /// next kernel.
+    pub fn compute(&self) -> &Arc<ComputeMeter> {
+        &self.compute
+    }
+
     /// Calls the program's `run` export and collects how it ended.
     pub async fn call(mut self) -> ProgramOutput {
         let status = match self.instance.call_run(&mut self.store, &self.args).await {
@@ -469,7 +491,7 @@ fn describe_trap(
     refused_memory: Option<usize>,
 ) -> ExitStatus {
     if let Some(cpu) = trap.downcast_ref::<CpuTimeExceeded>() {
-        return ExitStatus::ResourceExhausted(format!("cpu-time limit: {cpu}"));
+        return ExitStatus::ResourceExhausted(cpu.to_string());
     }
     let reason = match trap.downcast_ref::<wasmtime::Trap>() {
         Some(t) => t.to_string(),

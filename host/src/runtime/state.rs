@@ -9,6 +9,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::budget::ByteBudget;
+use crate::exec::ComputeMeter;
 use crate::task::Task;
 
 /// What a running program's store holds.
@@ -18,6 +19,8 @@ pub struct ProgramState {
     pub(crate) task: Arc<Task>,
     pub(crate) limits: Limiter,
     pub(crate) cpu: CpuMeter,
+    /// Its steps' kernel time, and the stop that ends them.
+    pub(crate) compute: Arc<ComputeMeter>,
 }
 
 /// Core instances one program's component may create (the pooling
