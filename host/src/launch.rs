@@ -20,13 +20,13 @@ use std::path::{Path, PathBuf};
 
 use futures_util::future::join_all;
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use std::sync::Arc;
 
 use crate::cluster::{ClusterConfig, ClusterSpec, TaskId};
 use crate::error::{Error, Result};
 use crate::exec::HostFiles;
 use crate::local_cluster::LocalCluster;
-use crate::runtime::{ExitStatus, OutputChunk, Runtime, StreamKind, Worker};
+use crate::runtime::{ExitStatus, OutputFollower, Runtime, StreamKind, Worker};
 
 /// A parsed launch file.
 #[derive(Clone, Debug)]
@@ -103,42 +103,65 @@ pub async fn launch(
     let mut printers = Vec::new();
     for id in &ids {
         let task = cluster.task(id)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        printers.push(tokio::spawn(print_prefixed(format!("[{}:{}] ", id.job, id.index), rx)));
-        runs.push(runtime.run(worker, task, file.args.clone(), Some(tx)));
+        let printer = Arc::new(Prefixed::new(format!("[{}:{}] ", id.job, id.index)));
+        printers.push(printer.clone());
+        runs.push(runtime.run(worker, task, file.args.clone(), Some(printer)));
     }
     let results = join_all(runs).await;
     for p in printers {
-        let _ = p.await;
+        p.finish();
     }
     cluster.shutdown().await;
     Ok(LaunchReport { tasks: ids.into_iter().zip(results.into_iter().map(|r| r.map(|o| o.status))).collect() })
 }
 
-/// Prints each complete line of a program's output with `prefix`.
-async fn print_prefixed(prefix: String, mut rx: mpsc::UnboundedReceiver<OutputChunk>) {
-    let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
-    let emit = |stream: StreamKind, line: &[u8]| {
-        let mut text = prefix.clone().into_bytes();
+/// Prints each complete line of a program's output with `prefix`, as the
+/// program writes it; [`Prefixed::finish`] prints what is left.
+struct Prefixed {
+    prefix: String,
+    /// Stdout's and stderr's incomplete last lines.
+    pending: std::sync::Mutex<[Vec<u8>; 2]>,
+}
+
+impl Prefixed {
+    fn new(prefix: String) -> Self {
+        Prefixed { prefix, pending: Default::default() }
+    }
+
+    fn emit(&self, stream: StreamKind, line: &[u8]) {
+        let mut text = self.prefix.clone().into_bytes();
         text.extend_from_slice(line);
         let _ = match stream {
             StreamKind::Stdout => std::io::stdout().lock().write_all(&text),
             StreamKind::Stderr => std::io::stderr().lock().write_all(&text),
         };
-    };
-    while let Some(chunk) = rx.recv().await {
-        let buf = &mut pending[chunk.stream as usize];
-        buf.extend_from_slice(&chunk.bytes);
-        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=end).collect();
-            emit(chunk.stream, &line);
+    }
+
+    /// Prints the incomplete last lines, ended.
+    fn finish(&self) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, stream) in [StreamKind::Stdout, StreamKind::Stderr].into_iter().enumerate() {
+            if !pending[i].is_empty() {
+                let mut line = std::mem::take(&mut pending[i]);
+                line.push(b'\n');
+                self.emit(stream, &line);
+            }
         }
     }
-    for (i, stream) in [StreamKind::Stdout, StreamKind::Stderr].into_iter().enumerate() {
-        if !pending[i].is_empty() {
-            let mut line = std::mem::take(&mut pending[i]);
-            line.push(b'\n');
-            emit(stream, &line);
+}
+
+impl OutputFollower for Prefixed {
+    fn output(&self, stream: StreamKind, bytes: &[u8]) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let buf = &mut pending[stream as usize];
+        buf.extend_from_slice(bytes);
+        // A line longer than this is printed in pieces: what is held stays bounded.
+        const LONGEST_LINE: usize = 64 << 10;
+        while let Some(end) =
+            buf.iter().position(|&b| b == b'\n').or((buf.len() >= LONGEST_LINE).then(|| buf.len() - 1))
+        {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            self.emit(stream, &line);
         }
     }
 }

@@ -113,6 +113,9 @@ pub async fn serve_host(
         .initial_stream_window_size(16 << 20)
         .initial_connection_window_size(32 << 20)
         .max_frame_size(1 << 20)
+        // Calls one connection may have open at once (hyper's default is
+        // 200): steps of many programs share a channel between two hosts.
+        .max_concurrent_streams(Some(256))
         .add_service(health_service)
         .add_service(InterceptedService::new(tasks, auth))
         .add_optional_service(control)

@@ -184,6 +184,78 @@ fn kernels_count_against_the_cpu_limit_and_a_kill_stops_a_step_at_its_next_kerne
     assert!(out.status.success() && out.stdout.contains("fine"), "the slot is free again: {}", out.stderr);
 }
 
+/// Issue 9's logs and streams: 20000 one-byte writes, alternating between
+/// stdout and stderr, are kept as at most 4096 runs (the rest are counted
+/// as not kept; before, each write was an entry of its own and all were kept), and an experiment may follow at most 16 log
+/// streams on a host at once; a closed stream frees its place.
+#[test]
+fn a_programs_log_is_bounded_in_runs_and_its_followers_are_limited() {
+    let dir = TempDir::new("hardening-logs");
+    let host = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let mut server = Spawned::start(weft(&["serve", "--listen", &host], &dir.0));
+    server.expect(Stream::Err, "serving experiments on", LIMIT);
+    let token = create(&dir, &host, "chatty", "");
+    let bad = fixture("misbehave");
+    let submit = |follow: bool, args: &[&str]| {
+        let mut all = vec!["submit", "--host", &host, "--experiment", "chatty", "--token", &token];
+        if follow {
+            all.push("--follow");
+        }
+        all.extend_from_slice(&["--job", "local", bad.to_str().unwrap(), "--"]);
+        all.extend_from_slice(args);
+        run(weft(&all, &dir.0), LIMIT)
+    };
+    let logs = |extra: &[&str]| {
+        let mut all = vec!["logs", "--host", &host, "--experiment", "chatty", "--token", &token];
+        all.extend_from_slice(extra);
+        weft(&all, &dir.0)
+    };
+    let program_id = |stderr: &str| {
+        stderr.split("program ").nth(1).and_then(|r| r.split_whitespace().next()).expect("a program id").to_string()
+    };
+
+    let out = submit(false, &["log-spam", "20000"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let id = program_id(&out.stderr);
+    let out = run(logs(&["-f", &id]), LIMIT);
+    let kept = out.stdout.len() + out.stderr.len();
+    assert!(out.stderr.contains("more bytes of output were not kept"), "{}", out.stderr);
+    let not_kept: usize = out
+        .stderr
+        .split("[weft: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("a count of bytes not kept");
+    // Writes to the two streams reach the host in an order of their own, so
+    // how many runs they make varies; past 4096 the rest are not kept.
+    let shown = out.stdout.matches('o').count() + out.stderr.split("[weft: ").next().unwrap().matches('e').count();
+    assert!(
+        not_kept > 0 && shown < 20_000,
+        "{not_kept} bytes were not kept, {shown} of the writes shown ({kept} bytes)"
+    );
+
+    let out = submit(false, &["sleep", "60"]);
+    let id = program_id(&out.stderr);
+    let mut followers: Vec<Spawned> = (0..16).map(|_| Spawned::start(logs(&["-f", &id]))).collect();
+    for f in &mut followers {
+        f.expect(Stream::Out, "sleeping", LIMIT);
+    }
+    let refused = run(logs(&[&id]), LIMIT);
+    assert!(!refused.status.success(), "{}", refused.stdout);
+    assert!(refused.stderr.contains("log-streams limit") && refused.stderr.contains("16"), "{}", refused.stderr);
+    drop(followers.pop());
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let again = run(logs(&[&id]), LIMIT);
+        if again.status.success() && again.stdout.contains("sleeping") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the closed stream's place was never freed: {}", again.stderr);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn signal(pid: u32, sig: &str) {
     let ok = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
     assert!(ok, "kill {sig} {pid}");

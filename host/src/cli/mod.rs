@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tokio::sync::mpsc;
 
 use tokio::net::TcpListener;
 
@@ -21,7 +20,7 @@ use crate::exec::{DEFAULT_TENSOR_BYTES, HostFiles};
 use crate::hosting::{EffectiveLimits, Hosting, HostingConfig};
 use crate::launch::LaunchFile;
 use crate::rpc::GrpcRemote;
-use crate::runtime::{ExitStatus, OutputChunk, Runtime, RuntimeConfig, StreamKind};
+use crate::runtime::{ExitStatus, OutputFollower, Runtime, RuntimeConfig, StreamKind};
 use crate::server::{self, HostServices};
 use crate::task::Task;
 
@@ -544,18 +543,7 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
 
-    let (tx, mut rx) = mpsc::unbounded_channel::<OutputChunk>();
-    let printer = tokio::spawn(async move {
-        while let Some(chunk) = rx.recv().await {
-            // Output goes to the terminal as the program writes it.
-            let _ = match chunk.stream {
-                StreamKind::Stdout => std::io::stdout().lock().write_all(&chunk.bytes),
-                StreamKind::Stderr => std::io::stderr().lock().write_all(&chunk.bytes),
-            };
-        }
-        let _ = std::io::stdout().flush();
-    });
-    let program = runtime.run(&worker, task, args.args.clone(), Some(tx));
+    let program = runtime.run(&worker, task, args.args.clone(), Some(Arc::new(Terminal)));
     let timeout = match args.timeout.map(Duration::try_from_secs_f64).transpose() {
         Ok(t) => t.unwrap_or(Duration::MAX),
         Err(e) => {
@@ -570,8 +558,7 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(130);
         }
     };
-    // The program and its output senders are gone; drain what it wrote.
-    let _ = printer.await;
+    let _ = std::io::stdout().flush();
     let code = exit_code(&worker, timeout, outcome);
     if let Some((stop, handle)) = server {
         if args.keep_serving {
@@ -605,5 +592,18 @@ fn exit_code(
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+/// `weft run`'s program output: straight to this process's stdout and
+/// stderr as the program writes it.
+struct Terminal;
+
+impl OutputFollower for Terminal {
+    fn output(&self, stream: StreamKind, bytes: &[u8]) {
+        let _ = match stream {
+            StreamKind::Stdout => std::io::stdout().lock().write_all(bytes),
+            StreamKind::Stderr => std::io::stderr().lock().write_all(bytes),
+        };
     }
 }

@@ -52,7 +52,12 @@ pub struct Experiment {
     budget: Arc<ByteBudget>,
     modules: Mutex<HashSet<String>>,
     programs: Mutex<Programs>,
+    /// Log streams of its programs open on this host at once.
+    log_streams: Arc<tokio::sync::Semaphore>,
 }
+
+/// Log streams one experiment may keep open on a host at once.
+pub const MAX_LOG_STREAMS: usize = 16;
 
 #[derive(Default)]
 struct Programs {
@@ -162,6 +167,21 @@ impl Experiment {
             budget,
             modules: Mutex::default(),
             programs: Mutex::default(),
+            log_streams: Arc::new(tokio::sync::Semaphore::new(MAX_LOG_STREAMS)),
+        })
+    }
+
+    /// Room for one more open log stream, held until the stream ends; past
+    /// [`MAX_LOG_STREAMS`], `resource-exhausted`.
+    pub fn log_stream(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.log_streams.clone().try_acquire_owned().map_err(|_| {
+            Error::status(
+                Code::ResourceExhausted,
+                format!(
+                    "log-streams limit: experiment '{}' already has {MAX_LOG_STREAMS} log streams open on this host",
+                    self.name
+                ),
+            )
         })
     }
 

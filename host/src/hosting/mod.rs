@@ -15,13 +15,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 pub use experiment::{Experiment, ExperimentSpec, check_name};
 pub use limits::{EffectiveLimits, Limits};
-pub use programs::{ProgramRecord, ProgramState};
+pub use programs::{LogCursor, ProgramRecord, ProgramState};
 
 use crate::cluster::TaskId;
 use crate::error::{Code, Error, Result};
@@ -351,8 +350,7 @@ impl Hosting {
         let name = name.filter(|n| !n.is_empty()).unwrap_or_else(|| module[..12.min(module.len())].to_string());
         let record = Arc::new(ProgramRecord::new(id, name, module.to_string(), task.clone(), LOG_CAP));
 
-        let (tx, mut rx) = mpsc::unbounded_channel::<crate::runtime::OutputChunk>();
-        let log = record.clone();
+        let log: Arc<dyn crate::runtime::OutputFollower> = record.clone();
         let runtime = self.runtime.clone();
         let sandbox = experiment.limits().sandbox(experiment.data_dir().map(Into::into));
         let rec = record.clone();
@@ -364,14 +362,9 @@ impl Hosting {
             if ready.await.is_err() {
                 return;
             }
-            let forward = tokio::spawn(async move {
-                while let Some(chunk) = rx.recv().await {
-                    log.append(chunk.stream, chunk.bytes);
-                }
-            });
             rec.set_state(ProgramState::Running);
             let outcome = programs::outcome_of(async {
-                match runtime.instantiate_sandboxed(&worker, task, args, Some(tx), &sandbox).await {
+                match runtime.instantiate_sandboxed(&worker, task, args, Some(log), &sandbox).await {
                     Ok(program) => {
                         rec.set_compute(program.compute().clone());
                         ProgramState::Exited(program.call().await.status)
@@ -380,9 +373,6 @@ impl Hosting {
                 }
             })
             .await;
-            // The program (and with it the output sender) is gone: let the
-            // last output land before the final state does.
-            let _ = forward.await;
             rec.set_state(outcome);
         });
         record.set_abort(handle.abort_handle());

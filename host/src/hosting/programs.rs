@@ -34,11 +34,53 @@ impl ProgramState {
     }
 }
 
+/// A program's kept output: runs of one stream each, consecutive writes
+/// to a stream sharing a run, so many small writes cost one entry.
 #[derive(Debug, Default)]
 struct Log {
-    chunks: Vec<(StreamKind, Bytes)>,
+    chunks: Vec<(StreamKind, Vec<u8>)>,
     bytes: usize,
     dropped: usize,
+}
+
+/// Bytes one run of output holds at most.
+const LOG_RUN_BYTES: usize = 64 << 10;
+/// Runs one program's log keeps at most (a program alternating between
+/// stdout and stderr a byte at a time makes one per byte).
+pub const MAX_LOG_RUNS: usize = 4096;
+
+/// How far a reader of a log has got: a run, and a byte offset in it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogCursor {
+    run: usize,
+    offset: usize,
+}
+
+impl Log {
+    fn append(&mut self, stream: StreamKind, bytes: &[u8], cap: usize) {
+        let room = cap.saturating_sub(self.bytes);
+        let mut rest = &bytes[..room.min(bytes.len())];
+        self.dropped += bytes.len() - rest.len();
+        while !rest.is_empty() {
+            let runs = self.chunks.len();
+            let fits = match self.chunks.last_mut() {
+                Some((kind, run)) if *kind == stream && run.len() < LOG_RUN_BYTES => {
+                    let n = (LOG_RUN_BYTES - run.len()).min(rest.len());
+                    run.extend_from_slice(&rest[..n]);
+                    n
+                }
+                _ if runs < MAX_LOG_RUNS => {
+                    let n = LOG_RUN_BYTES.min(rest.len());
+                    self.chunks.push((stream, rest[..n].to_vec()));
+                    n
+                }
+                _ => break,
+            };
+            self.bytes += fits;
+            rest = &rest[fits..];
+        }
+        self.dropped += rest.len();
+    }
 }
 
 /// One program of an experiment.
@@ -62,6 +104,12 @@ pub struct ProgramRecord {
     abort: Mutex<Option<AbortHandle>>,
     /// Its compute, once it is instantiated: a kill stops its kernels.
     compute: Mutex<Option<Arc<ComputeMeter>>>,
+}
+
+impl crate::runtime::OutputFollower for ProgramRecord {
+    fn output(&self, stream: StreamKind, bytes: &[u8]) {
+        self.append(stream, bytes);
+    }
 }
 
 impl ProgramRecord {
@@ -149,27 +197,26 @@ impl ProgramRecord {
         true
     }
 
-    /// Appends output, keeping at most the cap.
-    pub fn append(&self, stream: StreamKind, bytes: Bytes) {
-        {
-            let mut log = Self::lock(&self.log);
-            let room = self.log_cap.saturating_sub(log.bytes);
-            if room < bytes.len() {
-                log.dropped += bytes.len() - room;
-            }
-            let keep = bytes.slice(..room.min(bytes.len()));
-            if !keep.is_empty() {
-                log.bytes += keep.len();
-                log.chunks.push((stream, keep));
-            }
-        }
+    /// Appends output, keeping at most the cap in bytes and runs.
+    pub fn append(&self, stream: StreamKind, bytes: &[u8]) {
+        Self::lock(&self.log).append(stream, bytes, self.log_cap);
         self.changed.send_modify(|n| *n += 1);
     }
 
-    /// Output chunks from index `from` on, and the note about dropped bytes.
-    pub fn output_since(&self, from: usize) -> (Vec<(StreamKind, Bytes)>, usize) {
+    /// Output after `from`, in runs of one stream, where a reader that got
+    /// it is now, and how many bytes were not kept.
+    pub fn output_since(&self, from: LogCursor) -> (Vec<(StreamKind, Bytes)>, LogCursor, usize) {
         let log = Self::lock(&self.log);
-        (log.chunks.get(from..).unwrap_or_default().to_vec(), log.dropped)
+        let mut out = Vec::new();
+        let mut at = from;
+        for (i, (kind, run)) in log.chunks.iter().enumerate().skip(from.run) {
+            let start = if i == from.run { from.offset.min(run.len()) } else { 0 };
+            if start < run.len() {
+                out.push((*kind, Bytes::copy_from_slice(&run[start..])));
+            }
+            at = LogCursor { run: i, offset: run.len() };
+        }
+        (out, at, log.dropped)
     }
 
     /// All its standard output so far, as text.
@@ -225,6 +272,35 @@ mod tests {
     }
 
     #[test]
+    fn small_writes_share_a_run_and_readers_resume_where_they_were() {
+        let p = ProgramRecord::new(1, "p".into(), "abc".into(), TaskId::new("w", 0), 1 << 20);
+        for _ in 0..1000 {
+            p.append(StreamKind::Stdout, b"x");
+        }
+        let (runs, at, dropped) = p.output_since(LogCursor::default());
+        assert_eq!((runs.len(), runs[0].1.len(), dropped), (1, 1000, 0), "a thousand writes, one run");
+        p.append(StreamKind::Stdout, b"yz");
+        p.append(StreamKind::Stderr, b"oops");
+        let (runs, at, _) = p.output_since(at);
+        let texts: Vec<(StreamKind, &[u8])> = runs.iter().map(|(k, b)| (*k, &b[..])).collect();
+        assert_eq!(texts, [(StreamKind::Stdout, &b"yz"[..]), (StreamKind::Stderr, &b"oops"[..])]);
+        assert!(p.output_since(at).0.is_empty(), "nothing new");
+    }
+
+    #[test]
+    fn a_log_keeps_at_most_its_runs_however_its_writes_alternate() {
+        let p = ProgramRecord::new(1, "p".into(), "abc".into(), TaskId::new("w", 0), 1 << 20);
+        for i in 0..(2 * MAX_LOG_RUNS) {
+            let stream = if i % 2 == 0 { StreamKind::Stdout } else { StreamKind::Stderr };
+            p.append(stream, b"a");
+        }
+        let (runs, _, dropped) = p.output_since(LogCursor::default());
+        // Once full, writes to the last run's stream (stderr) still join it;
+        // the other stream's are not kept.
+        assert_eq!((runs.len(), dropped), (MAX_LOG_RUNS, MAX_LOG_RUNS / 2));
+    }
+
+    #[test]
     fn a_killed_program_holds_its_slot_until_its_work_has_stopped() {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
         let (release, kernel) = std::sync::mpsc::channel::<()>();
@@ -255,10 +331,10 @@ mod tests {
     fn a_killed_program_stays_killed_and_output_is_capped() {
         let p = ProgramRecord::new(1, "p".into(), "abc".into(), TaskId::new("w", 0), 8);
         p.set_state(ProgramState::Running);
-        p.append(StreamKind::Stdout, Bytes::from_static(b"hello "));
-        p.append(StreamKind::Stdout, Bytes::from_static(b"world"));
+        p.append(StreamKind::Stdout, b"hello ");
+        p.append(StreamKind::Stdout, b"world");
         assert_eq!(p.stdout_text(), "hello wo");
-        assert_eq!(p.output_since(0).1, 3);
+        assert_eq!(p.output_since(LogCursor::default()).2, 3);
         assert!(p.kill());
         p.set_state(ProgramState::Exited(ExitStatus::Success));
         assert_eq!(p.state(), ProgramState::Killed);

@@ -265,15 +265,17 @@ impl pb::control_service_server::ControlService for ControlService {
         let experiment = self.experiment(&request)?;
         let req = request.into_inner();
         let program = self.hosting.program(&experiment, req.id).map_err(status_from_error)?;
+        let permit = experiment.log_stream().map_err(status_from_error)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::LogChunk, Status>>(16);
         tokio::spawn(async move {
+            let _permit = permit;
             let mut changes = program.subscribe();
-            let mut sent = 0;
+            let mut sent = crate::hosting::LogCursor::default();
             loop {
                 // Read the state first: output that lands after it is sent next round.
                 let finished = program.state().is_final();
-                let (chunks, _) = program.output_since(sent);
-                sent += chunks.len();
+                let (chunks, at, _) = program.output_since(sent);
+                sent = at;
                 for (stream, data) in chunks {
                     let stream = if stream == StreamKind::Stdout { 1 } else { 2 };
                     if tx.send(Ok(pb::LogChunk { stream, data, end: None })).await.is_err() {
@@ -281,7 +283,7 @@ impl pb::control_service_server::ControlService for ControlService {
                     }
                 }
                 if finished || !req.follow {
-                    let (_, dropped) = program.output_since(usize::MAX);
+                    let (_, _, dropped) = program.output_since(sent);
                     if dropped > 0 {
                         let note = format!("[weft: {dropped} more bytes of output were not kept]\n");
                         let _ = tx.send(Ok(pb::LogChunk { stream: 2, data: note.into(), end: None })).await;

@@ -22,13 +22,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::UnboundedSender;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 pub use cache::{ModuleCache, Source, module_hash};
-pub use output::{OutputChunk, OutputSink, StreamKind};
+pub use output::{OutputFollower, OutputSink, StreamKind};
 
 use crate::error::{Error, Result};
 use crate::exec::ComputeMeter;
@@ -301,7 +300,7 @@ impl Runtime {
         worker: &Worker,
         task: Arc<Task>,
         args: Vec<String>,
-        follow: Option<UnboundedSender<OutputChunk>>,
+        follow: Option<Arc<dyn OutputFollower>>,
     ) -> Result<ProgramOutput> {
         Ok(self.instantiate(worker, task, args, follow).await?.call().await)
     }
@@ -313,7 +312,7 @@ impl Runtime {
         worker: &Worker,
         task: Arc<Task>,
         args: Vec<String>,
-        follow: Option<UnboundedSender<OutputChunk>>,
+        follow: Option<Arc<dyn OutputFollower>>,
     ) -> Result<Program> {
         self.instantiate_sandboxed(worker, task, args, follow, &ProgramSandbox::default()).await
     }
@@ -324,7 +323,7 @@ impl Runtime {
         worker: &Worker,
         task: Arc<Task>,
         args: Vec<String>,
-        follow: Option<UnboundedSender<OutputChunk>>,
+        follow: Option<Arc<dyn OutputFollower>>,
         sandbox: &ProgramSandbox,
     ) -> Result<Program> {
         let stdout = OutputSink::new(StreamKind::Stdout, self.config.max_output_bytes, follow.clone());

@@ -1,14 +1,14 @@
 //! Capturing a program's stdout and stderr: every write is kept (up to a
-//! cap) and, when someone is following, forwarded as it happens.
+//! cap) and, when someone is following, handed to the follower as it
+//! happens, on the program's own thread: there is no queue between a guest
+//! and its follower that a fast writer could grow.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use tokio::io::AsyncWrite;
-use tokio::sync::mpsc::UnboundedSender;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
 /// Which stream a chunk came from.
@@ -20,13 +20,12 @@ pub enum StreamKind {
     Stderr = 1,
 }
 
-/// A chunk of a program's output, as it was written.
-#[derive(Clone, Debug)]
-pub struct OutputChunk {
-    /// The stream.
-    pub stream: StreamKind,
-    /// The bytes.
-    pub bytes: Bytes,
+/// Who sees a program's output as it is written: a hosted program's log, a
+/// terminal. Called on the program's thread for every write, so it must be
+/// quick and bound what it keeps.
+pub trait OutputFollower: Send + Sync {
+    /// `bytes` were written to `stream`.
+    fn output(&self, stream: StreamKind, bytes: &[u8]);
 }
 
 #[derive(Debug, Default)]
@@ -36,17 +35,23 @@ struct Captured {
 }
 
 /// One captured stream of a program.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct OutputSink {
     kind: StreamKind,
     cap: usize,
     captured: Arc<Mutex<Captured>>,
-    follow: Option<UnboundedSender<OutputChunk>>,
+    follow: Option<Arc<dyn OutputFollower>>,
+}
+
+impl std::fmt::Debug for OutputSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputSink").field("kind", &self.kind).field("cap", &self.cap).finish_non_exhaustive()
+    }
 }
 
 impl OutputSink {
-    /// A sink that keeps the first `cap` bytes and forwards every chunk to `follow`.
-    pub fn new(kind: StreamKind, cap: usize, follow: Option<UnboundedSender<OutputChunk>>) -> Self {
+    /// A sink that keeps the first `cap` bytes and hands every write to `follow`.
+    pub fn new(kind: StreamKind, cap: usize, follow: Option<Arc<dyn OutputFollower>>) -> Self {
         OutputSink { kind, cap, captured: Arc::default(), follow }
     }
 
@@ -68,9 +73,8 @@ impl OutputSink {
             c.bytes.extend_from_slice(&buf[..keep]);
             c.dropped += buf.len() - keep;
         }
-        if let Some(tx) = &self.follow {
-            // A follower that went away is not the program's problem.
-            let _ = tx.send(OutputChunk { stream: self.kind, bytes: Bytes::copy_from_slice(buf) });
+        if let Some(follower) = &self.follow {
+            follower.output(self.kind, buf);
         }
     }
 }
