@@ -41,6 +41,8 @@ fn hosting(max_programs: u32) -> anyhow::Result<Arc<Hosting>> {
         runtime: RuntimeConfig { max_programs, ..RuntimeConfig::default() },
         limits: EffectiveLimits { programs: max_programs, ..EffectiveLimits::host_defaults() },
         admin_token: None,
+        open_experiments: false,
+        allowed_peers: Default::default(),
         client_tls: None,
         data_root: None,
         files: Default::default(),

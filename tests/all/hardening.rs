@@ -39,7 +39,7 @@ fn create(dir: &TempDir, host: &str, name: &str, limits: &str) -> String {
 fn a_matmul_of_zero_size_constants_fails_with_a_named_limit_and_the_host_stays_small() {
     let dir = TempDir::new("hardening-matmul");
     let host = format!("127.0.0.1:{}", free_ports(1)[0]);
-    let mut server = Spawned::start(weft(&["serve", "--listen", &host], &dir.0));
+    let mut server = Spawned::start(weft(&["serve", "--listen", &host, "--open-experiments"], &dir.0));
     server.expect(Stream::Err, "serving experiments on", LIMIT);
     let mallory = create(&dir, &host, "mallory", "memory_mib = 128");
     let alice = create(&dir, &host, "alice", "");
@@ -81,7 +81,7 @@ fn a_matmul_of_zero_size_constants_fails_with_a_named_limit_and_the_host_stays_s
 fn what_a_program_hands_the_host_is_charged_to_its_memory_limit_before_it_is_copied() {
     let dir = TempDir::new("hardening-handed");
     let host = format!("127.0.0.1:{}", free_ports(1)[0]);
-    let mut server = Spawned::start(weft(&["serve", "--listen", &host], &dir.0));
+    let mut server = Spawned::start(weft(&["serve", "--listen", &host, "--open-experiments"], &dir.0));
     server.expect(Stream::Err, "serving experiments on", LIMIT);
     let mallory = create(&dir, &host, "mallory", "memory_mib = 128");
     let alice = create(&dir, &host, "alice", "");
@@ -132,7 +132,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 fn kernels_count_against_the_cpu_limit_and_a_kill_stops_a_step_at_its_next_kernel() {
     let dir = TempDir::new("hardening-compute");
     let host = format!("127.0.0.1:{}", free_ports(1)[0]);
-    let mut server = Spawned::start(weft(&["serve", "--listen", &host], &dir.0));
+    let mut server = Spawned::start(weft(&["serve", "--listen", &host, "--open-experiments"], &dir.0));
     server.expect(Stream::Err, "serving experiments on", LIMIT);
     let limited = create(&dir, &host, "limited", "cpu_seconds = 1.0");
     let single = create(&dir, &host, "single", "programs = 1");
@@ -192,7 +192,7 @@ fn kernels_count_against_the_cpu_limit_and_a_kill_stops_a_step_at_its_next_kerne
 fn a_programs_log_is_bounded_in_runs_and_its_followers_are_limited() {
     let dir = TempDir::new("hardening-logs");
     let host = format!("127.0.0.1:{}", free_ports(1)[0]);
-    let mut server = Spawned::start(weft(&["serve", "--listen", &host], &dir.0));
+    let mut server = Spawned::start(weft(&["serve", "--listen", &host, "--open-experiments"], &dir.0));
     server.expect(Stream::Err, "serving experiments on", LIMIT);
     let token = create(&dir, &host, "chatty", "");
     let bad = fixture("misbehave");
@@ -511,4 +511,94 @@ fn a_raw_peer_cannot_register_a_partition_the_op_catalogue_and_inference_refuse(
     });
     let peak = peak_rss_mb(cluster.ps.child.0.id());
     assert!(peak < 200.0, "the ps process's peak resident memory reached {peak} MB");
+}
+
+/// Issue 9's open doors, tried from outside with raw control calls: a host
+/// creates experiments for callers without its admin token only when its
+/// admin opted in (`--open-experiments`), and even then grants them no data
+/// directory; a tenant cannot make the host dial an address its admin did
+/// not allow (a listener there sees no connection); and a wrong token gets
+/// the same answer whether or not the experiment exists.
+#[test]
+fn only_the_admin_opens_doors_and_a_tenant_cannot_make_the_host_dial_anywhere() {
+    use std::collections::HashMap;
+    use weft_host::rpc::Credentials;
+    use weft_host::rpc::pb::{self, control_service_client::ControlServiceClient};
+
+    let dir = TempDir::new("hardening-doors");
+    let ports = free_ports(2);
+    let (closed, open) = (format!("127.0.0.1:{}", ports[0]), format!("127.0.0.1:{}", ports[1]));
+    const ADMIN: &str = "the-admin-token-0123456789";
+    let mut closed_host = Spawned::start(weft(&["serve", "--listen", &closed, "--admin-token", ADMIN], &dir.0));
+    closed_host.expect(Stream::Err, "serving experiments on", LIMIT);
+    let mut open_host = Spawned::start(weft(
+        &["serve", "--listen", &open, "--open-experiments", "--allow-peers", "127.0.0.1", "--data-root", "/tmp"],
+        &dir.0,
+    ));
+    open_host.expect(Stream::Err, "serving experiments on", LIMIT);
+    // Where a tenant would like the host to connect: a port on another
+    // loopback address, not allowed.
+    let bait = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
+    bait.set_nonblocking(true).unwrap();
+    let bait_address = bait.local_addr().unwrap().to_string();
+
+    let create = |host: &str, name: &str, extra: &[(&str, &str)], data_dir: &str, admin: bool| {
+        let mut cluster: HashMap<String, pb::Job> =
+            [("local".to_string(), pb::Job { addresses: vec![host.to_string()] })].into();
+        for (job, address) in extra {
+            cluster.insert(job.to_string(), pb::Job { addresses: vec![address.to_string()] });
+        }
+        let mut request = tonic::Request::new(pb::CreateExperimentRequest {
+            name: name.into(),
+            token: format!("{name}-token-0123456789"),
+            cluster,
+            tasks: vec![pb::TaskRef { job: "local".into(), index: 0 }],
+            limits: None,
+            data_dir: data_dir.into(),
+        });
+        if admin {
+            Credentials { admin: Some(ADMIN.into()), ..Default::default() }.attach(&mut request, None).unwrap();
+        }
+        let address = format!("http://{host}");
+        async move {
+            let mut client = ControlServiceClient::connect(address).await.unwrap();
+            client.create_experiment(request).await.map(drop)
+        }
+    };
+    let list = |host: &str, name: &str, token: &str| {
+        let mut request = tonic::Request::new(pb::ListProgramsRequest {});
+        Credentials::experiment(name, token).attach(&mut request, None).unwrap();
+        let address = format!("http://{host}");
+        async move {
+            let mut client = ControlServiceClient::connect(address).await.unwrap();
+            client.list_programs(request).await.map(drop)
+        }
+    };
+    fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+        crate::data_plane::runtime().block_on(async { tokio::time::timeout(LIMIT, f).await.unwrap() })
+    }
+
+    let refused = within(create(&closed, "anon", &[], "", false)).unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    assert!(refused.message().contains("--open-experiments"), "{}", refused.message());
+    within(create(&closed, "blessed", &[], "", true)).unwrap();
+
+    let refused = within(create(&open, "snoop", &[], "etc", false)).unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("only this host's admin grants data directories"), "{}", refused.message());
+
+    let refused = within(create(&open, "ssrf", &[("ps", &bait_address)], "", false)).unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    for needle in ["task /job:ps/task:0", bait_address.as_str(), "may not dial", "--allow-peers", "--tls-ca"] {
+        assert!(refused.message().contains(needle), "missing '{needle}' in {}", refused.message());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(bait.accept().is_err(), "the host connected to the address the tenant named");
+    within(create(&open, "fine", &[], "", false)).unwrap();
+
+    let missing = within(list(&open, "ghost", "a-guessed-token-0123456789")).unwrap_err();
+    let forbidden = within(list(&open, "fine", "a-guessed-token-0123456789")).unwrap_err();
+    assert_eq!((missing.code(), forbidden.code()), (tonic::Code::PermissionDenied, tonic::Code::PermissionDenied));
+    assert_eq!(missing.message().replace("ghost", "fine"), forbidden.message(), "the answers tell the two apart");
+    within(list(&open, "fine", "fine-token-0123456789")).unwrap();
 }

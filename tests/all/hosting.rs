@@ -32,6 +32,9 @@ struct Host {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// The test hosts' admin token: only its holder grants data directories.
+const ADMIN: &str = "the-test-hosts-admin-token";
+
 async fn start_host() -> Host {
     start_host_with(None).await
 }
@@ -46,7 +49,9 @@ async fn start_host_with_files(data_root: Option<std::path::PathBuf>, files: wef
     let config = HostingConfig {
         runtime: RuntimeConfig { max_programs: 24, ..RuntimeConfig::default() },
         limits: EffectiveLimits::host_defaults(),
-        admin_token: None,
+        admin_token: Some(ADMIN.into()),
+        open_experiments: true,
+        allowed_peers: weft_host::hosting::PeerAllowList::parse("127.0.0.1").unwrap(),
         client_tls: None,
         data_root,
         files,
@@ -95,6 +100,11 @@ async fn try_tenant(
     let data_dir = data_dir.into();
     let create =
         pb::CreateExperimentRequest { name: name.into(), token: token.clone(), cluster, tasks, limits, data_dir };
+    let mut create = Request::new(create);
+    if !create.get_ref().data_dir.is_empty() {
+        let admin = Credentials { admin: Some(ADMIN.into()), ..Default::default() };
+        admin.attach(&mut create, None).unwrap();
+    }
     client.create_experiment(create).await?;
     Ok(Tenant { client, credentials: Credentials::experiment(name, token) })
 }
@@ -276,8 +286,8 @@ fn credentials_are_checked_and_tenants_cannot_reach_each_other() {
             .unwrap();
         assert_status(
             bob.client.clone().list_programs(req(&bob, pb::ListProgramsRequest {})).await,
-            Code::NotFound,
-            "no experiment 'bob'",
+            Code::PermissionDenied,
+            "the token is not valid for experiment 'bob'",
         );
         let a_get = start(&alice, &a_sha, ("worker", 0), &["get-on", ON]).await.unwrap();
         assert_eq!(finish(&alice, a_get.id).await.1.trim(), "var = 5.0");

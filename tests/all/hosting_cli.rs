@@ -53,8 +53,12 @@ fn experiment_file(dir: &TempDir, tenant: &Tenant, hosts: &[String], limits: &st
 fn two_tenants_share_two_hosts_while_a_hostile_one_is_stopped() {
     let dir = TempDir::new("hosting");
     let hosts: Vec<String> = free_ports(2).iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut servers: Vec<Spawned> =
-        hosts.iter().map(|h| Spawned::start(weft(&["serve", "--listen", h], &dir.0))).collect();
+    let mut servers: Vec<Spawned> = hosts
+        .iter()
+        .map(|h| {
+            Spawned::start(weft(&["serve", "--listen", h, "--open-experiments", "--allow-peers", "127.0.0.1"], &dir.0))
+        })
+        .collect();
     for s in &mut servers {
         s.expect(Stream::Err, "serving experiments on", LIMIT);
     }
@@ -132,7 +136,7 @@ fn two_tenants_share_two_hosts_while_a_hostile_one_is_stopped() {
         .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "cwasm"));
     assert_eq!(cached.count(), 2, "parameter_server and misbehave");
     drop(servers.remove(0));
-    let mut again = weft(&["serve", "--listen", &hosts[0]], &dir.0);
+    let mut again = weft(&["serve", "--listen", &hosts[0], "--open-experiments", "--allow-peers", "127.0.0.1"], &dir.0);
     again.env("RUST_LOG", "weft_host=info");
     let mut again = Spawned::start(again);
     again.expect(Stream::Err, "serving experiments on", LIMIT);
@@ -158,7 +162,8 @@ fn hosts_serve_tls_to_clients_and_to_each_other() {
     let mut servers: Vec<Spawned> = hosts
         .iter()
         .map(|h| {
-            let args = ["serve", "--listen", h, "--tls-cert", cert, "--tls-key", key, "--tls-ca", ca];
+            let args =
+                ["serve", "--listen", h, "--open-experiments", "--tls-cert", cert, "--tls-key", key, "--tls-ca", ca];
             Spawned::start(weft(&args, &dir.0))
         })
         .collect();
@@ -203,7 +208,8 @@ fn a_host_with_a_state_dir_keeps_experiments_across_restarts() {
     let state = dir.0.join("state");
     let host = free_ports(1).iter().map(|p| format!("127.0.0.1:{p}")).next().unwrap();
     let serve = || {
-        let mut cmd = weft(&["serve", "--listen", &host, "--state-dir", state.to_str().unwrap()], &dir.0);
+        let mut cmd =
+            weft(&["serve", "--listen", &host, "--open-experiments", "--state-dir", state.to_str().unwrap()], &dir.0);
         cmd.env("RUST_LOG", "weft_host=info");
         let mut s = Spawned::start(cmd);
         s.expect(Stream::Err, "serving experiments on", LIMIT);
@@ -236,7 +242,8 @@ fn a_host_with_a_state_dir_keeps_experiments_across_restarts() {
     drop(second);
     let _third = serve();
     let gone = dora.weft(&dir, "ps", &host, &[]);
-    assert!(gone.stderr.contains("no experiment 'dora'"), "{}", gone.stderr);
+    // Its token no longer opens anything (nor tells that it is gone).
+    assert!(gone.stderr.contains("the token is not valid for experiment 'dora'"), "{}", gone.stderr);
     let kept: Vec<_> = std::fs::read_dir(state.join("modules")).unwrap().collect();
     assert!(kept.is_empty(), "modules of deleted experiments are deleted too");
 }

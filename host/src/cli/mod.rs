@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use crate::cluster::{ClusterConfig, ClusterSpec, TaskId};
 use crate::error::Error;
 use crate::exec::{DEFAULT_TENSOR_BYTES, HostFiles};
-use crate::hosting::{EffectiveLimits, Hosting, HostingConfig};
+use crate::hosting::{EffectiveLimits, Hosting, HostingConfig, PeerAllowList};
 use crate::launch::LaunchFile;
 use crate::rpc::GrpcRemote;
 use crate::runtime::{ExitStatus, OutputFollower, Runtime, RuntimeConfig, StreamKind};
@@ -152,10 +152,21 @@ struct ServeArgs {
     #[arg(long, value_name = "ADDR", conflicts_with_all = ["cluster", "job", "task"])]
     listen: Option<String>,
     /// Token (16+ characters) that may create, list and delete any
-    /// experiment. Without one, anyone who reaches a `--listen` host may
-    /// create experiments, and a `--cluster` host takes no uploads at all.
+    /// experiment, and grant data directories. Without one, a `--cluster`
+    /// host takes no uploads at all.
     #[arg(long, env = "WEFT_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Let anyone who reaches this host create experiments (without a data
+    /// directory), not only the admin token's holder.
+    #[arg(long)]
+    open_experiments: bool,
+    /// Addresses experiments' tasks may dial their other tasks at, comma
+    /// separated: `*`, `HOST`, `HOST:PORT` or `ADDR/BITS` (e.g.
+    /// `10.0.0.0/8,127.0.0.1`). Not needed with `--tls-ca`, where peers prove
+    /// with a certificate who they are. Without either, an experiment's
+    /// tasks must all be on this host.
+    #[arg(long, value_name = "LIST")]
+    allow_peers: Option<String>,
     /// Where compiled modules are cached [default: $WEFT_CACHE_DIR or ~/.cache/weft/modules].
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
@@ -252,6 +263,8 @@ impl ServeArgs {
                 tensor_bytes: mib(self.tensor_mib),
             },
             admin_token: self.admin_token.clone(),
+            open_experiments: self.open_experiments,
+            allowed_peers: PeerAllowList::parse(self.allow_peers.as_deref().unwrap_or(""))?,
             client_tls: self.tls.client()?,
             data_root: self.data_root.clone(),
             files: self.files.host_files(),
@@ -463,6 +476,12 @@ async fn serve(args: ServeArgs) -> ExitCode {
     };
     let address = listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
     eprintln!("weft: serving {label} on {address}");
+    if args.listen.is_some() && args.admin_token.is_none() && !args.open_experiments {
+        eprintln!(
+            "weft: no --admin-token and no --open-experiments: nobody can create experiments on this host \
+             (only those kept in --state-dir run)"
+        );
+    }
     let mut services = HostServices::hosting(&hosting, tls);
     if args.listen.is_none() && args.admin_token.is_none() {
         // A cluster task server takes uploads only when an admin token guards them.

@@ -7,6 +7,7 @@
 
 mod experiment;
 mod limits;
+mod peers;
 mod persist;
 mod programs;
 
@@ -20,6 +21,7 @@ use tonic::metadata::MetadataMap;
 
 pub use experiment::{Experiment, ExperimentSpec, check_name};
 pub use limits::{EffectiveLimits, Limits};
+pub use peers::PeerAllowList;
 pub use programs::{LogCursor, ProgramRecord, ProgramState};
 
 use crate::cluster::TaskId;
@@ -35,9 +37,14 @@ pub struct HostingConfig {
     pub runtime: RuntimeConfig,
     /// The host's limits: defaults and ceilings of every experiment's.
     pub limits: EffectiveLimits,
-    /// Lets its holder create, list and delete any experiment. Without one,
-    /// anyone who can reach the host may create experiments.
+    /// Lets its holder create, list and delete any experiment.
     pub admin_token: Option<String>,
+    /// Whether callers without the admin token may create experiments (the
+    /// host's admin opts in; such experiments get no `data_dir`).
+    pub open_experiments: bool,
+    /// Addresses experiments' tasks may dial their peers at, unless the host
+    /// reaches peers over TLS (`client_tls`), where they prove who they are.
+    pub allowed_peers: PeerAllowList,
     /// How experiments' tasks reach their other hosts: over TLS trusting this
     /// CA, or in plaintext.
     pub client_tls: Option<crate::tls::ClientTls>,
@@ -58,6 +65,8 @@ impl Default for HostingConfig {
             runtime: RuntimeConfig { max_programs: 1100, ..RuntimeConfig::default() },
             limits: EffectiveLimits::host_defaults(),
             admin_token: None,
+            open_experiments: false,
+            allowed_peers: PeerAllowList::default(),
             client_tls: None,
             data_root: None,
             files: crate::exec::HostFiles::default(),
@@ -71,6 +80,8 @@ pub struct Hosting {
     runtime: Arc<Runtime>,
     limits: EffectiveLimits,
     admin_token: Option<String>,
+    open_experiments: bool,
+    allowed_peers: PeerAllowList,
     client_tls: Option<crate::tls::ClientTls>,
     data_root: Option<std::path::PathBuf>,
     files: crate::exec::HostFiles,
@@ -117,6 +128,8 @@ impl Hosting {
             runtime: Arc::new(Runtime::new(runtime)?),
             limits,
             admin_token: config.admin_token,
+            open_experiments: config.open_experiments,
+            allowed_peers: config.allowed_peers,
             client_tls: config.client_tls,
             data_root: config.data_root,
             files: config.files,
@@ -180,9 +193,9 @@ impl Hosting {
         self.admin_token.as_deref().is_some_and(|a| same_token(token, a))
     }
 
-    /// Whether creating experiments needs the admin token.
-    pub fn has_admin_token(&self) -> bool {
-        self.admin_token.is_some()
+    /// Whether callers without the admin token may create experiments.
+    pub fn open_experiments(&self) -> bool {
+        self.open_experiments
     }
 
     /// Creates an experiment; `failed-precondition` if the name is taken.
@@ -196,6 +209,14 @@ impl Hosting {
     }
 
     fn insert_experiment(&self, spec: ExperimentSpec) -> Result<Arc<Experiment>> {
+        let served = &spec.tasks;
+        let peers = spec.cluster.jobs().iter().flat_map(|(job, addresses)| {
+            addresses.iter().enumerate().filter_map(move |(i, address)| {
+                let task = TaskId::new(job.clone(), i as u32);
+                (!served.contains(&task)).then(|| (task.to_string(), address.as_str()))
+            })
+        });
+        self.allowed_peers.check(&spec.name, self.client_tls.is_some(), peers)?;
         let data_dir = spec.data_dir.as_deref().map(|d| self.grant(d)).transpose()?;
         let experiment = Arc::new(Experiment::new(spec, &self.limits, self.client_tls.clone(), data_dir, &self.files)?);
         let mut all = self.experiments.write().unwrap_or_else(|p| p.into_inner());
@@ -431,14 +452,22 @@ impl Authenticator for Hosting {
                 None => Ok(Caller::Anonymous),
             };
         };
-        let experiment = self.experiment(name).map_err(|e| Status::not_found(e.message()))?;
-        match token {
-            None => {
-                Err(Status::unauthenticated(format!("experiment '{name}' needs its token (--token or WEFT_TOKEN)")))
-            }
-            Some(t) if experiment.accepts(t) || self.is_admin(t) => Ok(Caller::Experiment(name.to_string())),
-            Some(_) => Err(Status::permission_denied(format!("the token is not valid for experiment '{name}'"))),
+        // Without a valid token, a missing experiment and a forbidden one
+        // look the same: names cannot be probed.
+        let Some(token) = token else {
+            return Err(Status::unauthenticated(format!(
+                "experiment '{name}' needs its token (--token or WEFT_TOKEN)"
+            )));
+        };
+        let experiment = self.experiment(name).ok();
+        let valid = experiment.as_ref().is_some_and(|e| e.accepts(token));
+        if valid || (self.is_admin(token) && experiment.is_some()) {
+            return Ok(Caller::Experiment(name.to_string()));
         }
+        if self.is_admin(token) {
+            return Err(Status::not_found(format!("no experiment '{name}' on this host")));
+        }
+        Err(Status::permission_denied(format!("the token is not valid for experiment '{name}' on this host")))
     }
 }
 

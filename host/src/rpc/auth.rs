@@ -98,7 +98,11 @@ pub fn code_name(code: tonic::Code) -> String {
 
 /// Compares tokens in time independent of where they differ.
 pub fn same_token(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use sha2::Digest;
+    // Digests have one length: comparing them takes the same time whatever
+    // the tokens' lengths and contents.
+    let (a, b) = (sha2::Sha256::digest(a.as_bytes()), sha2::Sha256::digest(b.as_bytes()));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// What a client attaches to every call: which experiment (with its token)
@@ -141,6 +145,14 @@ impl Credentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_compare_equal_only_when_equal_whatever_their_lengths() {
+        assert!(same_token("a-token-0123456789", "a-token-0123456789"));
+        assert!(!same_token("a-token-0123456789", "a-token-0123456788"));
+        assert!(!same_token("a-token-0123456789", "a-token-01234567890"));
+        assert!(!same_token("", "x"));
+    }
 
     #[test]
     fn headers_round_trip() {

@@ -119,17 +119,27 @@ impl pb::control_service_server::ControlService for ControlService {
         &self,
         request: Request<pb::CreateExperimentRequest>,
     ) -> Result<Response<pb::ExperimentInfo>, Status> {
-        match Caller::of(&request)? {
-            Caller::Admin => {}
-            Caller::Anonymous if !self.hosting.has_admin_token() => {}
+        let admin = match Caller::of(&request)? {
+            Caller::Admin => true,
+            Caller::Anonymous if self.hosting.open_experiments() => false,
             Caller::Anonymous => {
-                return Err(Status::unauthenticated("this host creates experiments only with its admin token"));
+                return Err(Status::unauthenticated(
+                    "this host creates experiments only with its admin token (its admin may open creation to \
+                     everyone with --open-experiments)",
+                ));
             }
             Caller::Experiment(_) => {
                 return Err(Status::permission_denied("an experiment's token cannot create experiments"));
             }
-        }
+        };
         let req = request.into_inner();
+        if !admin && !req.data_dir.is_empty() {
+            return Err(Status::permission_denied(format!(
+                "experiment '{}' asks for data directory '{}': only this host's admin grants data directories \
+                 (create it with the admin token)",
+                req.name, req.data_dir
+            )));
+        }
         let jobs: BTreeMap<String, Vec<String>> = req.cluster.into_iter().map(|(j, t)| (j, t.addresses)).collect();
         let spec = ExperimentSpec {
             name: req.name,
