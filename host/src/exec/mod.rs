@@ -232,4 +232,6 @@ pub struct RunResult {
 #[cfg(test)]
 mod gradient_check;
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

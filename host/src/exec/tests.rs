@@ -20,7 +20,7 @@ fn executor(cluster: &ClusterSpec, home: &TaskId, devices: &Arc<LocalDevices>) -
     Executor::new(home.cpu_device(), placement)
 }
 
-fn local_executor() -> Executor {
+pub(super) fn local_executor() -> Executor {
     let cluster = ClusterSpec::single("in-process");
     let task = cluster.default_task();
     executor(&cluster, &task, &Arc::new(LocalDevices::new([task.clone()])))
@@ -38,7 +38,7 @@ fn scalar_var(g: &mut Graph, name: &str) -> crate::graph::VariableNodes {
 }
 
 /// Runs a step to completion on a throwaway runtime.
-fn step(e: &mut Executor, g: &Graph, req: &RunRequest) -> Result<RunResult> {
+pub(super) fn step(e: &mut Executor, g: &Graph, req: &RunRequest) -> Result<RunResult> {
     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(e.run(g, req))
 }
 

@@ -7,6 +7,8 @@ mod client;
 mod control;
 mod convert;
 mod frames;
+#[cfg(test)]
+mod proptests;
 mod service;
 mod shared;
 mod wire_bound;

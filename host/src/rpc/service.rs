@@ -148,6 +148,22 @@ pub const NOT_REGISTERED: &str = "is not registered with this incarnation";
 /// says; the master retries once without shared memory.
 pub const SEGMENT_UNKNOWN: &str = "names a shared-memory segment this host does not hold";
 
+/// Partition `id` from its encoded definition, checked, and the bytes it
+/// takes: bounded from the encoding before it is decoded.
+pub(super) fn decode_registration(id: u64, encoded: bytes::Bytes) -> Result<(PartitionDef, usize), Status> {
+    let bad = |why: String| Status::invalid_argument(format!("partition {id}: {why}"));
+    let size = partition_decoded_bound(&encoded).map_err(bad)?;
+    if size > MAX_PARTITION_BYTES {
+        return Err(Status::resource_exhausted(format!(
+            "partition {id} would take {size} bytes once decoded; a task keeps at most {MAX_PARTITION_BYTES} bytes \
+             of partitions"
+        )));
+    }
+    let def = <pb::PartitionDef as prost::Message>::decode(encoded).map_err(|e| bad(e.to_string()))?;
+    let def = partition_from_pb(&def).and_then(PartitionDef::checked).map_err(|e| bad(e.message().to_string()))?;
+    Ok((def, size))
+}
+
 /// The chunks that carry `outputs` and then `stats`. An output that fits
 /// the range the master offered for it is written there (the chunk names
 /// the range); the others are streamed.
@@ -273,17 +289,7 @@ impl pb::task_service_server::TaskService for TaskService {
             encoded.extend_from_slice(&piece.def);
         }
         let (master, id) = key.ok_or_else(|| Status::invalid_argument("RegisterPartition without a partition"))?;
-        let bad = |why: String| Status::invalid_argument(format!("partition {id}: {why}"));
-        // What decoding can allocate is known before it happens.
-        let size = partition_decoded_bound(&encoded).map_err(bad)?;
-        if size > MAX_PARTITION_BYTES {
-            return Err(Status::resource_exhausted(format!(
-                "partition {id} would take {size} bytes once decoded; a task keeps at most {MAX_PARTITION_BYTES} \
-                 bytes of partitions"
-            )));
-        }
-        let def = <pb::PartitionDef as prost::Message>::decode(encoded.freeze()).map_err(|e| bad(e.to_string()))?;
-        let def = partition_from_pb(&def).and_then(PartitionDef::checked).map_err(|e| bad(e.message().to_string()))?;
+        let (def, size) = decode_registration(id, encoded.freeze())?;
         let mut partitions = served.partitions();
         // Two runs of one master may register the same partition at once: a
         // master's partition ids name one definition, so the second finds
