@@ -47,6 +47,7 @@ fn hosting(max_programs: u32) -> anyhow::Result<Arc<Hosting>> {
         data_root: None,
         files: Default::default(),
         state_dir: None,
+        ..HostingConfig::default()
     };
     Ok(Arc::new(Hosting::new(config, None)?))
 }

@@ -11,9 +11,7 @@
 //! the caller expects, before anything is assigned.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use safetensors::{Dtype, SafeTensors, View};
 
@@ -90,8 +88,6 @@ impl View for &Raw {
     }
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// Serialises saves in this process (quota check, files, `checkpoint` state),
 /// so concurrent saves cannot pass a quota together or lose each other's entries.
 static STATE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -105,26 +101,9 @@ fn is_save_of(name: &str, prefix: &str) -> bool {
             .is_some_and(|step| !step.is_empty() && step.trim_start_matches('-').chars().all(|c| c.is_ascii_digit()))
 }
 
-/// Writes `bytes` to `path` atomically: unique temporary file, fsync, rename.
+/// Writes `bytes` to `path` atomically (see [`crate::atomic_file`]).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().expect("checkpoint files live in a directory");
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(|e| io_err("writing", path, e))
+    crate::atomic_file::write(path, bytes, crate::atomic_file::Access::Owner).map_err(|e| io_err("writing", path, e))
 }
 
 impl CheckpointDir {

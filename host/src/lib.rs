@@ -8,6 +8,8 @@
 //! - [`tensor`], [`device`], [`graph`]: tensors, device names, graphs with
 //!   op validation and TensorFlow-style naming. No I/O.
 //! - [`budget`]: byte budgets, what an owner may make the host hold.
+//! - [`atomic_file`]: whole files written atomically (checkpoints, state,
+//!   compiled modules).
 //! - [`exec`]: kernels, staged partition plans, the executor, variables.
 //! - [`cluster`]: cluster specs (JSON, TOML, TF_CONFIG) and device-to-task
 //!   resolution.
@@ -22,6 +24,7 @@
 //! - [`testing`]: a harness for component tests of worker programs.
 //! - [`cli`]: the `weft` command line (`main.rs` only calls it).
 
+pub mod atomic_file;
 pub mod budget;
 pub mod checkpoint;
 pub mod cli;

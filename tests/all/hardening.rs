@@ -256,6 +256,71 @@ fn a_programs_log_is_bounded_in_runs_and_its_followers_are_limited() {
     }
 }
 
+/// Issue 9's disk: a host keeps only modules that compiled, within its
+/// module store (`--module-store-mib`); its compiled-module cache sheds the
+/// least recently used modules no experiment uploaded (`--cache-mib`); and
+/// the temporary files a crashed host left are gone when it starts.
+#[test]
+fn the_disk_a_host_uses_is_bounded_and_only_what_compiled_is_kept() {
+    use weft_tests::example;
+    let dir = TempDir::new("hardening-disk");
+    let (state, cache) = (dir.0.join("state"), dir.0.join("cache"));
+    for d in [state.join("modules"), cache.clone()] {
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(".left.wasm.tmp-1-1"), b"half a file").unwrap();
+    }
+    let host = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let (state_arg, cache_arg) = (state.to_str().unwrap(), cache.to_str().unwrap());
+    let mut server = Spawned::start(weft(
+        &["serve", "--listen", &host, "--open-experiments", "--state-dir", state_arg, "--cache-dir", cache_arg]
+            .into_iter()
+            .chain(["--module-store-mib", "1", "--cache-mib", "0"])
+            .collect::<Vec<_>>(),
+        &dir.0,
+    ));
+    server.expect(Stream::Err, "serving experiments on", LIMIT);
+    let files = |d: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(d).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+    assert!(files(&state.join("modules")).is_empty() && files(&cache).is_empty(), "stale temporaries are removed");
+
+    let first = create(&dir, &host, "first", "");
+    let submit = |name: &str, token: &str, module: &std::path::Path| {
+        let all = ["submit", "--host", &host, "--experiment", name, "--token", token, "--follow", "--job", "local"];
+        let mut all: Vec<&str> = all.to_vec();
+        all.extend([module.to_str().unwrap(), "--", "ok"]);
+        run(weft(&all, &dir.0), LIMIT)
+    };
+    let refused = submit("first", &first, &fixture("other-world"));
+    assert!(!refused.status.success(), "{}", refused.stdout);
+    assert!(files(&state.join("modules")).is_empty(), "a module that does not link is not kept");
+
+    let modules = [fixture("misbehave"), example("a3c-cartpole"), example("ps-linear-regression")];
+    for m in &modules {
+        let out = submit("first", &first, m);
+        assert!(out.stderr.contains("started on"), "uploaded and started: {}", out.stderr);
+    }
+    assert_eq!(files(&state.join("modules")).len(), 3);
+    let refused = submit("first", &first, &fixture("train-tour"));
+    assert!(refused.stderr.contains("module-store limit"), "{}", refused.stderr);
+    assert_eq!(files(&state.join("modules")).len(), 3, "the refused module is not kept");
+    assert_eq!(files(&cache).len(), 4, "every compiled module is cached while in use (past --cache-mib 0)");
+
+    let file = dir.0.join("first.toml");
+    assert!(run(weft(&["experiment", "delete", file.to_str().unwrap()], &dir.0), LIMIT).status.success());
+    assert!(files(&state.join("modules")).is_empty(), "modules no experiment uploaded are deleted");
+    let second = create(&dir, &host, "second", "");
+    let out = submit("second", &second, &fixture("misbehave"));
+    assert!(out.status.success() && out.stdout.contains("fine"), "{}", out.stderr);
+    let cached = files(&cache);
+    assert_eq!(cached.len(), 1, "only the module in use stays cached: {cached:?}");
+    // The host carries on, and what it kept is what the second experiment uses.
+    assert_eq!(files(&state.join("modules")).len(), 1);
+}
+
 fn signal(pid: u32, sig: &str) {
     let ok = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
     assert!(ok, "kill {sig} {pid}");

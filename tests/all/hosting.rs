@@ -56,6 +56,7 @@ async fn start_host_with_files(data_root: Option<std::path::PathBuf>, files: wef
         data_root,
         files,
         state_dir: None,
+        ..HostingConfig::default()
     };
     let hosting = Arc::new(tokio::task::spawn_blocking(move || Hosting::new(config, None)).await.unwrap().unwrap());
     let services = HostServices::hosting(&hosting, None);

@@ -204,6 +204,13 @@ struct ServeArgs {
     /// so they survive a restart. Programs, logs and variables do not.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Bytes of uploaded modules the state directory keeps, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 4096)]
+    module_store_mib: u64,
+    /// Bytes of compiled modules the cache directory keeps, in MiB: past it,
+    /// the least recently used that no experiment uploaded are deleted.
+    #[arg(long, value_name = "MIB", default_value_t = 4096)]
+    cache_mib: u64,
     #[command(flatten)]
     files: HostFileArgs,
     #[command(flatten)]
@@ -269,6 +276,8 @@ impl ServeArgs {
             data_root: self.data_root.clone(),
             files: self.files.host_files(),
             state_dir: self.state_dir.clone(),
+            module_store_bytes: self.module_store_mib.saturating_mul(1 << 20),
+            cache_bytes: self.cache_mib.saturating_mul(1 << 20),
         })
     }
 }

@@ -57,6 +57,12 @@ pub struct HostingConfig {
     /// Where experiments and their modules are kept across restarts; `None`
     /// keeps them in memory only.
     pub state_dir: Option<std::path::PathBuf>,
+    /// Bytes of uploaded modules the state directory keeps, over all
+    /// experiments.
+    pub module_store_bytes: u64,
+    /// Bytes of compiled modules the cache directory keeps: past it, the
+    /// least recently used that no experiment uploaded are deleted.
+    pub cache_bytes: u64,
 }
 
 impl Default for HostingConfig {
@@ -71,9 +77,18 @@ impl Default for HostingConfig {
             data_root: None,
             files: crate::exec::HostFiles::default(),
             state_dir: None,
+            module_store_bytes: DEFAULT_MODULE_STORE_BYTES,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
+
+/// Default of [`HostingConfig::module_store_bytes`].
+pub const DEFAULT_MODULE_STORE_BYTES: u64 = 4 << 30;
+/// Default of [`HostingConfig::cache_bytes`].
+pub const DEFAULT_CACHE_BYTES: u64 = 4 << 30;
+/// Modules one experiment may upload to a host.
+pub const MAX_MODULES_PER_EXPERIMENT: usize = 64;
 
 /// The hosting side of a host.
 pub struct Hosting {
@@ -86,6 +101,8 @@ pub struct Hosting {
     data_root: Option<std::path::PathBuf>,
     files: crate::exec::HostFiles,
     state: Option<persist::StateDir>,
+    module_store_bytes: u64,
+    cache_bytes: u64,
     own: Option<Arc<ServedTask>>,
     workers: Mutex<HashMap<String, Worker>>,
     compile_slots: Arc<tokio::sync::Semaphore>,
@@ -133,6 +150,8 @@ impl Hosting {
             client_tls: config.client_tls,
             data_root: config.data_root,
             files: config.files,
+            module_store_bytes: config.module_store_bytes,
+            cache_bytes: config.cache_bytes,
             own: own.map(|t| Arc::new(ServedTask::new(t))),
             workers: Mutex::default(),
             compile_slots: Arc::new(tokio::sync::Semaphore::new(COMPILES_AT_ONCE)),
@@ -161,7 +180,7 @@ impl Hosting {
             for sha in &saved.modules {
                 let loaded =
                     state.module(sha).and_then(|bytes| self.runtime.load(&format!("module {sha:.12}"), &bytes));
-                match loaded.and_then(|w| self.publish(&experiment, sha, Some(w))) {
+                match loaded.and_then(|w| self.publish(&experiment, sha, Some(w), None)) {
                     Ok(_) => {}
                     Err(e) => tracing::warn!(experiment = saved.name, module = sha, "module not restored: {e}"),
                 }
@@ -269,10 +288,15 @@ impl Hosting {
         // Compiled modules no other experiment uploaded go too (their
         // `.cwasm` stays in the on-disk cache).
         let others = self.experiments();
-        lock(&self.workers).retain(|sha, _| !experiment.has_module(sha) || others.iter().any(|e| e.has_module(sha)));
-        if let Some(state) = &self.state {
-            state.remove(name);
-            state.prune_modules(&others.iter().flat_map(|e| e.modules()).collect());
+        {
+            // Under the modules lock: an upload publishing (and keeping) a
+            // module meanwhile is either seen as in use or comes after.
+            let mut workers = lock(&self.workers);
+            workers.retain(|sha, _| !experiment.has_module(sha) || others.iter().any(|e| e.has_module(sha)));
+            if let Some(state) = &self.state {
+                state.remove(name);
+                state.prune_modules(&workers.keys().cloned().collect());
+            }
         }
         // Its checkpoints and event files go with it: a later experiment of
         // the same name (perhaps another tenant's) must not inherit them.
@@ -302,47 +326,94 @@ impl Hosting {
                 "upload damaged: its sha256 is {sha}, but the client announced {expected}"
             )));
         }
-        if let Some(state) = &self.state {
-            state.keep_module(&sha, &bytes)?;
+        if !experiment.has_module(&sha) && experiment.modules().len() >= MAX_MODULES_PER_EXPERIMENT {
+            return Err(Error::status(
+                Code::ResourceExhausted,
+                format!(
+                    "modules limit: experiment '{}' uploaded {MAX_MODULES_PER_EXPERIMENT} modules to this host, \
+                     its most",
+                    experiment.name()
+                ),
+            ));
         }
-        if self.publish(experiment, &sha, None)? {
+        if self.publish(experiment, &sha, None, Some(&bytes))? {
             self.save(experiment)?;
             return Ok((sha, Duration::ZERO));
         }
         // Compiling takes a core for ~50 ms per 150 KB: a few at a time, so
         // uploads cannot starve running programs. The permit goes with the
-        // compile, which runs on even if the uploader goes away.
+        // compile, which runs on even if the uploader goes away. Only a
+        // module that compiles is kept.
         let slot =
             self.compile_slots.clone().acquire_owned().await.map_err(|_| Error::internal("the host is stopping"))?;
         let runtime = self.runtime.clone();
         let name = format!("module {}", &sha[..12]);
         let start = Instant::now();
-        let worker = tokio::task::spawn_blocking(move || {
+        let (worker, bytes) = tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            runtime.load(&name, &bytes)
+            runtime.load(&name, &bytes).map(|w| (w, bytes))
         })
         .await
         .map_err(|e| Error::internal(format!("compiling panicked: {e}")))??;
         let took = start.elapsed();
         tracing::info!(module = &sha[..12], source = ?worker.source(), ?took, "module ready");
-        self.publish(experiment, &sha, Some(worker))?;
+        self.publish(experiment, &sha, Some(worker), Some(&bytes))?;
         self.save(experiment)?;
+        self.evict_compiled();
         Ok((sha, took))
     }
 
+    /// Keeps the compiled-module cache within its bytes, deleting the least
+    /// recently used modules no experiment uploaded.
+    fn evict_compiled(&self) {
+        let Some(cache) = self.runtime.cache() else { return };
+        let in_use: std::collections::HashSet<String> = lock(&self.workers).keys().cloned().collect();
+        let freed = cache.evict(self.cache_bytes, &in_use);
+        if freed > 0 {
+            tracing::info!(freed, "evicted compiled modules no experiment uses");
+        }
+    }
+
     /// Lets `experiment` start module `sha`, adding its compiled `worker` if
-    /// given; returns whether the host has the module. Under the modules
-    /// lock, so a deletion's eviction sees either all of this or none.
-    fn publish(&self, experiment: &Experiment, sha: &str, worker: Option<Worker>) -> Result<bool> {
+    /// given; returns whether the host has the module. Its `bytes`, when
+    /// given, are kept in the state directory (within the host's module
+    /// store). Under the modules lock, so a deletion's eviction sees either
+    /// all of this or none.
+    fn publish(
+        &self,
+        experiment: &Experiment,
+        sha: &str,
+        worker: Option<Worker>,
+        bytes: Option<&[u8]>,
+    ) -> Result<bool> {
         let mut workers = lock(&self.workers);
         if experiment.is_closed() {
             return Err(Error::not_found(format!("experiment '{}' was deleted", experiment.name())));
         }
+        if worker.is_none() && !workers.contains_key(sha) {
+            return Ok(false);
+        }
+        // Kept before it is added: a module over the store's limit is
+        // neither kept nor held compiled.
+        if let (Some(state), Some(bytes)) = (&self.state, bytes)
+            && !state.has_module(sha)
+        {
+            let kept = state.modules_bytes();
+            if kept + bytes.len() as u64 > self.module_store_bytes {
+                return Err(Error::status(
+                    Code::ResourceExhausted,
+                    format!(
+                        "module-store limit: this host keeps {kept} bytes of modules and at most {}; a module of {} \
+                         bytes does not fit",
+                        self.module_store_bytes,
+                        bytes.len()
+                    ),
+                ));
+            }
+            state.keep_module(sha, bytes)?;
+        }
         if let Some(w) = worker {
             workers.entry(sha.to_string()).or_insert(w);
-        }
-        if !workers.contains_key(sha) {
-            return Ok(false);
         }
         experiment.add_module(sha);
         Ok(true)

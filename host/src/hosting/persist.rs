@@ -4,7 +4,8 @@
 //! restart the same tokens work and a submit of an uploaded module is still
 //! only a hash check. Programs, logs and variables do not survive.
 //!
-//! Layout: `DIR/experiments/NAME.json` (mode 0600), `DIR/modules/SHA.wasm`.
+//! Layout: `DIR/experiments/NAME.json`, `DIR/modules/SHA.wasm`, all owner
+//! only and written atomically ([`crate::atomic_file`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{ExperimentSpec, Limits};
+use crate::atomic_file::{self, Access};
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::error::{Error, Result};
 
@@ -66,27 +68,16 @@ fn io(what: impl std::fmt::Display, path: &Path) -> impl FnOnce(std::io::Error) 
     move |e| Error::io(context, e)
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so a
-/// crash never leaves half a file; `private` makes it readable by the owner only.
-fn write_atomically(path: &Path, bytes: &[u8], private: bool) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io("writing", &tmp))?;
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io("protecting", &tmp))?;
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    std::fs::rename(&tmp, path).map_err(io("renaming to", path))
-}
-
 impl StateDir {
     /// Opens (creating) a state directory.
     pub fn open(dir: &Path) -> Result<Self> {
         for sub in ["experiments", "modules"] {
             let d = dir.join(sub);
             std::fs::create_dir_all(&d).map_err(io("creating", &d))?;
+            let stale = atomic_file::remove_stale_temporaries(&d);
+            if stale > 0 {
+                tracing::info!(dir = %d.display(), stale, "removed temporary files an earlier run left");
+            }
         }
         Ok(StateDir { dir: dir.to_path_buf() })
     }
@@ -102,7 +93,8 @@ impl StateDir {
     /// Saves (replaces) an experiment's record.
     pub fn save(&self, saved: &SavedExperiment) -> Result<()> {
         let json = serde_json::to_vec_pretty(saved).map_err(|e| Error::internal(format!("encoding state: {e}")))?;
-        write_atomically(&self.experiment_path(&saved.name), &json, true)
+        let path = self.experiment_path(&saved.name);
+        atomic_file::write(&path, &json, Access::Owner).map_err(io("writing", &path))
     }
 
     /// Forgets an experiment.
@@ -113,7 +105,22 @@ impl StateDir {
     /// Keeps a module's bytes, unless already kept.
     pub fn keep_module(&self, sha: &str, bytes: &[u8]) -> Result<()> {
         let path = self.module_path(sha);
-        if path.exists() { Ok(()) } else { write_atomically(&path, bytes, false) }
+        if path.exists() {
+            Ok(())
+        } else {
+            atomic_file::write(&path, bytes, Access::Owner).map_err(io("writing", &path))
+        }
+    }
+
+    /// Whether module `sha` is kept.
+    pub fn has_module(&self, sha: &str) -> bool {
+        self.module_path(sha).exists()
+    }
+
+    /// Bytes of all kept modules.
+    pub fn modules_bytes(&self) -> u64 {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("modules")) else { return 0 };
+        entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()
     }
 
     /// A kept module's bytes.

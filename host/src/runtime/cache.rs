@@ -37,6 +37,7 @@ impl ModuleCache {
     pub fn new(dir: impl Into<PathBuf>, engine: &Engine) -> Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating cache dir {}", dir.display()), e))?;
+        crate::atomic_file::remove_stale_temporaries(&dir);
         let mut h = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         Ok(ModuleCache { dir, engine_key: format!("{:016x}", h.finish()) })
@@ -65,7 +66,15 @@ impl ModuleCache {
             // `store` below from components this engine compiled; the
             // directory belongs to the host, not to any guest.
             match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(c) => return Ok((c, Source::Cache)),
+                Ok(c) => {
+                    // Its modification time is when it was last used: eviction
+                    // goes oldest first.
+                    let _ = std::fs::File::options()
+                        .append(true)
+                        .open(&path)
+                        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                    return Ok((c, Source::Cache));
+                }
                 Err(e) => tracing::warn!(path = %path.display(), "ignoring unloadable cached module: {e:#}"),
             }
         }
@@ -76,12 +85,43 @@ impl ModuleCache {
 
     fn store(&self, path: &Path, component: &Component) {
         let result = component.serialize().map_err(|e| e.to_string()).and_then(|bytes| {
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| e.to_string())
+            crate::atomic_file::write(path, &bytes, crate::atomic_file::Access::Owner).map_err(|e| e.to_string())
         });
         if let Err(e) = result {
             // The cache is an optimisation: a host with a read-only cache still runs.
             tracing::warn!(path = %path.display(), "could not cache compiled module: {e}");
         }
+    }
+}
+
+impl ModuleCache {
+    /// Deletes the least recently used compiled modules whose module hash is
+    /// not in `in_use` until the cache holds at most `max_bytes` (those in
+    /// use are kept even past it). Returns the bytes freed.
+    pub fn evict(&self, max_bytes: u64, in_use: &std::collections::HashSet<String>) -> u64 {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return 0 };
+        let mut files: Vec<(std::time::SystemTime, u64, PathBuf, String)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let path = e.path();
+                let name = path.file_name()?.to_str()?.to_string();
+                let hash = name.strip_suffix(".cwasm")?.split('-').next()?.to_string();
+                let meta = e.metadata().ok()?;
+                Some((meta.modified().ok()?, meta.len(), path, hash))
+            })
+            .collect();
+        let mut total: u64 = files.iter().map(|f| f.1).sum();
+        files.sort_by_key(|f| f.0);
+        let mut freed = 0;
+        for (_, len, path, hash) in files {
+            if total <= max_bytes {
+                break;
+            }
+            if !in_use.contains(&hash) && std::fs::remove_file(&path).is_ok() {
+                total -= len;
+                freed += len;
+            }
+        }
+        freed
     }
 }
