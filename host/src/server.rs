@@ -14,11 +14,12 @@ use tonic::transport::server::TcpIncoming;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::error::{Error, Result};
+use crate::hosting::ControlService;
 use crate::rpc::pb::control_service_server::ControlServiceServer;
 use crate::rpc::pb::task_service_server::TaskServiceServer;
 use crate::rpc::{
-    AuthInterceptor, Authenticator, Caller, ControlService, MAX_MESSAGE_BYTES, MAX_TASK_MESSAGE_BYTES, ServedTask,
-    SingleTask, TaskDirectory, TaskService,
+    AuthInterceptor, Authenticator, Caller, MAX_MESSAGE_BYTES, MAX_TASK_MESSAGE_BYTES, ServedTask, SingleTask,
+    TaskDirectory, TaskService,
 };
 use crate::task::Task;
 

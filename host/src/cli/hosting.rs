@@ -180,7 +180,7 @@ async fn create(file: &Path, admin_token: Option<String>, tls_ca: Option<&Path>)
     let token = file.token.clone().unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
     let cluster: std::collections::HashMap<String, pb::Job> =
         file.cluster.iter().map(|(j, a)| (j.clone(), pb::Job { addresses: a.clone() })).collect();
-    let limits = crate::rpc::limits_to_pb(&file.limits);
+    let limits = crate::hosting::limits_to_pb(&file.limits);
     // First, so that it is known even if a later host refuses.
     println!("token: {token}");
     for (host, tasks) in file.hosts() {

@@ -5,6 +5,7 @@
 //! programs and logs apart. Credentials are checked for every call, control
 //! and data alike ([`Hosting`] is the host's [`Authenticator`]).
 
+mod control;
 mod experiment;
 mod limits;
 mod peers;
@@ -19,6 +20,8 @@ use std::time::{Duration, Instant};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
+pub use control::ControlService;
+pub(crate) use control::limits_to_pb;
 pub use experiment::{Experiment, ExperimentSpec, check_name};
 pub use limits::{EffectiveLimits, Limits};
 pub use peers::PeerAllowList;

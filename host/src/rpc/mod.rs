@@ -4,7 +4,6 @@
 
 pub mod auth;
 mod client;
-mod control;
 mod convert;
 mod frames;
 #[cfg(test)]
@@ -15,9 +14,7 @@ mod wire_bound;
 
 pub use auth::{AuthInterceptor, Authenticator, Caller, Credentials};
 pub use client::GrpcRemote;
-pub use control::ControlService;
-pub(crate) use control::limits_to_pb;
-pub use convert::partition_to_pb;
+pub use convert::{partition_to_pb, status_from_error};
 pub use service::{ServedTask, SingleTask, TaskDirectory, TaskService};
 
 /// Generated from `proto/weft/v1/task.proto`.

@@ -9,11 +9,10 @@ use std::time::UNIX_EPOCH;
 use futures_util::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::auth::Caller;
-use super::convert::status_from_error;
-use super::pb;
+use super::{Experiment, ExperimentSpec, Hosting, Limits, LogCursor, ProgramRecord, ProgramState, upload_too_big};
 use crate::cluster::{ClusterSpec, TaskId};
-use crate::hosting::{Experiment, ExperimentSpec, Hosting, Limits, ProgramRecord, ProgramState, upload_too_big};
+use crate::rpc::auth::Caller;
+use crate::rpc::{pb, status_from_error};
 use crate::runtime::StreamKind;
 
 /// `weft.v1.ControlService` of a host.
@@ -280,7 +279,7 @@ impl pb::control_service_server::ControlService for ControlService {
         tokio::spawn(async move {
             let _permit = permit;
             let mut changes = program.subscribe();
-            let mut sent = crate::hosting::LogCursor::default();
+            let mut sent = LogCursor::default();
             loop {
                 // Read the state first: output that lands after it is sent next round.
                 let finished = program.state().is_final();
