@@ -11,6 +11,7 @@
 //! - `python`: a Python guest built with componentize-py, so the contract stays usable from Python.
 //! - `recovery`: checkpoints, and a ps restarted (or SIGKILLed) mid-training restored from them.
 //! - `scenarios`: the seed's S2-S9 on in-process clusters talking gRPC.
+//! - `soak`: eight tenants, each a parameter-server job beside a hostile program, on one host.
 //! - `training`: gradients, optimizers, device setter, and ps training on a cluster.
 
 mod bad_input;
@@ -25,4 +26,5 @@ mod process;
 mod python;
 mod recovery;
 mod scenarios;
+mod soak;
 mod training;

@@ -3,7 +3,7 @@
 //! values others need from it. Masters run their local partitions with it;
 //! task servers run the partitions masters register with them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -106,6 +106,11 @@ impl Value {
     }
 }
 
+/// Whether `op` hands back its first input's buffer.
+fn shares_input_buffer(op: OpType) -> bool {
+    matches!(op, OpType::Identity | OpType::StopGradient)
+}
+
 /// Runs `def`: node `i` on `devices[node_device[i]]`, outside values from
 /// `inputs`. Returns the values of `def.outputs`, in order.
 pub fn run_partition(
@@ -118,20 +123,45 @@ pub fn run_partition(
     meter: Option<&ComputeMeter>,
 ) -> Result<Vec<Tensor>> {
     let mut values: HashMap<NodeId, Value> = HashMap::with_capacity(def.nodes.len());
-    // Declared after `values`, so released only once they are dropped.
-    let mut charges = StepCharges::default();
+    // Each value's tensor charges, dropped (released) with the value once
+    // the last node that reads it has run, as TensorFlow frees a tensor when
+    // its consumers are done: a deep chain holds two activations, not all.
+    // An op that hands back its input's buffer shares the input's charges.
+    let mut charges: HashMap<NodeId, Arc<StepCharges>> = HashMap::with_capacity(def.nodes.len());
+    let mut readers: HashMap<NodeId, usize> = HashMap::new();
+    for input in def.nodes.iter().flat_map(|n| &n.inputs).filter(|o| !inputs.contains_key(o)) {
+        *readers.entry(input.node).or_default() += 1;
+    }
+    let returned: HashSet<NodeId> = def.outputs.iter().filter(|o| !inputs.contains_key(o)).map(|o| o.node).collect();
     for (node, &dev) in def.nodes.iter().zip(node_device) {
         let device = &devices[dev];
         if let Some(m) = meter {
             m.check()?;
         }
         let start = Instant::now();
-        let value = run_node(node, device, inputs, &values, rngs, &mut charges);
+        let mut own = StepCharges::default();
+        let value = run_node(node, device, inputs, &values, rngs, &mut own);
         if let Some(m) = meter {
             m.charge(start.elapsed());
         }
-        if let Some(v) = value? {
+        let needed = readers.contains_key(&node.id) || returned.contains(&node.id);
+        if let Some(v) = value?.filter(|_| needed) {
             values.insert(node.id, v);
+            let shared = shares_input_buffer(node.op).then(|| node.inputs.first().and_then(|o| charges.get(&o.node)));
+            match shared {
+                Some(Some(input)) => charges.insert(node.id, input.clone()),
+                _ => charges.insert(node.id, Arc::new(own)),
+            };
+        }
+        for input in node.inputs.iter().filter(|o| !inputs.contains_key(o)) {
+            let left = readers.get_mut(&input.node).map(|r| {
+                *r -= 1;
+                *r
+            });
+            if left == Some(0) && !returned.contains(&input.node) {
+                values.remove(&input.node);
+                charges.remove(&input.node);
+            }
         }
         if let Some(t) = trace.as_deref_mut() {
             t.record(device.name(), &node.name, start);
@@ -280,7 +310,7 @@ fn run_node(
             // Identity, StopGradient and Const hand back a buffer that exists
             // already (an input, a variable's value, an attribute): nothing
             // new to charge.
-            let shares = matches!(node.op, OpType::Identity | OpType::StopGradient | OpType::Const);
+            let shares = shares_input_buffer(node.op) || node.op == OpType::Const;
             let budget = device.tensor_budget().filter(|_| !shares);
             let planned = match budget {
                 Some(budget) => {

@@ -379,3 +379,28 @@ fn an_op_whose_outputs_would_pass_the_tensor_budget_fails_before_its_kernel_runs
     let err = fetch(&mut e, &g, Output::of(q)).unwrap_err();
     assert!(err.to_string().contains("op 'Neg' (Neg)"), "{err}");
 }
+
+#[test]
+fn a_step_frees_each_intermediate_once_its_last_reader_ran() {
+    // Ten chained 3 MiB Negs in 8 MiB: each holds its input and output, not
+    // the whole chain. A value read twice (by the chain and by the final
+    // Add) stays until both have run.
+    let (mut e, budget) = budgeted_executor(8 << 20);
+    let mut g = Graph::new();
+    let x = const_node(&mut g, Tensor::from_f32(&[768, 1024], vec![1.0; 768 * 1024]).unwrap());
+    let first = g.add(NodeRequest::new(OpType::Neg).inputs([Output::of(x)])).unwrap();
+    let mut last = first;
+    for _ in 0..9 {
+        last = g.add(NodeRequest::new(OpType::Neg).inputs([Output::of(last)])).unwrap();
+    }
+    let sum = g.add(NodeRequest::new(OpType::Add).inputs([Output::of(last), Output::of(first)])).unwrap();
+    let err = fetch(&mut e, &g, Output::of(sum)).unwrap_err();
+    assert!(err.to_string().contains("op 'Neg_2' (Neg)"), "first stays for the Add, beside Neg_2's input: {err}");
+    let (mut e, budget_big) = budgeted_executor(12 << 20);
+    let out = fetch(&mut e, &g, Output::of(sum)).unwrap();
+    // first = -1; nine more negations make last = 1; their sum is 0.
+    assert!(out.as_f32_vec().unwrap().iter().all(|&v| v == 0.0));
+    assert_eq!((budget.used(), budget_big.used()), (0, 0));
+    let (mut e, _) = budgeted_executor(8 << 20);
+    assert!(fetch(&mut e, &g, Output::of(last)).is_ok(), "the chain alone fits: intermediates were freed");
+}
