@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use weft_host::cluster::{ClusterSpec, TaskId};
 use weft_host::rpc::GrpcRemote;
-use weft_host::runtime::{Runtime, RuntimeConfig, Worker};
+use weft_host::runtime::{LoadedModule, Runtime, RuntimeConfig};
 use weft_host::task::Task;
 use weft_host::testing::build_component;
 
@@ -100,7 +100,7 @@ fn values(stdout: &str, key: &str) -> Vec<f64> {
     stdout.lines().filter_map(|l| l.strip_prefix(key)).map(|v| v.trim().parse().expect("a number")).collect()
 }
 
-async fn run(runtime: &Runtime, worker: &Worker, task: &Arc<Task>, args: &[&str]) -> anyhow::Result<String> {
+async fn run(runtime: &Runtime, worker: &LoadedModule, task: &Arc<Task>, args: &[&str]) -> anyhow::Result<String> {
     let args = args.iter().map(|s| s.to_string()).collect();
     let out = runtime.run(worker, task.clone(), args, None).await?;
     anyhow::ensure!(out.status.success(), "bench guest failed: {:?}", out.status);

@@ -26,7 +26,7 @@ use crate::cluster::{ClusterConfig, ClusterSpec, TaskId};
 use crate::error::{Error, Result};
 use crate::exec::HostFiles;
 use crate::local_cluster::LocalCluster;
-use crate::runtime::{ExitStatus, OutputFollower, Runtime, StreamKind, Worker};
+use crate::runtime::{ExitStatus, LoadedModule, OutputFollower, Runtime, StreamKind};
 
 /// A parsed launch file.
 #[derive(Clone, Debug)]
@@ -87,7 +87,7 @@ impl LaunchReport {
 /// stops the cluster when every program has ended.
 pub async fn launch(
     runtime: &Runtime,
-    worker: &Worker,
+    worker: &LoadedModule,
     file: &LaunchFile,
     free_ports: bool,
     files: &HostFiles,

@@ -93,7 +93,11 @@ impl Task {
     /// here instead of on the cluster's first task.
     pub fn session_executor(&self, target: &str, place_on_own_task: bool) -> Result<(Executor, String)> {
         if target == LOCAL_TARGET {
-            let private = Task::standalone();
+            // A private engine, but not a private allowance: its variables
+            // and step tensors count against this task's budgets.
+            let cluster = ClusterSpec::single("in-process");
+            let id = cluster.default_task();
+            let private = Task::with_budgets(cluster, id, &self.device.budgets(), &HostFiles::default())?;
             let placement = Placement {
                 cluster: private.cluster.clone(),
                 default_task: private.id.clone(),
@@ -154,6 +158,26 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_local_session_draws_on_its_tasks_budgets() {
+        use crate::graph::{AttrValue, Graph, NodeRequest, OpType, Output};
+        let cluster = ClusterSpec::single("in-process");
+        let id = cluster.default_task();
+        let task =
+            Task::with_budgets(cluster, id.clone(), &Budgets::task(&id, 1 << 20), &HostFiles::default()).unwrap();
+        let (mut local, _) = task.session_executor(LOCAL_TARGET, false).unwrap();
+        let mut g = Graph::new();
+        let one = crate::tensor::Tensor::scalar_f32(1.0);
+        let one = g.add(NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(one))).unwrap();
+        let fill =
+            NodeRequest::new(OpType::Fill).inputs([Output::of(one)]).attr("shape", AttrValue::Ints(vec![1 << 19]));
+        let big = g.add(fill).unwrap();
+        let req = crate::exec::RunRequest { fetches: vec![Output::of(big)], ..Default::default() };
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let err = rt.block_on(local.run(&g, &req)).unwrap_err().to_string();
+        assert!(err.contains("tensor-bytes limit") && err.contains("2097152 more bytes"), "{err}");
+    }
 
     #[test]
     fn targets_resolve_to_own_task() {

@@ -39,7 +39,7 @@ use crate::error::{Error, Result};
 pub use crate::exec::HostFiles;
 use crate::exec::LocalDevices;
 use crate::local_cluster::LocalCluster;
-use crate::runtime::{ExitStatus, Runtime, RuntimeConfig, Worker};
+use crate::runtime::{ExitStatus, LoadedModule, Runtime, RuntimeConfig};
 use crate::task::Task;
 use crate::tensor::Tensor;
 
@@ -201,8 +201,8 @@ impl TestHost {
     }
 
     /// Loads the component at `wasm` (compiling it once per process).
-    pub fn load(&self, wasm: impl AsRef<Path>) -> Result<Worker> {
-        static WORKERS: OnceLock<Mutex<HashMap<PathBuf, Worker>>> = OnceLock::new();
+    pub fn load(&self, wasm: impl AsRef<Path>) -> Result<LoadedModule> {
+        static WORKERS: OnceLock<Mutex<HashMap<PathBuf, LoadedModule>>> = OnceLock::new();
         let path = wasm.as_ref().to_path_buf();
         let workers = WORKERS.get_or_init(Default::default);
         if let Some(w) = workers.lock().unwrap_or_else(|p| p.into_inner()).get(&path) {
@@ -227,7 +227,7 @@ impl TestHost {
     }
 
     /// Runs an already loaded worker on the first task.
-    pub fn run_worker(&self, worker: &Worker, args: &[&str]) -> Result<TestOutput> {
+    pub fn run_worker(&self, worker: &LoadedModule, args: &[&str]) -> Result<TestOutput> {
         let task = self.task(&self.default_task.to_string())?;
         self.tokio.block_on(self.run_program(worker, task, args))
     }
@@ -249,7 +249,7 @@ impl TestHost {
         })
     }
 
-    async fn run_program(&self, worker: &Worker, task: Arc<Task>, args: &[&str]) -> Result<TestOutput> {
+    async fn run_program(&self, worker: &LoadedModule, task: Arc<Task>, args: &[&str]) -> Result<TestOutput> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let run = self.runtime.run(worker, task, args, None);
         let out = tokio::time::timeout(self.timeout, run).await.map_err(|_| {

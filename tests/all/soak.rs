@@ -95,37 +95,35 @@ fn tenant(
     started: Instant,
     duration: Duration,
 ) -> Tally {
-    let name = format!("tenant{t}");
-    let token = format!("{name}-secret-token-0123456789");
-    let file = dir.0.join(format!("{name}.toml"));
     let limits = format!(
         "memory_mib = {MEMORY_MIB}\ntensor_mib = {TENSOR_MIB}\nvariable_mib = {VARIABLE_MIB}\ncpu_seconds = 2.0\n\
          programs = {PROGRAMS}"
     );
-    let text = format!(
-        "name = \"{name}\"\ntoken = \"{token}\"\n\n[cluster]\nps = [\"{host}\"]\nworker = [\"{host}\", \"{host}\"]\n\n\
-         [limits]\n{limits}\n"
-    );
-    std::fs::write(&file, text).unwrap();
-    let out = run(weft(&["experiment", "create", file.to_str().unwrap()], &dir.0), LIMIT);
-    assert!(out.status.success(), "{}", out.stderr);
-    let cli = |verb: &str, rest: &[&str]| {
-        let mut all = vec![verb, "--host", host, "--experiment", &name, "--token", &token];
-        all.extend_from_slice(rest);
-        run(weft(&all, &dir.0), LIMIT)
-    };
-    let submit = |module: &std::path::Path, job: &str, task: &str, follow: bool, args: &[&str]| {
-        let mut rest = vec!["--job", job, "--task", task];
-        if follow {
-            rest.push("--follow");
-        }
-        rest.extend([module.to_str().unwrap(), "--"]);
-        rest.extend_from_slice(args);
-        cli("submit", &rest)
-    };
     let mut tally = Tally::default();
     let mut round = 0;
     while round == 0 || started.elapsed() < duration {
+        // Each round is an experiment of its own, created and deleted: the
+        // job's variables start afresh, and the host sees tenants come and go.
+        let name = format!("tenant{t}-round{round}");
+        let token = format!("{name}-secret-token-0123456789");
+        let file = dir.0.join(format!("{name}.toml"));
+        let text = format!(
+            "name = \"{name}\"\ntoken = \"{token}\"\n\n[cluster]\nps = [\"{host}\"]\n\
+             worker = [\"{host}\", \"{host}\"]\n\n[limits]\n{limits}\n"
+        );
+        std::fs::write(&file, text).unwrap();
+        let out = run(weft(&["experiment", "create", file.to_str().unwrap()], &dir.0), LIMIT);
+        assert!(out.status.success(), "{}", out.stderr);
+        let submit = |module: &std::path::Path, job: &str, task: &str, follow: bool, args: &[&str]| {
+            let mut all = vec!["submit", "--host", host, "--experiment", &name, "--token", &token];
+            all.extend(["--job", job, "--task", task]);
+            if follow {
+                all.push("--follow");
+            }
+            all.extend([module.to_str().unwrap(), "--"]);
+            all.extend_from_slice(args);
+            run(weft(&all, &dir.0), LIMIT)
+        };
         for task in ["0", "1"] {
             let out = submit(ps, "worker", task, false, &["100"]);
             assert!(out.status.success(), "{name}: {}", out.stderr);
@@ -143,6 +141,8 @@ fn tenant(
         for needle in needles {
             assert!(hostile.stderr.contains(needle), "{name} {args:?}: missing '{needle}' in {}", hostile.stderr);
         }
+        let deleted = run(weft(&["experiment", "delete", file.to_str().unwrap()], &dir.0), LIMIT);
+        assert!(deleted.status.success(), "{name}: {}", deleted.stderr);
         tally.jobs += 1;
         tally.hostile += 1;
         round += 1;

@@ -600,7 +600,7 @@ async fn run(args: RunArgs) -> ExitCode {
 }
 
 fn exit_code(
-    worker: &crate::runtime::Worker,
+    worker: &crate::runtime::LoadedModule,
     timeout: Duration,
     outcome: Result<Result<crate::runtime::ProgramOutput, Error>, tokio::time::error::Elapsed>,
 ) -> ExitCode {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::plan::{Plan, PlanKey};
 use super::{Placement, RunRequest, RunResult, Trace, run_partition};
+use crate::budget::ByteBudget;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Output};
 use crate::tensor::Tensor;
@@ -35,14 +36,48 @@ pub struct Executor {
     plans: HashMap<PlanKey, Arc<Plan>>,
     /// Nodes over all cached plans (each plan holds copies of its nodes).
     cached_nodes: usize,
+    /// What the cached plans' copies of nodes take, charged to
+    /// `plan_budget` when there is one.
+    cached_bytes: usize,
+    plan_budget: Option<Arc<ByteBudget>>,
     rngs: HashMap<NodeId, Option<crate::exec::OpRng>>,
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        self.clear_plans();
+    }
 }
 
 impl Executor {
     /// An executor for a session whose master is the device named `home`
     /// (its step stats start with that device).
     pub fn new(home: impl Into<String>, placement: Placement) -> Self {
-        Executor { home: home.into(), placement, plans: HashMap::new(), cached_nodes: 0, rngs: HashMap::new() }
+        Executor {
+            home: home.into(),
+            placement,
+            plans: HashMap::new(),
+            cached_nodes: 0,
+            cached_bytes: 0,
+            plan_budget: None,
+            rngs: HashMap::new(),
+        }
+    }
+
+    /// This executor, charging what its cached plans hold to `budget` (a
+    /// program's memory).
+    pub fn with_plan_budget(mut self, budget: Arc<ByteBudget>) -> Self {
+        self.plan_budget = Some(budget);
+        self
+    }
+
+    fn clear_plans(&mut self) {
+        self.plans.clear();
+        self.cached_nodes = 0;
+        if let Some(b) = &self.plan_budget {
+            b.release(self.cached_bytes);
+        }
+        self.cached_bytes = 0;
     }
 
     /// The name of the session's home device.
@@ -85,10 +120,19 @@ impl Executor {
                 let nodes = plan.node_count();
                 let room = MAX_CACHED_NODES_PER_GRAPH_NODE * graph.nodes().len() + MIN_CACHED_NODES;
                 if self.plans.len() >= MAX_CACHED_PLANS || self.cached_nodes + nodes > room {
-                    self.plans.clear();
-                    self.cached_nodes = 0;
+                    self.clear_plans();
+                }
+                let bytes = plan.copy_bytes();
+                if let Some(budget) = self.plan_budget.clone() {
+                    let what = format_args!("the plan of a run ({nodes} nodes)");
+                    if budget.charge(&what, bytes).is_err() {
+                        // Room may come from forgetting the other plans.
+                        self.clear_plans();
+                        budget.charge(&what, bytes)?;
+                    }
                 }
                 self.cached_nodes += nodes;
+                self.cached_bytes += bytes;
                 self.plans.insert(key, plan.clone());
                 plan
             }

@@ -119,6 +119,12 @@ impl Device {
         self.tensors.as_ref()
     }
 
+    /// The budgets it charges: another device charging them draws on the
+    /// same limits.
+    pub fn budgets(&self) -> Budgets {
+        Budgets { variables: self.variables.budget().cloned(), tensors: self.tensors.clone() }
+    }
+
     /// Where its checkpoints go, if its host has a checkpoint directory.
     pub fn checkpoints(&self) -> Result<&CheckpointDir> {
         self.checkpoints.as_ref().ok_or_else(|| {

@@ -127,6 +127,18 @@ impl Plan {
             .sum()
     }
 
+    /// About what its copies of nodes take (see [`crate::graph::node_copy_bytes`]).
+    pub fn copy_bytes(&self) -> usize {
+        let partition = |def: &PartitionDef| def.nodes.iter().map(crate::graph::node_copy_bytes).sum::<usize>();
+        self.stages
+            .iter()
+            .map(|s| {
+                s.local.as_ref().map_or(0, |l| partition(&l.def))
+                    + s.remote.iter().map(|r| partition(&r.def)).sum::<usize>()
+            })
+            .sum()
+    }
+
     pub fn build(graph: &Graph, req: &RunRequest, placement: &Placement) -> Result<Plan> {
         let fed: HashSet<Output> = req.feeds.iter().map(|(o, _)| *o).collect();
         let fed_nodes: HashSet<NodeId> = fed.iter().map(|o| o.node).collect();

@@ -404,3 +404,30 @@ fn a_step_frees_each_intermediate_once_its_last_reader_ran() {
     let (mut e, _) = budgeted_executor(8 << 20);
     assert!(fetch(&mut e, &g, Output::of(last)).is_ok(), "the chain alone fits: intermediates were freed");
 }
+
+#[test]
+fn cached_plans_are_charged_to_the_plan_budget_and_given_back() {
+    let budget = Arc::new(ByteBudget::memory("program 'p'", 1 << 20));
+    let mut e = local_executor().with_plan_budget(budget.clone());
+    let mut g = Graph::new();
+    let x = const_node(&mut g, Tensor::scalar_f32(1.0));
+    let mut last = x;
+    for _ in 0..10 {
+        last = g.add(NodeRequest::new(OpType::Neg).inputs([Output::of(last)])).unwrap();
+    }
+    fetch(&mut e, &g, Output::of(last)).unwrap();
+    let one = budget.used();
+    assert!(one > 10 * 256, "a plan of 11 nodes costs {one}");
+    fetch(&mut e, &g, Output::of(x)).unwrap();
+    assert!(budget.used() > one, "a second plan is cached and charged");
+    fetch(&mut e, &g, Output::of(last)).unwrap();
+    let two = budget.used();
+    assert_eq!(budget.used(), two, "a cached plan is not charged again");
+    drop(e);
+    assert_eq!(budget.used(), 0);
+    // A plan that does not fit even alone fails naming the limit.
+    let tiny = Arc::new(ByteBudget::memory("program 'p'", 100));
+    let mut e = local_executor().with_plan_budget(tiny);
+    let err = fetch(&mut e, &g, Output::of(last)).unwrap_err().to_string();
+    assert!(err.contains("memory limit: the plan of a run (11 nodes)"), "{err}");
+}

@@ -211,6 +211,11 @@ impl VariableStore {
         VariableStore { device: device.into(), vars: Mutex::new(HashMap::new()), budget: None }
     }
 
+    /// The budget its values are charged to, if any.
+    pub fn budget(&self) -> Option<&Arc<ByteBudget>> {
+        self.budget.as_ref()
+    }
+
     /// An empty store whose variables' values are charged to `budget`.
     pub fn with_budget(device: impl Into<String>, budget: Arc<ByteBudget>) -> Self {
         VariableStore { device: device.into(), vars: Mutex::new(HashMap::new()), budget: Some(budget) }

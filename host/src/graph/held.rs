@@ -18,6 +18,13 @@ const ATTR_OVERHEAD: usize = 64;
 
 /// About what `node` takes on the host once added to a graph.
 pub fn node_bytes(node: &Node) -> usize {
+    node_copy_bytes(node)
+        + node.attrs.0.values().map(|v| if let AttrValue::Tensor(t) = v { byte_size(t) } else { 0 }).sum::<usize>()
+}
+
+/// About what a copy of `node` takes (a plan's): all but its tensors'
+/// elements, which copies share.
+pub fn node_copy_bytes(node: &Node) -> usize {
     let attrs: usize = node
         .attrs
         .0
@@ -28,7 +35,7 @@ pub fn node_bytes(node: &Node) -> usize {
                 + match v {
                     AttrValue::Str(s) => s.len(),
                     AttrValue::Ints(i) => i.len() * 8,
-                    AttrValue::Tensor(t) => byte_size(t) + t.shape().len() * 8,
+                    AttrValue::Tensor(t) => t.shape().len() * 8,
                     _ => 0,
                 }
         })

@@ -16,7 +16,7 @@ mod variables;
 use std::collections::HashMap;
 
 pub use gradients::{GradCtx, GradFn};
-pub use held::node_bytes;
+pub use held::{node_bytes, node_copy_bytes};
 pub use infer::{broadcast, reduction_axes, reshape_target};
 pub use op::{AttrValue, Attrs, OpType};
 pub use variables::{Operand, VariableDecl, VariableNodes};

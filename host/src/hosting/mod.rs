@@ -31,7 +31,7 @@ use crate::cluster::TaskId;
 use crate::error::{Code, Error, Result};
 use crate::rpc::auth::{bearer_token, experiment_of, same_token};
 use crate::rpc::{Authenticator, Caller, ServedTask, SingleTask, TaskDirectory};
-use crate::runtime::{Runtime, RuntimeConfig, Worker, module_hash};
+use crate::runtime::{LoadedModule, Runtime, RuntimeConfig, module_hash};
 
 /// A host's hosting settings.
 #[derive(Clone, Debug)]
@@ -107,7 +107,7 @@ pub struct Hosting {
     module_store_bytes: u64,
     cache_bytes: u64,
     own: Option<Arc<ServedTask>>,
-    workers: Mutex<HashMap<String, Worker>>,
+    workers: Mutex<HashMap<String, LoadedModule>>,
     compile_slots: Arc<tokio::sync::Semaphore>,
     experiments: RwLock<BTreeMap<String, Arc<Experiment>>>,
     owners: Mutex<HashMap<u64, String>>,
@@ -386,7 +386,7 @@ impl Hosting {
         &self,
         experiment: &Experiment,
         sha: &str,
-        worker: Option<Worker>,
+        worker: Option<LoadedModule>,
         bytes: Option<&[u8]>,
     ) -> Result<bool> {
         let mut workers = lock(&self.workers);

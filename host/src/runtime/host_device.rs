@@ -5,10 +5,10 @@ use wasmtime::component::Resource;
 use super::bindings::{device as wd, types::Error as WitError};
 use super::convert::wit;
 use super::resources::GraphResource;
-use super::state::ProgramState;
+use super::state::StoreState;
 use crate::device::DeviceSpec;
 
-impl wd::Host for ProgramState {
+impl wd::Host for StoreState {
     async fn parse(&mut self, spec: String) -> wasmtime::Result<Result<wd::DeviceSpec, WitError>> {
         Ok(wit(DeviceSpec::parse(&spec).map(Into::into)))
     }

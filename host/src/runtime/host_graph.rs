@@ -5,7 +5,7 @@ use wasmtime::component::Resource;
 use super::bindings::{graph as wg, types::Error as WitError};
 use super::convert::{attr_from_wit, output_type_to_wit, wit};
 use super::resources::GraphResource;
-use super::state::ProgramState;
+use super::state::StoreState;
 use crate::device::DeviceSpec;
 use crate::error::Result;
 use crate::graph::{Attrs, NameRequest, NodeRequest, OpType, Output};
@@ -28,9 +28,9 @@ fn add_op(graph: &GraphResource, spec: wg::OpSpec) -> Result<u32> {
     graph.lock().add(req)
 }
 
-impl wg::Host for ProgramState {}
+impl wg::Host for StoreState {}
 
-impl wg::HostGraph for ProgramState {
+impl wg::HostGraph for StoreState {
     async fn new(&mut self) -> wasmtime::Result<Resource<GraphResource>> {
         Ok(self.table.push(GraphResource::charged_to(self.limits.budget().clone()))?)
     }

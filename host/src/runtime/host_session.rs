@@ -7,7 +7,7 @@ use wasmtime::component::Resource;
 use super::bindings::{session as ws, types::Error as WitError};
 use super::convert::{tensor_from_wit, tensor_to_wit, wit};
 use super::resources::{GraphResource, SessionResource};
-use super::state::ProgramState;
+use super::state::StoreState;
 use crate::error::Result;
 use crate::exec::{RunRequest, RunResult};
 
@@ -38,9 +38,9 @@ fn to_wit(result: RunResult) -> ws::RunOutput {
     }
 }
 
-impl ws::Host for ProgramState {}
+impl ws::Host for StoreState {}
 
-impl ws::HostSession for ProgramState {
+impl ws::HostSession for StoreState {
     async fn open(
         &mut self,
         target: String,
@@ -50,6 +50,7 @@ impl ws::HostSession for ProgramState {
         let graph = self.table.get(&g)?.clone();
         match self.task.session_executor(&target, options.place_on_own_task) {
             Ok((executor, target)) => {
+                let executor = executor.with_plan_budget(self.limits.budget().clone());
                 let timeout = options.timeout_ms.map(std::time::Duration::from_millis);
                 let session = SessionResource { graph, executor, target, timeout };
                 Ok(Ok(self.table.push(session)?))

@@ -5,7 +5,7 @@ use wasmtime::component::Resource;
 use super::bindings::{graph::Output as WitOutput, types::Error as WitError, variable as wv};
 use super::convert::{tensor_from_wit, wit};
 use super::resources::{GraphResource, VariableResource};
-use super::state::ProgramState;
+use super::state::StoreState;
 use crate::device::DeviceSpec;
 use crate::error::Result;
 use crate::graph::{NameRequest, NodeRequest, OpType, Operand, Output, VariableDecl};
@@ -30,7 +30,7 @@ fn declare(graph: &GraphResource, initial: wv::Operand, options: wv::VariableOpt
     Ok(VariableResource { graph: graph.clone(), nodes, name })
 }
 
-impl ProgramState {
+impl StoreState {
     fn assign(
         &mut self,
         v: &Resource<VariableResource>,
@@ -43,7 +43,7 @@ impl ProgramState {
     }
 }
 
-impl wv::Host for ProgramState {
+impl wv::Host for StoreState {
     async fn global_variables_initializer(
         &mut self,
         g: Resource<GraphResource>,
@@ -59,7 +59,7 @@ impl wv::Host for ProgramState {
     }
 }
 
-impl wv::HostVariable for ProgramState {
+impl wv::HostVariable for StoreState {
     async fn create(
         &mut self,
         g: Resource<GraphResource>,
@@ -93,7 +93,7 @@ impl wv::HostVariable for ProgramState {
         v: Resource<VariableResource>,
         value: wv::Operand,
     ) -> wasmtime::Result<Result<WitOutput, WitError>> {
-        ProgramState::assign(self, &v, OpType::Assign, value)
+        StoreState::assign(self, &v, OpType::Assign, value)
     }
 
     async fn assign_add(
@@ -101,7 +101,7 @@ impl wv::HostVariable for ProgramState {
         v: Resource<VariableResource>,
         delta: wv::Operand,
     ) -> wasmtime::Result<Result<WitOutput, WitError>> {
-        ProgramState::assign(self, &v, OpType::AssignAdd, delta)
+        StoreState::assign(self, &v, OpType::AssignAdd, delta)
     }
 
     async fn assign_sub(
@@ -109,7 +109,7 @@ impl wv::HostVariable for ProgramState {
         v: Resource<VariableResource>,
         delta: wv::Operand,
     ) -> wasmtime::Result<Result<WitOutput, WitError>> {
-        ProgramState::assign(self, &v, OpType::AssignSub, delta)
+        StoreState::assign(self, &v, OpType::AssignSub, delta)
     }
 
     async fn is_initialized(&mut self, v: Resource<VariableResource>) -> wasmtime::Result<Result<WitOutput, WitError>> {

@@ -33,9 +33,9 @@ use crate::error::{Error, Result};
 use crate::exec::ComputeMeter;
 use crate::task::Task;
 use bindings::{TaskWorker, TaskWorkerPre};
-use state::ProgramState;
+use state::StoreState;
 
-impl bindings::types::Host for ProgramState {}
+impl bindings::types::Host for StoreState {}
 
 /// How often the epoch advances; a running guest yields to the async
 /// executor at least this often, so it can be timed out or cancelled.
@@ -74,19 +74,20 @@ impl RuntimeConfig {
     }
 }
 
-/// A worker component, compiled and linked, ready to instantiate.
+/// A module (a worker component), compiled and linked, ready to instantiate
+/// as programs.
 #[derive(Clone)]
-pub struct Worker {
+pub struct LoadedModule {
     name: String,
     hash: String,
     source: Source,
     load_time: Duration,
-    pre: TaskWorkerPre<ProgramState>,
+    pre: TaskWorkerPre<StoreState>,
 }
 
-impl std::fmt::Debug for Worker {
+impl std::fmt::Debug for LoadedModule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker")
+        f.debug_struct("LoadedModule")
             .field("name", &self.name)
             .field("hash", &self.hash)
             .field("source", &self.source)
@@ -95,7 +96,7 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-impl Worker {
+impl LoadedModule {
     /// The name it was loaded under (usually its file name).
     pub fn name(&self) -> &str {
         &self.name
@@ -204,7 +205,7 @@ impl Drop for EpochTicker {
 /// A host's wasmtime engine, linker and module cache.
 pub struct Runtime {
     engine: Engine,
-    linker: Linker<ProgramState>,
+    linker: Linker<StoreState>,
     cache: Option<ModuleCache>,
     config: RuntimeConfig,
     _ticker: EpochTicker,
@@ -231,7 +232,7 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| Error::wasm("linking WASI", &e))?;
-        TaskWorker::add_to_linker::<ProgramState, HasSelf<ProgramState>>(&mut linker, |s| s)
+        TaskWorker::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(|e| Error::wasm("linking weft:runtime", &e))?;
 
         let cache = config.cache_dir.as_ref().map(|d| ModuleCache::new(d, &engine)).transpose()?;
@@ -261,7 +262,7 @@ impl Runtime {
     }
 
     /// Reads and loads a worker component from a file.
-    pub fn load_file(&self, path: &Path) -> Result<Worker> {
+    pub fn load_file(&self, path: &Path) -> Result<LoadedModule> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
         self.load(&name, &bytes)
@@ -269,7 +270,7 @@ impl Runtime {
 
     /// Checks, compiles (or loads from the cache) and links a worker
     /// component. Blocking: call it off the async threads.
-    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Worker> {
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<LoadedModule> {
         let start = Instant::now();
         check_component_header(name, bytes)?;
         let hash = module_hash(bytes);
@@ -289,7 +290,7 @@ impl Runtime {
         };
         let pre = self.linker.instantiate_pre(&component).map_err(world_error)?;
         let pre = TaskWorkerPre::new(pre).map_err(world_error)?;
-        Ok(Worker { name: name.to_string(), hash, source, load_time: start.elapsed(), pre })
+        Ok(LoadedModule { name: name.to_string(), hash, source, load_time: start.elapsed(), pre })
     }
 
     /// Runs `worker` as a program of `task` with `args`. Output is captured
@@ -297,7 +298,7 @@ impl Runtime {
     /// dropping the future stops the program within one epoch tick.
     pub async fn run(
         &self,
-        worker: &Worker,
+        worker: &LoadedModule,
         task: Arc<Task>,
         args: Vec<String>,
         follow: Option<Arc<dyn OutputFollower>>,
@@ -309,7 +310,7 @@ impl Runtime {
     /// instantiates `worker` in it, without calling `run` yet.
     pub async fn instantiate(
         &self,
-        worker: &Worker,
+        worker: &LoadedModule,
         task: Arc<Task>,
         args: Vec<String>,
         follow: Option<Arc<dyn OutputFollower>>,
@@ -320,7 +321,7 @@ impl Runtime {
     /// [`Runtime::instantiate`] in a per-program `sandbox`.
     pub async fn instantiate_sandboxed(
         &self,
-        worker: &Worker,
+        worker: &LoadedModule,
         task: Arc<Task>,
         args: Vec<String>,
         follow: Option<Arc<dyn OutputFollower>>,
@@ -349,7 +350,7 @@ impl Runtime {
         let memory_limit = sandbox.memory_bytes.unwrap_or(usize::MAX).min(self.config.max_memory_bytes);
         let limits = state::Limiter::new(&worker.name, memory_limit);
         let compute = Arc::new(ComputeMeter::new(sandbox.cpu_time));
-        let state = ProgramState {
+        let state = StoreState {
             wasi,
             table: Default::default(),
             task,
@@ -397,7 +398,7 @@ impl Runtime {
 
 /// An instantiated program, ready to run once.
 pub struct Program {
-    store: Store<ProgramState>,
+    store: Store<StoreState>,
     instance: TaskWorker,
     args: Vec<String>,
     stdout: OutputSink,

@@ -13,7 +13,7 @@ use crate::exec::ComputeMeter;
 use crate::task::Task;
 
 /// What a running program's store holds.
-pub struct ProgramState {
+pub struct StoreState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) task: Arc<Task>,
@@ -148,7 +148,7 @@ impl CpuMeter {
     }
 }
 
-impl WasiView for ProgramState {
+impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
