@@ -50,16 +50,22 @@ pub fn write(path: &Path, bytes: &[u8], access: Access) -> std::io::Result<()> {
     result
 }
 
-/// Deletes temporaries in `dir` that a crashed writer left; returns how many.
+/// Temporaries older than this were left by a crash: no write takes so long.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes temporaries in `dir` that a crashed writer left (older than an
+/// hour: another process sharing the directory may be mid-write); returns
+/// how many.
 pub fn remove_stale_temporaries(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    let own = format!("-{}-", std::process::id());
+    let stale = |e: &std::fs::DirEntry| {
+        e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > STALE_AFTER)
+    };
     entries
         .flatten()
         .filter(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            // Another writer of this process may be mid-write.
-            name.starts_with('.') && name.contains(".tmp-") && !name.contains(&own)
+            name.starts_with('.') && name.contains(".tmp-") && stale(e)
         })
         .filter(|e| std::fs::remove_file(e.path()).is_ok())
         .count()
@@ -82,7 +88,11 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
         }
-        std::fs::write(dir.join(".record.json.tmp-1-7"), b"half").unwrap();
+        let left = dir.join(".record.json.tmp-1-7");
+        std::fs::write(&left, b"half").unwrap();
+        assert_eq!(remove_stale_temporaries(&dir), 0, "a fresh temporary may be another writer's");
+        let old = std::time::SystemTime::now() - 2 * STALE_AFTER;
+        std::fs::File::options().append(true).open(&left).unwrap().set_modified(old).unwrap();
         assert_eq!(remove_stale_temporaries(&dir), 1);
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(left, vec![std::ffi::OsString::from("record.json")]);

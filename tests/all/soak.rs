@@ -31,7 +31,7 @@ const HOSTILE: [(&[&str], &[&str]); 8] = [
     (&["aliased-feeds", "16", "64"], &["resource-exhausted", "memory limit"]),
     (&["memory-bomb"], &["resource-exhausted", "memory limit"]),
     (&["loop"], &["resource-exhausted", "cpu-time limit"]),
-    (&["long-step", "20000", "512"], &["resource-exhausted", "cpu-time limit", "kernels"]),
+    (&["long-step", "20000", "512"], &["resource-exhausted", "cpu-time limit", "host work"]),
     (&["trap"], &["trapped"]),
 ];
 

@@ -27,6 +27,13 @@ pub struct PreparedStep {
     req: RunRequest,
 }
 
+impl PreparedStep {
+    /// The meter of the program whose step this is, if any.
+    pub fn meter(&self) -> Option<&Arc<super::ComputeMeter>> {
+        self.req.meter.as_ref()
+    }
+}
+
 /// Runs steps of graphs for one session. Keeps the session's plan cache and
 /// the state of its random ops.
 #[derive(Debug)]
@@ -41,6 +48,18 @@ pub struct Executor {
     cached_bytes: usize,
     plan_budget: Option<Arc<ByteBudget>>,
     rngs: HashMap<NodeId, Option<crate::exec::OpRng>>,
+}
+
+/// A stage's remote partitions in flight: if the step ends early (an
+/// error, a kill), the calls still going are cancelled, not left running.
+struct InFlight<T>(Vec<tokio::task::JoinHandle<T>>);
+
+impl<T> Drop for InFlight<T> {
+    fn drop(&mut self) {
+        for handle in &self.0 {
+            handle.abort();
+        }
+    }
 }
 
 impl Drop for Executor {
@@ -150,7 +169,7 @@ impl Executor {
         });
         let mut values: HashMap<Output, Tensor> = req.feeds.iter().cloned().collect();
         for stage in &plan.stages {
-            let remote: Vec<_> = match (&self.placement.remote, stage.remote.is_empty()) {
+            let remote: InFlight<_> = InFlight(match (&self.placement.remote, stage.remote.is_empty()) {
                 (_, true) => Vec::new(),
                 (Some(remote), false) => stage
                     .remote
@@ -162,7 +181,7 @@ impl Executor {
                     })
                     .collect(),
                 (None, false) => return Err(Error::internal("plan has remote partitions but no remote tasks")),
-            };
+            });
             if let Some(local) = &stage.local {
                 // Only the partition's declared inputs: its own nodes (such as a
                 // repeated variable) must not be shadowed by earlier stages' values.
@@ -175,7 +194,8 @@ impl Executor {
                 })?;
                 values.extend(local.def.outputs.iter().copied().zip(outputs));
             }
-            for (part, handle) in stage.remote.iter().zip(remote) {
+            let mut remote = remote;
+            for (part, handle) in stage.remote.iter().zip(remote.0.iter_mut()) {
                 let result =
                     handle.await.map_err(|e| Error::internal(format!("remote partition task failed: {e}")))??;
                 if let Some(t) = trace.as_mut() {

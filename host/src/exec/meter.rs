@@ -1,6 +1,7 @@
 //! Host compute a program causes: the time kernels of its steps take on
-//! this host, counted against its CPU-time limit together with the time it
-//! spends running guest code, and a stop that ends its in-flight step at
+//! this host, and the host's work on its graphs (adding ops, gradients,
+//! planning runs), counted against its CPU-time limit together with the
+//! time it spends running guest code, and a stop that ends its in-flight step at
 //! the next kernel boundary (`weft kill`, a limit).
 
 use std::sync::Mutex;
@@ -40,7 +41,7 @@ impl ComputeMeter {
         self.guest_nanos.store(u64::try_from(guest.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
-    /// Adds `elapsed` of kernel time.
+    /// Adds `elapsed` of kernel (or other host) time.
     pub fn charge(&self, elapsed: Duration) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         let _ = self.kernel_nanos.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_add(nanos)));
@@ -70,8 +71,8 @@ impl ComputeMeter {
 /// What a program past its CPU-time limit is told.
 pub fn over_cpu_limit(limit: Duration, guest: Duration, kernels: Duration) -> String {
     format!(
-        "cpu-time limit: the program used {:.2} s of its {:.2} s ({:.2} s in guest code, {:.2} s in the kernels of \
-         its steps)",
+        "cpu-time limit: the program used {:.2} s of its {:.2} s ({:.2} s in guest code, {:.2} s of host work: the \
+         kernels of its steps, its graphs and plans)",
         (guest + kernels).as_secs_f64(),
         limit.as_secs_f64(),
         guest.as_secs_f64(),
@@ -92,7 +93,7 @@ mod tests {
         m.charge(Duration::from_millis(200));
         let err = m.check().unwrap_err();
         assert_eq!(err.code(), Code::ResourceExhausted);
-        assert!(err.to_string().contains("used 2.10 s of its 2.00 s (1.50 s in guest code, 0.60 s in the kernels"));
+        assert!(err.to_string().contains("used 2.10 s of its 2.00 s (1.50 s in guest code, 0.60 s of host work"));
         m.stop("program 3 was killed");
         let err = m.check().unwrap_err();
         assert_eq!((err.code(), err.message()), (Code::Aborted, "program 3 was killed".to_string()));

@@ -129,7 +129,7 @@ fn trace_lists_source_then_nodes_on_the_device() {
 #[test]
 fn unknown_devices_fail_at_run_naming_the_op() {
     let mut g = Graph::new();
-    g.push_device_scope(&DeviceSpec::parse("/job:ps/task:0").unwrap());
+    g.push_device_scope(&DeviceSpec::parse("/job:ps/task:0").unwrap()).unwrap();
     let n = g.add(NodeRequest::new(OpType::NoOp)).unwrap();
     let err = target(&mut local_executor(), &g, n).unwrap_err().to_string();
     assert!(err.contains("op 'NoOp'") && err.contains("no job 'ps'") && err.contains("jobs: localhost"), "{err}");
@@ -141,7 +141,7 @@ fn remote_tasks_are_unavailable_on_a_single_host() {
     let me = TaskId::new("local", 0);
     let mut e = executor(&cluster, &me, &Arc::new(LocalDevices::new([me.clone()])));
     let mut g = Graph::new();
-    g.push_device_scope(&DeviceSpec::parse("/job:local/task:1").unwrap());
+    g.push_device_scope(&DeviceSpec::parse("/job:local/task:1").unwrap()).unwrap();
     let n = g.add(NodeRequest::new(OpType::NoOp)).unwrap();
     let err = target(&mut e, &g, n).unwrap_err();
     assert_eq!(err.code(), crate::error::Code::Unavailable);
@@ -284,7 +284,7 @@ fn remote_partitions_cost_one_call_per_step() {
     let v = scalar_var(&mut g, "var");
     let init = g.global_variables_initializer().unwrap();
     let inc = g.assign_op(OpType::AssignAdd, v.var, Operand::Literal(Tensor::scalar_f32(1.0))).unwrap();
-    g.push_device_scope(&DeviceSpec::parse("/job:local/task:1").unwrap());
+    g.push_device_scope(&DeviceSpec::parse("/job:local/task:1").unwrap()).unwrap();
     let two = g.add(NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(Tensor::scalar_f32(2.0)))).unwrap();
     let doubled = g.add(NodeRequest::new(OpType::Mul).inputs([Output::of(v.read), Output::of(two)])).unwrap();
     g.pop_device_scope().unwrap();
@@ -321,7 +321,7 @@ fn local_variable_read_remotely_then_updated_locally() {
     };
     let w = g.declare_variable(Operand::Literal(Tensor::scalar_f32(3.0)), decl).unwrap();
     let init = g.global_variables_initializer().unwrap();
-    g.push_device_scope(&DeviceSpec::parse("/job:local/task:0").unwrap());
+    g.push_device_scope(&DeviceSpec::parse("/job:local/task:0").unwrap()).unwrap();
     let two = g.add(NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(Tensor::scalar_f32(2.0)))).unwrap();
     let doubled = g.add(NodeRequest::new(OpType::Mul).inputs([Output::of(w.var), Output::of(two)])).unwrap();
     g.pop_device_scope().unwrap();

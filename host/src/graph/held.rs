@@ -15,6 +15,8 @@ use crate::budget::{ByteBudget, byte_size};
 const NODE_OVERHEAD: usize = 256;
 /// Bytes of one attribute's map entry beside its name and value.
 const ATTR_OVERHEAD: usize = 64;
+/// Bytes of an entry in the name counts, or of an open scope, beside its text.
+pub(super) const ENTRY_OVERHEAD: usize = 64;
 
 /// About what `node` takes on the host once added to a graph.
 pub fn node_bytes(node: &Node) -> usize {
@@ -75,6 +77,21 @@ impl GraphCharge {
     pub fn held(&self) -> usize {
         self.held
     }
+
+    /// Charges `bytes` more that the graph holds for `what` (a name, a
+    /// scope); on error nothing is charged.
+    pub fn charge_bytes(&mut self, what: &dyn std::fmt::Display, bytes: usize) -> crate::error::Result<()> {
+        self.budget.charge(what, bytes)?;
+        self.held += bytes;
+        Ok(())
+    }
+
+    /// Gives back `bytes` the graph no longer holds (a popped scope).
+    pub fn release(&mut self, bytes: usize) {
+        let bytes = bytes.min(self.held);
+        self.budget.release(bytes);
+        self.held -= bytes;
+    }
 }
 
 impl Drop for GraphCharge {
@@ -111,11 +128,50 @@ mod tests {
         assert!(text.contains("program 'p' holds"), "{text}");
         assert_eq!(g.nodes().len(), 2, "the refused node is not added");
         assert_eq!(budget.used(), g.charged_bytes(), "nor charged");
-        assert!(g.charged_bytes() < 2 * first + 16);
+        assert!(g.charged_bytes() < 2 * first + 200, "two nodes and the refused one's name");
         // Small nodes still fit.
         g.add(NodeRequest::new(OpType::NoOp)).unwrap();
         drop(g);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn names_and_scopes_are_charged_too_so_refused_adds_and_scope_loops_stay_bounded() {
+        let budget = Arc::new(ByteBudget::memory("program 'p'", 64 << 10));
+        let mut g = Graph::charged_to(budget.clone());
+        // Distinct scopes, pushed and popped: each leaves a charged name.
+        for i in 0..10_000 {
+            g.push_name_scope(&format!("scope{i}"));
+            g.pop_name_scope().unwrap();
+        }
+        assert!(budget.used() <= 64 << 10);
+        // Adds refused for want of budget, with ever new names.
+        for i in 0..1000 {
+            let long = format!("{}{i}", "n".repeat(1000));
+            let _ = g.add(NodeRequest::new(OpType::NoOp).named(crate::graph::NameRequest::Unique(long)));
+        }
+        assert!(budget.used() <= 64 << 10, "{}", budget.used());
+        let err = g.push_control_dependencies(vec![]).unwrap_err();
+        assert!(err.to_string().contains("memory limit"), "{err}");
+        drop(g);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn scopes_nest_at_most_their_depth_and_pop_in_step() {
+        let mut g = Graph::new();
+        for _ in 0..crate::graph::MAX_SCOPE_DEPTH + 5 {
+            g.push_name_scope("s");
+        }
+        for _ in 0..crate::graph::MAX_SCOPE_DEPTH + 5 {
+            g.pop_name_scope().unwrap();
+        }
+        assert!(g.pop_name_scope().is_err());
+        let spec = crate::device::DeviceSpec::parse("/job:ps").unwrap();
+        for _ in 0..crate::graph::MAX_SCOPE_DEPTH {
+            g.push_device_scope(&spec).unwrap();
+        }
+        assert!(g.push_device_scope(&spec).unwrap_err().to_string().contains("at most 1024 device scopes"));
     }
 
     #[test]

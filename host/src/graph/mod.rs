@@ -155,9 +155,14 @@ pub struct Graph {
     device_scopes: Vec<DeviceSpec>,
     control_scopes: Vec<Vec<NodeId>>,
     variables: Vec<VariableNodes>,
+    /// Name scopes pushed past [`MAX_SCOPE_DEPTH`] (or the budget), not entered.
+    unentered_name_scopes: usize,
     /// What its nodes cost its owner, when they are charged.
     charge: Option<held::GraphCharge>,
 }
+
+/// Scopes of each kind (name, device, control dependencies) open at once.
+pub const MAX_SCOPE_DEPTH: usize = 1024;
 
 impl Graph {
     /// An empty graph.
@@ -225,48 +230,101 @@ impl Graph {
     }
 
     /// TensorFlow's `unique_name`: `name`, then `name_1`, `name_2`, ...,
-    /// under the current name scope. Marks the result as used.
+    /// under the current name scope. Marks the result as used, charging the
+    /// name's entry; past the graph's budget the name is returned unmarked
+    /// (what then uses it fails on the same budget).
     pub fn unique_name(&mut self, base: &str) -> String {
         let full = self.scoped(base);
         let used = self.name_counts.get(&full).copied().unwrap_or(0);
-        self.name_counts.insert(full.clone(), used + 1);
-        if used == 0 {
-            return full;
-        }
-        let mut i = used;
-        let candidate = loop {
-            let candidate = format!("{full}_{i}");
-            i += 1;
-            if !self.name_counts.contains_key(&candidate) {
-                break candidate;
+        let candidate = if used == 0 {
+            full.clone()
+        } else {
+            let mut i = used;
+            loop {
+                let candidate = format!("{full}_{i}");
+                i += 1;
+                if !self.name_counts.contains_key(&candidate) {
+                    break candidate;
+                }
             }
         };
-        self.name_counts.insert(candidate.clone(), 1);
+        let new_entries = [&full, &candidate].iter().filter(|n| !self.name_counts.contains_key(n.as_str())).count();
+        let entries: usize = if used == 0 { 1 } else { new_entries };
+        let bytes = entries * (held::ENTRY_OVERHEAD + candidate.len().max(full.len()));
+        if self.charge_bytes(&format_args!("the name '{candidate}'"), bytes).is_err() {
+            return candidate;
+        }
+        self.name_counts.insert(full.clone(), used + 1);
+        if used > 0 {
+            self.name_counts.insert(candidate.clone(), 1);
+        }
         candidate
     }
 
+    /// Charges `bytes` the graph holds for `what` to its budget, if it has one.
+    fn charge_bytes(&mut self, what: &dyn std::fmt::Display, bytes: usize) -> Result<()> {
+        match &mut self.charge {
+            Some(c) => c.charge_bytes(what, bytes),
+            None => Ok(()),
+        }
+    }
+
+    fn release_bytes(&mut self, bytes: usize) {
+        if let Some(c) = &mut self.charge {
+            c.release(bytes);
+        }
+    }
+
     /// Enters a name scope; returns its full name. Nested scopes with a
-    /// taken name are made unique, as in TensorFlow.
+    /// taken name are made unique, as in TensorFlow. Past
+    /// [`MAX_SCOPE_DEPTH`] scopes (or the graph's budget) the scope is not
+    /// entered, but still counts for [`Graph::pop_name_scope`].
     pub fn push_name_scope(&mut self, name: &str) -> String {
         let full = self.unique_name(name);
-        self.name_scopes.push(full.clone());
+        let bytes = held::ENTRY_OVERHEAD + full.len();
+        if self.name_scopes.len() >= MAX_SCOPE_DEPTH
+            || self.charge_bytes(&format_args!("the name scope '{full}'"), bytes).is_err()
+        {
+            self.unentered_name_scopes += 1;
+        } else {
+            self.name_scopes.push(full.clone());
+        }
         full
     }
 
     /// Leaves the innermost name scope.
     pub fn pop_name_scope(&mut self) -> Result<()> {
-        self.name_scopes.pop().map(drop).ok_or_else(|| Error::precondition("no name scope to pop"))
+        if self.unentered_name_scopes > 0 {
+            self.unentered_name_scopes -= 1;
+            return Ok(());
+        }
+        let scope = self.name_scopes.pop().ok_or_else(|| Error::precondition("no name scope to pop"))?;
+        self.release_bytes(held::ENTRY_OVERHEAD + scope.len());
+        Ok(())
     }
 
     /// Enters a device scope: `spec` merged over the enclosing scope.
-    pub fn push_device_scope(&mut self, spec: &DeviceSpec) {
+    pub fn push_device_scope(&mut self, spec: &DeviceSpec) -> Result<()> {
         let merged = self.current_device().merge(spec);
+        if self.device_scopes.len() >= MAX_SCOPE_DEPTH {
+            return Err(Error::status(
+                crate::error::Code::ResourceExhausted,
+                format!("device scope '{merged}': at most {MAX_SCOPE_DEPTH} device scopes may be open"),
+            ));
+        }
+        self.charge_bytes(
+            &format_args!("the device scope '{merged}'"),
+            held::ENTRY_OVERHEAD + merged.to_string().len(),
+        )?;
         self.device_scopes.push(merged);
+        Ok(())
     }
 
     /// Leaves the innermost device scope.
     pub fn pop_device_scope(&mut self) -> Result<()> {
-        self.device_scopes.pop().map(drop).ok_or_else(|| Error::precondition("no device scope to pop"))
+        let scope = self.device_scopes.pop().ok_or_else(|| Error::precondition("no device scope to pop"))?;
+        self.release_bytes(held::ENTRY_OVERHEAD + scope.to_string().len());
+        Ok(())
     }
 
     /// The device scope ops are added in now.
@@ -279,13 +337,24 @@ impl Graph {
         for &n in &nodes {
             self.node(n)?;
         }
+        if self.control_scopes.len() >= MAX_SCOPE_DEPTH {
+            return Err(Error::status(
+                crate::error::Code::ResourceExhausted,
+                format!("at most {MAX_SCOPE_DEPTH} control-dependency scopes may be open"),
+            ));
+        }
+        let bytes = held::ENTRY_OVERHEAD + nodes.len() * 4;
+        self.charge_bytes(&format_args!("a control-dependency scope of {} nodes", nodes.len()), bytes)?;
         self.control_scopes.push(nodes);
         Ok(())
     }
 
     /// Leaves the innermost control-dependency scope.
     pub fn pop_control_dependencies(&mut self) -> Result<()> {
-        self.control_scopes.pop().map(drop).ok_or_else(|| Error::precondition("no control-dependency scope to pop"))
+        let scope =
+            self.control_scopes.pop().ok_or_else(|| Error::precondition("no control-dependency scope to pop"))?;
+        self.release_bytes(held::ENTRY_OVERHEAD + scope.len() * 4);
+        Ok(())
     }
 
     /// Validates and adds a node; the error names the op and what is wrong.
@@ -435,8 +504,8 @@ mod tests {
     #[test]
     fn device_scopes_merge_into_nodes() {
         let mut g = Graph::new();
-        g.push_device_scope(&DeviceSpec::parse("/job:ps").unwrap());
-        g.push_device_scope(&DeviceSpec::parse("/task:1").unwrap());
+        g.push_device_scope(&DeviceSpec::parse("/job:ps").unwrap()).unwrap();
+        g.push_device_scope(&DeviceSpec::parse("/task:1").unwrap()).unwrap();
         let id = constant(&mut g, 1.0).node;
         g.pop_device_scope().unwrap();
         g.pop_device_scope().unwrap();

@@ -62,7 +62,7 @@ impl Graph {
     pub fn declare_variable(&mut self, initial: Operand, decl: VariableDecl) -> Result<VariableNodes> {
         let scope = self.unique_name(decl.name.as_deref().unwrap_or("Variable"));
         if let Some(d) = &decl.device {
-            self.push_device_scope(d);
+            self.push_device_scope(d)?;
         }
         let result = self.declare_in_scope(&scope, initial, decl.trainable);
         if decl.device.is_some() {
@@ -204,7 +204,7 @@ mod tests {
     #[test]
     fn variables_take_the_device_scope_and_option() {
         let mut g = Graph::new();
-        g.push_device_scope(&DeviceSpec::parse("/job:ps").unwrap());
+        g.push_device_scope(&DeviceSpec::parse("/job:ps").unwrap()).unwrap();
         let decl = VariableDecl {
             name: Some("w".into()),
             device: Some(DeviceSpec::parse("/task:1").unwrap()),

@@ -107,7 +107,8 @@ pub struct Hosting {
     module_store_bytes: u64,
     cache_bytes: u64,
     own: Option<Arc<ServedTask>>,
-    workers: Mutex<HashMap<String, LoadedModule>>,
+    /// Compiled modules by sha256, with their size: what experiments start.
+    workers: Mutex<HashMap<String, (LoadedModule, u64)>>,
     compile_slots: Arc<tokio::sync::Semaphore>,
     experiments: RwLock<BTreeMap<String, Arc<Experiment>>>,
     owners: Mutex<HashMap<u64, String>>,
@@ -181,8 +182,9 @@ impl Hosting {
                 }
             };
             for sha in &saved.modules {
-                let loaded =
-                    state.module(sha).and_then(|bytes| self.runtime.load(&format!("module {sha:.12}"), &bytes));
+                let loaded = state.module(sha).and_then(|bytes| {
+                    self.runtime.load(&format!("module {sha:.12}"), &bytes).map(|w| (w, bytes.len() as u64))
+                });
                 match loaded.and_then(|w| self.publish(&experiment, sha, Some(w), None)) {
                     Ok(_) => {}
                     Err(e) => tracing::warn!(experiment = saved.name, module = sha, "module not restored: {e}"),
@@ -329,20 +331,11 @@ impl Hosting {
                 "upload damaged: its sha256 is {sha}, but the client announced {expected}"
             )));
         }
-        if !experiment.has_module(&sha) && experiment.modules().len() >= MAX_MODULES_PER_EXPERIMENT {
-            return Err(Error::status(
-                Code::ResourceExhausted,
-                format!(
-                    "modules limit: experiment '{}' uploaded {MAX_MODULES_PER_EXPERIMENT} modules to this host, \
-                     its most",
-                    experiment.name()
-                ),
-            ));
-        }
-        if self.publish(experiment, &sha, None, Some(&bytes))? {
+        if self.publish(experiment, &sha, None, None)? {
             self.save(experiment)?;
             return Ok((sha, Duration::ZERO));
         }
+        self.check_room(experiment, &sha, bytes.len() as u64)?;
         // Compiling takes a core for ~50 ms per 150 KB: a few at a time, so
         // uploads cannot starve running programs. The permit goes with the
         // compile, which runs on even if the uploader goes away. Only a
@@ -360,10 +353,60 @@ impl Hosting {
         .map_err(|e| Error::internal(format!("compiling panicked: {e}")))??;
         let took = start.elapsed();
         tracing::info!(module = &sha[..12], source = ?worker.source(), ?took, "module ready");
-        self.publish(experiment, &sha, Some(worker), Some(&bytes))?;
+        // Written before it is published (not under the modules lock); a
+        // publish that fails after all takes the file back.
+        if let Some(state) = &self.state {
+            state.keep_module(&sha, &bytes)?;
+        }
+        if let Err(e) = self.publish(experiment, &sha, Some((worker, bytes.len() as u64)), Some(&bytes)) {
+            let workers = lock(&self.workers);
+            if let Some(state) = &self.state
+                && !workers.contains_key(&sha)
+            {
+                state.remove_module(&sha);
+            }
+            return Err(e);
+        }
         self.save(experiment)?;
         self.evict_compiled();
         Ok((sha, took))
+    }
+
+    /// Whether the host may take module `sha` of `bytes` for `experiment`:
+    /// within the experiment's modules and the host's module store.
+    fn check_room(&self, experiment: &Experiment, sha: &str, bytes: u64) -> Result<()> {
+        let workers = lock(&self.workers);
+        Self::room(&workers, experiment, sha, bytes, self.module_store_bytes)
+    }
+
+    fn room(
+        workers: &HashMap<String, (LoadedModule, u64)>,
+        experiment: &Experiment,
+        sha: &str,
+        bytes: u64,
+        store: u64,
+    ) -> Result<()> {
+        if !experiment.has_module(sha) && experiment.modules().len() >= MAX_MODULES_PER_EXPERIMENT {
+            return Err(Error::status(
+                Code::ResourceExhausted,
+                format!(
+                    "modules limit: experiment '{}' uploaded {MAX_MODULES_PER_EXPERIMENT} modules to this host, its \
+                     most",
+                    experiment.name()
+                ),
+            ));
+        }
+        let held: u64 = workers.values().map(|(_, b)| b).sum();
+        if !workers.contains_key(sha) && held + bytes > store {
+            return Err(Error::status(
+                Code::ResourceExhausted,
+                format!(
+                    "module-store limit: this host holds {held} bytes of modules and at most {store}; a module of \
+                     {bytes} bytes does not fit"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Keeps the compiled-module cache within its bytes, deleting the least
@@ -377,16 +420,15 @@ impl Hosting {
         }
     }
 
-    /// Lets `experiment` start module `sha`, adding its compiled `worker` if
-    /// given; returns whether the host has the module. Its `bytes`, when
-    /// given, are kept in the state directory (within the host's module
-    /// store). Under the modules lock, so a deletion's eviction sees either
-    /// all of this or none.
+    /// Lets `experiment` start module `sha`, adding its compiled `worker`
+    /// (and its size) if given; returns whether the host has the module.
+    /// Under the modules lock, with the limits checked again, so a deletion's
+    /// eviction and a concurrent upload see either all of this or none.
     fn publish(
         &self,
         experiment: &Experiment,
         sha: &str,
-        worker: Option<LoadedModule>,
+        worker: Option<(LoadedModule, u64)>,
         bytes: Option<&[u8]>,
     ) -> Result<bool> {
         let mut workers = lock(&self.workers);
@@ -396,23 +438,13 @@ impl Hosting {
         if worker.is_none() && !workers.contains_key(sha) {
             return Ok(false);
         }
-        // Kept before it is added: a module over the store's limit is
-        // neither kept nor held compiled.
+        let size = worker.as_ref().map_or(0, |(_, b)| *b);
+        Self::room(&workers, experiment, sha, size, self.module_store_bytes)?;
+        // A deletion may have pruned the file written for this upload
+        // before it was published: write it again (rare, under the lock).
         if let (Some(state), Some(bytes)) = (&self.state, bytes)
             && !state.has_module(sha)
         {
-            let kept = state.modules_bytes();
-            if kept + bytes.len() as u64 > self.module_store_bytes {
-                return Err(Error::status(
-                    Code::ResourceExhausted,
-                    format!(
-                        "module-store limit: this host keeps {kept} bytes of modules and at most {}; a module of {} \
-                         bytes does not fit",
-                        self.module_store_bytes,
-                        bytes.len()
-                    ),
-                ));
-            }
             state.keep_module(sha, bytes)?;
         }
         if let Some(w) = worker {
@@ -432,7 +464,7 @@ impl Hosting {
         args: Vec<String>,
     ) -> Result<Arc<ProgramRecord>> {
         let worker = match lock(&self.workers).get(module) {
-            Some(w) if experiment.has_module(module) => w.clone(),
+            Some((w, _)) if experiment.has_module(module) => w.clone(),
             _ => {
                 return Err(Error::not_found(format!(
                     "module {module} was not uploaded to experiment '{}' on this host",

@@ -117,10 +117,9 @@ impl StateDir {
         self.module_path(sha).exists()
     }
 
-    /// Bytes of all kept modules.
-    pub fn modules_bytes(&self) -> u64 {
-        let Ok(entries) = std::fs::read_dir(self.dir.join("modules")) else { return 0 };
-        entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()
+    /// Forgets a kept module.
+    pub fn remove_module(&self, sha: &str) {
+        let _ = std::fs::remove_file(self.module_path(sha));
     }
 
     /// A kept module's bytes.

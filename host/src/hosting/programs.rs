@@ -159,10 +159,12 @@ impl ProgramRecord {
 
     /// Remembers its compute meter; stops it at once if it was killed first.
     pub fn set_compute(&self, meter: Arc<ComputeMeter>) {
+        // Stored first, checked second (and `kill` does the reverse), so a
+        // kill in between is seen by one side or the other.
+        *Self::lock(&self.compute) = Some(meter.clone());
         if self.state() == ProgramState::Killed {
             meter.stop(format!("program {} was killed", self.id));
         }
-        *Self::lock(&self.compute) = Some(meter);
     }
 
     /// Whether it still counts against its experiment's programs limit:
@@ -178,9 +180,6 @@ impl ProgramRecord {
         if self.state().is_final() {
             return false;
         }
-        if let Some(meter) = Self::lock(&self.compute).as_ref() {
-            meter.stop(format!("program {} was killed", self.id));
-        }
         let handle = Self::lock(&self.abort).clone();
         match handle {
             // Its task ended without recording how: it panicked.
@@ -189,10 +188,13 @@ impl ProgramRecord {
                 "the program's host task panicked".into(),
             )),
             Some(h) => {
-                h.abort();
                 self.set_state(ProgramState::Killed);
+                h.abort();
             }
             None => self.set_state(ProgramState::Killed),
+        }
+        if let Some(meter) = Self::lock(&self.compute).as_ref() {
+            meter.stop(format!("program {} was killed", self.id));
         }
         true
     }

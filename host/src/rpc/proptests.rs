@@ -87,7 +87,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_register_a_partition_by_panicking(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        if let Ok((def, _)) = decode_registration(1, bytes.into()) {
+        if let Ok((def, _)) = decode_registration(1, bytes.into(), None, &mut Default::default()) {
             run_on_zeros(&def);
         }
     }
@@ -109,7 +109,7 @@ proptest! {
                 break;
             }
         }
-        match decode_registration(7, bytes.into()) {
+        match decode_registration(7, bytes.into(), None, &mut Default::default()) {
             Ok((def, _)) => run_on_zeros(&def),
             Err(s) => prop_assert!(s.message().starts_with("partition 7: ") || s.message().contains("partition 7 "),
                 "{}", s.message()),

@@ -15,21 +15,22 @@ use super::{MAX_MESSAGE_BYTES, pb};
 use crate::budget::ByteBudget;
 use crate::cluster::TaskId;
 use crate::error::Error;
-use crate::exec::{PartitionDef, StepCharges, Trace, run_partition};
+use crate::exec::{ComputeMeter, PartitionDef, StepCharges, Trace, run_partition};
 use crate::graph::{NodeId, Output};
 use crate::shm::Mapping;
 use crate::task::Task;
 use crate::tensor::Tensor;
 
-/// Partitions a task keeps, and the bytes of their definitions; beyond
-/// either, all are dropped (masters register again on `NOT_FOUND`).
+/// Partitions a task keeps, and the bytes of their definitions (as bounded
+/// before decoding); beyond either, the oldest are dropped (masters register
+/// them again on `NOT_FOUND`).
 const MAX_PARTITIONS: usize = 4096;
 const MAX_PARTITION_BYTES: usize = 256 << 20;
 
 struct Registered {
     def: PartitionDef,
     rngs: Mutex<HashMap<NodeId, Option<crate::exec::OpRng>>>,
-    /// Bytes of its definition on the wire.
+    /// Bytes of its definition in memory (the bound before decoding).
     size: usize,
     /// Order of registration, for evicting the oldest.
     seq: u64,
@@ -148,9 +149,24 @@ pub const NOT_REGISTERED: &str = "is not registered with this incarnation";
 /// says; the master retries once without shared memory.
 pub const SEGMENT_UNKNOWN: &str = "names a shared-memory segment this host does not hold";
 
+/// Stops a meter when dropped: the call it meters has ended or was dropped.
+struct StopOnDrop(Arc<ComputeMeter>, String);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop(std::mem::take(&mut self.1));
+    }
+}
+
 /// Partition `id` from its encoded definition, checked, and the bytes it
-/// takes: bounded from the encoding before it is decoded.
-pub(super) fn decode_registration(id: u64, encoded: bytes::Bytes) -> Result<(PartitionDef, usize), Status> {
+/// takes: bounded from the encoding before it is decoded, and charged to
+/// `budget` (into `charges`) before it is.
+pub(super) fn decode_registration(
+    id: u64,
+    encoded: bytes::Bytes,
+    budget: Option<&Arc<ByteBudget>>,
+    charges: &mut StepCharges,
+) -> Result<(PartitionDef, usize), Status> {
     let bad = |why: String| Status::invalid_argument(format!("partition {id}: {why}"));
     let size = partition_decoded_bound(&encoded).map_err(bad)?;
     if size > MAX_PARTITION_BYTES {
@@ -158,6 +174,12 @@ pub(super) fn decode_registration(id: u64, encoded: bytes::Bytes) -> Result<(Par
             "partition {id} would take {size} bytes once decoded; a task keeps at most {MAX_PARTITION_BYTES} bytes \
              of partitions"
         )));
+    }
+    if let Some(b) = budget {
+        // Decoded, then converted: twice the bound at the peak.
+        charges
+            .charge_for(b, &format!("decoding partition {id}"), size.saturating_mul(2))
+            .map_err(status_from_error)?;
     }
     let def = <pb::PartitionDef as prost::Message>::decode(encoded).map_err(|e| bad(e.to_string()))?;
     let def = partition_from_pb(&def).and_then(PartitionDef::checked).map_err(|e| bad(e.message().to_string()))?;
@@ -276,6 +298,10 @@ impl pb::task_service_server::TaskService for TaskService {
         let mut stream = request.into_inner();
         let mut encoded = bytes::BytesMut::new();
         let mut key = None;
+        // A registration in flight holds its bytes, and then its decoded
+        // form: both are charged to the task's tensor budget until it is done.
+        let budget = served.task.device().tensor_budget().cloned();
+        let mut charges = StepCharges::default();
         while let Some(piece) = stream.message().await? {
             let id = piece.partition_id;
             if *key.get_or_insert((piece.master, id)) != (piece.master, id) {
@@ -286,10 +312,15 @@ impl pb::task_service_server::TaskService for TaskService {
                     "partition {id} is more than {MAX_PARTITION_BYTES} bytes, what a task keeps of partitions"
                 )));
             }
+            if let Some(b) = &budget {
+                let what = format!("registering partition {id}");
+                charges.charge_for(b, &what, piece.def.len()).map_err(status_from_error)?;
+            }
             encoded.extend_from_slice(&piece.def);
         }
         let (master, id) = key.ok_or_else(|| Status::invalid_argument("RegisterPartition without a partition"))?;
-        let (def, size) = decode_registration(id, encoded.freeze())?;
+        let (def, size) =
+            crate::exec::run_blocking(|| decode_registration(id, encoded.freeze(), budget.as_ref(), &mut charges))?;
         let mut partitions = served.partitions();
         // Two runs of one master may register the same partition at once: a
         // master's partition ids name one definition, so the second finds
@@ -322,13 +353,18 @@ impl pb::task_service_server::TaskService for TaskService {
             .check_inputs(&values)
             .map_err(|e| Status::invalid_argument(format!("partition {id}: {}", e.message())))?;
         let inputs: HashMap<Output, Tensor> = part.def.inputs.iter().copied().zip(values).collect();
+        // A caller that goes away (cancelled, killed, timed out) stops this
+        // step at its next kernel.
+        let meter = Arc::new(ComputeMeter::new(None));
+        let _stop = StopOnDrop(meter.clone(), format!("partition {id}: the caller went away"));
         let compute = move || {
             // The inputs stay charged until the step is done with them.
             let _charges = charges;
             let mut trace = trace.then(Trace::default);
             let node_device = vec![0; part.def.nodes.len()];
             let mut rngs = part.rngs.lock().unwrap_or_else(|p| p.into_inner());
-            let outputs = run_partition(&part.def, &[device], &node_device, &inputs, &mut rngs, trace.as_mut(), None)?;
+            let outputs =
+                run_partition(&part.def, &[device], &node_device, &inputs, &mut rngs, trace.as_mut(), Some(&meter))?;
             Ok::<_, Error>((outputs, trace.map(Trace::finish).unwrap_or_default()))
         };
         // Kernels block (`run_blocking`). A partition comes from the network:
@@ -339,7 +375,12 @@ impl pb::task_service_server::TaskService for TaskService {
                 Err(Error::internal(format!("partition {id} failed: a kernel panicked on a malformed node")))
             })
         };
-        let result = crate::exec::run_blocking(guarded).map_err(status_from_error)?;
+        // Off the async threads, so that this call can be dropped (and its
+        // meter stopped) while a kernel runs.
+        let result = tokio::task::spawn_blocking(guarded)
+            .await
+            .map_err(|e| Status::internal(format!("partition {id}: {e}")))?
+            .map_err(status_from_error)?;
         let shared = segment.as_deref().map(|m| (m, output_space.as_slice()));
         let chunks = chunks(&result.0, stats_to_pb(result.1), shared)?;
         Ok(Response::new(Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok)))))

@@ -18,7 +18,15 @@ enum Field {
     Scalars(usize),
     /// A string or bytes: its length.
     Bytes,
+    /// A tensor's elements: their length, or, for a string tensor (each
+    /// element at least 4 bytes on the wire), what its strings take.
+    TensorData,
+    /// A tensor's dtype.
+    TensorDtype,
 }
+
+/// What the host holds per string element beside its bytes (a `Vec<u8>`).
+const STRING_ELEMENT: usize = std::mem::size_of::<Vec<u8>>();
 
 /// A message's struct size and the fields that allocate; others decode in place.
 struct Schema {
@@ -26,7 +34,10 @@ struct Schema {
     fields: &'static [(u64, Field)],
 }
 
-const TENSOR: Schema = Schema { size: size_of::<pb::Tensor>(), fields: &[(2, Field::Scalars(8)), (3, Field::Bytes)] };
+const TENSOR: Schema = Schema {
+    size: size_of::<pb::Tensor>(),
+    fields: &[(1, Field::TensorDtype), (2, Field::Scalars(8)), (3, Field::TensorData)],
+};
 const INTS: Schema = Schema { size: size_of::<pb::Ints>(), fields: &[(1, Field::Scalars(8))] };
 const ATTR_VALUE: Schema = Schema {
     size: size_of::<pb::AttrValue>(),
@@ -64,11 +75,12 @@ const PARTITION_DEF: Schema = Schema {
 /// Deeper nesting than a partition has is refused.
 const MAX_DEPTH: usize = 8;
 
-/// At most how many bytes decoding `encoded` as a `PartitionDef` allocates
-/// (twice the structs' sizes, for the slack of growing vectors), or why
-/// the bytes are not a `PartitionDef`.
+/// At most how many bytes decoding `encoded` as a `PartitionDef` holds once
+/// done (its structs, and string tensors as the host holds them), or why the
+/// bytes are not a `PartitionDef`. Growing vectors may take up to twice the
+/// structs' part while decoding.
 pub fn partition_decoded_bound(encoded: &[u8]) -> Result<usize, String> {
-    Ok(bound(encoded, &PARTITION_DEF, 0)?.saturating_mul(2))
+    bound(encoded, &PARTITION_DEF, 0)
 }
 
 fn bound(mut buf: &[u8], schema: &Schema, depth: usize) -> Result<usize, String> {
@@ -76,6 +88,7 @@ fn bound(mut buf: &[u8], schema: &Schema, depth: usize) -> Result<usize, String>
         return Err("messages nested too deeply".into());
     }
     let mut total = 0usize;
+    let (mut dtype, mut data) = (0u64, 0usize);
     while !buf.is_empty() {
         let key = decode_varint(&mut buf).map_err(|e| e.to_string())?;
         let field = schema.fields.iter().find(|(tag, _)| *tag == key >> 3).map(|(_, f)| f);
@@ -88,9 +101,13 @@ fn bound(mut buf: &[u8], schema: &Schema, depth: usize) -> Result<usize, String>
         };
         let more = match key & 7 {
             0 => {
-                decode_varint(&mut buf).map_err(|e| e.to_string())?;
+                let value = decode_varint(&mut buf).map_err(|e| e.to_string())?;
                 match field {
                     Some(Field::Scalars(width)) => *width,
+                    Some(Field::TensorDtype) => {
+                        dtype = value;
+                        0
+                    }
                     _ => 0,
                 }
             }
@@ -105,14 +122,22 @@ fn bound(mut buf: &[u8], schema: &Schema, depth: usize) -> Result<usize, String>
                     // Packed: each element is at least one byte.
                     Some(Field::Scalars(width)) => len.saturating_mul(*width),
                     Some(Field::Bytes) => len,
-                    None => 0,
+                    Some(Field::TensorData) => {
+                        data = data.saturating_add(len);
+                        0
+                    }
+                    Some(Field::TensorDtype) | None => 0,
                 }
             }
             other => return Err(format!("wire type {other} is not used by weft")),
         };
         total = total.saturating_add(more);
     }
-    Ok(total)
+    // The dtype may come after the data: a string tensor's elements are
+    // sized once the whole message is read.
+    let strings = dtype == pb::DType::DtypeString as u64;
+    let elements = if strings { data.saturating_add((data / 4).saturating_mul(STRING_ELEMENT)) } else { data };
+    Ok(total.saturating_add(elements))
 }
 
 #[cfg(test)]
@@ -128,7 +153,7 @@ mod tests {
         assert_eq!(encoded.len(), 2000, "an empty node is two bytes on the wire");
         let bound = partition_decoded_bound(&encoded).unwrap();
         assert!(bound >= 1000 * size_of::<pb::NodeDef>(), "{bound}");
-        assert!(bound <= 2 * 1000 * size_of::<pb::NodeDef>(), "{bound}");
+        assert!(bound <= 1000 * size_of::<pb::NodeDef>() + 64, "{bound}");
     }
 
     #[test]
@@ -138,7 +163,19 @@ mod tests {
         let node = pb::NodeDef { attrs: [("value".to_string(), value)].into(), ..Default::default() };
         let encoded = pb::PartitionDef { nodes: vec![node], ..Default::default() }.encode_to_vec();
         let bound = partition_decoded_bound(&encoded).unwrap();
-        assert!(bound >= 2 * (4000 + 8 * 1000), "a 1000-dimension shape decodes to 8000 bytes: {bound}");
+        assert!(bound >= 4000 + 8 * 1000, "a 1000-dimension shape decodes to 8000 bytes: {bound}");
+    }
+
+    #[test]
+    fn a_string_tensor_counts_each_element_as_the_host_holds_it() {
+        // 1000 empty strings: 4000 bytes of lengths on the wire.
+        let tensor =
+            pb::Tensor { dtype: pb::DType::DtypeString as i32, shape: vec![1000], data: vec![0u8; 4000].into() };
+        let value = pb::AttrValue { value: Some(pb::attr_value::Value::Tensor(tensor)) };
+        let node = pb::NodeDef { attrs: [("value".to_string(), value)].into(), ..Default::default() };
+        let encoded = pb::PartitionDef { nodes: vec![node], ..Default::default() }.encode_to_vec();
+        let bound = partition_decoded_bound(&encoded).unwrap();
+        assert!(bound >= 4000 + 1000 * STRING_ELEMENT, "{bound}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ impl wd::Host for StoreState {
 
     async fn push_scope(&mut self, g: Resource<GraphResource>, spec: String) -> wasmtime::Result<Result<(), WitError>> {
         let graph = self.table.get(&g)?;
-        Ok(wit(DeviceSpec::parse(&spec).map(|s| graph.lock().push_device_scope(&s))))
+        Ok(wit(DeviceSpec::parse(&spec).and_then(|s| graph.lock().push_device_scope(&s))))
     }
 
     async fn pop_scope(&mut self, g: Resource<GraphResource>) -> wasmtime::Result<Result<(), WitError>> {

@@ -40,7 +40,8 @@ impl wg::HostGraph for StoreState {
         g: Resource<GraphResource>,
         spec: wg::OpSpec,
     ) -> wasmtime::Result<Result<u32, WitError>> {
-        Ok(wit(add_op(self.table.get(&g)?, spec)))
+        let graph = self.table.get(&g)?.clone();
+        Ok(wit(self.metered(|| add_op(&graph, spec))))
     }
 
     async fn output_type(
@@ -102,8 +103,8 @@ impl wg::HostGraph for StoreState {
         let conv = |v: Vec<wg::Output>| v.into_iter().map(Into::into).collect::<Vec<Output>>();
         let (ys, xs, stop) = (conv(ys), conv(xs), conv(stop_gradients));
         let grad_ys = grad_ys.map(conv);
-        let mut graph = self.table.get(&g)?.lock();
-        let result = graph.gradients(&ys, &xs, grad_ys.as_deref(), &stop);
+        let graph = self.table.get(&g)?.clone();
+        let result = self.metered(|| graph.lock().gradients(&ys, &xs, grad_ys.as_deref(), &stop));
         Ok(wit(result.map(|gs| gs.into_iter().map(|g| g.map(Into::into)).collect())))
     }
 

@@ -12,8 +12,13 @@ use crate::error::Result;
 use crate::exec::{RunRequest, RunResult};
 
 async fn run(session: &mut SessionResource, req: RunRequest, timeout: Option<Duration>) -> Result<RunResult> {
-    let step = session.executor.prepare(&session.graph.lock(), req)?;
-    session.executor.execute(step, timeout.or(session.timeout)).await
+    // Planning a run is host work for the program (kernels meter themselves).
+    let start = std::time::Instant::now();
+    let step = session.executor.prepare(&session.graph.lock(), req);
+    if let Some(m) = step.as_ref().ok().and_then(|s| s.meter()) {
+        m.charge(start.elapsed());
+    }
+    session.executor.execute(step?, timeout.or(session.timeout)).await
 }
 
 fn to_wit(result: RunResult) -> ws::RunOutput {

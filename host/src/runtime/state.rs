@@ -23,6 +23,17 @@ pub struct StoreState {
     pub(crate) compute: Arc<ComputeMeter>,
 }
 
+impl StoreState {
+    /// Runs `work` (host work for the program, such as adding an op or
+    /// differentiating a graph), charging its time to the program's compute.
+    pub(crate) fn metered<T>(&self, work: impl FnOnce() -> T) -> T {
+        let start = std::time::Instant::now();
+        let out = work();
+        self.compute.charge(start.elapsed());
+        out
+    }
+}
+
 /// Core instances one program's component may create (the pooling
 /// allocator reserves ten per program on average).
 pub const MAX_CORE_INSTANCES: usize = 32;

@@ -26,10 +26,10 @@ fn gradient_nodes_are_named_and_placed_like_tensorflows() {
     let mut g = Graph::new();
     let x = placeholder(&mut g, DType::F32, &[2, 3]);
     let w = placeholder(&mut g, DType::F32, &[3, 4]);
-    g.push_device_scope(&DeviceSpec::parse("/job:worker/task:1").unwrap());
+    g.push_device_scope(&DeviceSpec::parse("/job:worker/task:1").unwrap()).unwrap();
     let y = op(&mut g, OpType::MatMul, &[x, w]);
     g.pop_device_scope().unwrap();
-    g.push_device_scope(&DeviceSpec::parse("/job:ps").unwrap());
+    g.push_device_scope(&DeviceSpec::parse("/job:ps").unwrap()).unwrap();
     let grads = g.gradients(&[y], &[x, w], None, &[]).unwrap();
     g.pop_device_scope().unwrap();
     let (dx, dw) = (grads[0].unwrap(), grads[1].unwrap());
