@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tonic::Request;
-use tonic::transport::Channel;
 use weft_host::cluster::{ClusterSpec, TaskId};
-use weft_host::hosting::{EffectiveLimits, ExperimentSpec, Hosting, HostingConfig, Limits, ProgramState};
+use weft_host::hosting::{
+    ControlClient, EffectiveLimits, ExperimentSpec, Hosting, HostingConfig, Limits, ProgramState,
+};
 use weft_host::rpc::Credentials;
-use weft_host::rpc::pb::{self, control_service_client::ControlServiceClient};
+use weft_host::rpc::pb;
 use weft_host::runtime::{RuntimeConfig, module_hash};
 use weft_host::server::{HostServices, serve_host};
 use weft_host::testing::build_component;
@@ -65,46 +65,24 @@ fn spec(name: &str, address: &str) -> ExperimentSpec {
 }
 
 /// Serves `hosting` on a free port; returns a client and the stop handle.
-async fn serve(
-    hosting: Arc<Hosting>,
-) -> anyhow::Result<(ControlServiceClient<Channel>, tokio::sync::oneshot::Sender<()>)> {
+async fn serve(hosting: Arc<Hosting>) -> anyhow::Result<(ControlClient, tokio::sync::oneshot::Sender<()>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?.to_string();
     hosting.create_experiment(spec("bench", &address))?;
     let services = HostServices::hosting(&hosting, None);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move { serve_host(listener, services, "bench host", async move { drop(stopped.await) }).await });
-    let client = ControlServiceClient::connect(format!("http://{address}")).await?;
+    let client = ControlClient::connect(&address, None, Credentials::experiment("bench", TOKEN)).await?;
     Ok((client, stop))
 }
 
-fn req<T>(message: T) -> Request<T> {
-    let mut r = Request::new(message);
-    Credentials::experiment("bench", TOKEN).attach(&mut r, None).unwrap();
-    r
-}
-
 /// What `weft submit` does, up to the program's first line of output.
-async fn submit_until_first_output(client: &mut ControlServiceClient<Channel>, module: &[u8]) -> anyhow::Result<()> {
-    let sha256 = module_hash(module);
-    let present = client.has_module(req(pb::HasModuleRequest { sha256: sha256.clone() })).await?.into_inner().present;
-    if !present {
-        let chunks: Vec<pb::UploadChunk> = module
-            .chunks(1 << 20)
-            .enumerate()
-            .map(|(i, c)| pb::UploadChunk {
-                sha256: if i == 0 { sha256.clone() } else { String::new() },
-                total_bytes: if i == 0 { module.len() as u64 } else { 0 },
-                data: c.to_vec().into(),
-            })
-            .collect();
-        client.upload_module(req(futures_util::stream::iter(chunks))).await?;
-    }
+async fn submit_until_first_output(client: &mut ControlClient, module: &[u8]) -> anyhow::Result<()> {
+    let module_sha256 = client.upload(module).await?;
     let task = Some(pb::TaskRef { job: "worker".into(), index: 0 });
-    let start = pb::StartProgramRequest { module_sha256: sha256, name: String::new(), task, args: vec![] };
-    let info = client.start_program(req(start)).await?.into_inner();
-    let mut logs = client.stream_logs(req(pb::LogsRequest { id: info.id, follow: true })).await?.into_inner();
-    while let Some(chunk) = logs.message().await? {
+    let info = client.start(pb::StartProgramRequest { module_sha256, name: String::new(), task, args: vec![] }).await?;
+    let mut logs = client.logs(info.id, true).await?;
+    while let Some(chunk) = logs.next().await? {
         if chunk.stream == 1 && !chunk.data.is_empty() {
             return Ok(());
         }

@@ -11,9 +11,9 @@ use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use weft_host::cluster::TaskId;
-use weft_host::hosting::{EffectiveLimits, Hosting, HostingConfig};
-use weft_host::rpc::Credentials;
+use weft_host::hosting::{ControlClient, EffectiveLimits, Hosting, HostingConfig};
 use weft_host::rpc::pb::{self, control_service_client::ControlServiceClient, task_service_client::TaskServiceClient};
+use weft_host::rpc::{Credentials, status_from_error};
 use weft_host::runtime::{RuntimeConfig, module_hash};
 use weft_host::server::{HostServices, serve_host};
 use weft_tests::{example, fixture};
@@ -65,9 +65,11 @@ async fn start_host_with_files(data_root: Option<std::path::PathBuf>, files: wef
     Host { address, _stop: stop }
 }
 
-/// A tenant: a client of one host, acting for one experiment.
+/// A tenant: a client of one host, acting for one experiment: the typed
+/// client for what a user does, the raw one for malformed calls.
 #[derive(Clone, Debug)]
 struct Tenant {
+    control: ControlClient,
     client: ControlServiceClient<Channel>,
     credentials: Credentials,
 }
@@ -90,7 +92,7 @@ async fn try_tenant(
     data_dir: &str,
 ) -> Result<Tenant, Status> {
     let token = format!("token-of-{name}-0123456789");
-    let mut client = ControlServiceClient::connect(format!("http://{}", host.address)).await.unwrap();
+    let client = ControlServiceClient::connect(format!("http://{}", host.address)).await.unwrap();
     let cluster: HashMap<String, pb::Job> = jobs
         .iter()
         .map(|&(job, n)| (job.to_string(), pb::Job { addresses: vec![host.address.clone(); n as usize] }))
@@ -101,13 +103,15 @@ async fn try_tenant(
     let data_dir = data_dir.into();
     let create =
         pb::CreateExperimentRequest { name: name.into(), token: token.clone(), cluster, tasks, limits, data_dir };
-    let mut create = Request::new(create);
-    if !create.get_ref().data_dir.is_empty() {
-        let admin = Credentials { admin: Some(ADMIN.into()), ..Default::default() };
-        admin.attach(&mut create, None).unwrap();
-    }
-    client.create_experiment(create).await?;
-    Ok(Tenant { client, credentials: Credentials::experiment(name, token) })
+    // Only the admin grants a data directory.
+    let creator = match create.data_dir.is_empty() {
+        true => Credentials::default(),
+        false => Credentials { admin: Some(ADMIN.into()), ..Default::default() },
+    };
+    let mut control = ControlClient::connect(&host.address, None, creator).await.unwrap();
+    control.create_experiment(create).await.map_err(status_from_error)?;
+    let credentials = Credentials::experiment(name, token);
+    Ok(Tenant { control: control.acting_as(credentials.clone()), client, credentials })
 }
 
 fn chunk(sha256: &str, total: usize, data: &[u8]) -> pb::UploadChunk {
@@ -120,23 +124,21 @@ async fn upload_chunks(t: &Tenant, chunks: Vec<pb::UploadChunk>) -> Result<pb::U
 }
 
 async fn upload(t: &Tenant, bytes: &[u8]) -> Result<String, Status> {
-    let sha = module_hash(bytes);
-    upload_chunks(t, vec![chunk(&sha, bytes.len(), bytes)]).await.map(|r| r.sha256)
+    t.control.clone().upload(bytes).await.map_err(status_from_error)
 }
 
 async fn start(t: &Tenant, sha: &str, task: (&str, u32), args: &[&str]) -> Result<pb::ProgramInfo, Status> {
     let task = Some(pb::TaskRef { job: task.0.into(), index: task.1 });
     let args = args.iter().map(|s| s.to_string()).collect();
     let start = pb::StartProgramRequest { module_sha256: sha.into(), name: String::new(), task, args };
-    t.client.clone().start_program(req(t, start)).await.map(|r| r.into_inner())
+    t.control.clone().start(start).await.map_err(status_from_error)
 }
 
 /// Follows a program to its end: its final info and its stdout.
 async fn finish(t: &Tenant, id: u64) -> (pb::ProgramInfo, String) {
-    let mut stream =
-        t.client.clone().stream_logs(req(t, pb::LogsRequest { id, follow: true })).await.unwrap().into_inner();
+    let mut stream = t.control.clone().logs(id, true).await.unwrap();
     let (mut out, mut end) = (Vec::new(), None);
-    while let Some(c) = stream.message().await.unwrap() {
+    while let Some(c) = stream.next().await.unwrap() {
         if c.stream == 1 {
             out.extend_from_slice(&c.data);
         }
@@ -146,8 +148,8 @@ async fn finish(t: &Tenant, id: u64) -> (pb::ProgramInfo, String) {
 }
 
 async fn state(t: &Tenant, id: u64) -> pb::ProgramState {
-    let list = t.client.clone().list_programs(req(t, pb::ListProgramsRequest {})).await.unwrap().into_inner();
-    let p = list.programs.iter().find(|p| p.id == id).expect("listed");
+    let programs = t.control.clone().programs().await.unwrap();
+    let p = programs.iter().find(|p| p.id == id).expect("listed");
     pb::ProgramState::try_from(p.state).unwrap()
 }
 

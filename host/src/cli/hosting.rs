@@ -5,22 +5,13 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
-
-use tonic::transport::Channel;
 
 use crate::cluster::TaskId;
 use crate::error::{Error, Result};
-use crate::hosting::{Limits, check_name};
+use crate::hosting::{ControlClient, Limits, check_name};
 use crate::rpc::Credentials;
 use crate::rpc::pb;
-use crate::runtime::module_hash;
 use crate::tls::ClientTls;
-
-type Client = pb::control_service_client::ControlServiceClient<Channel>;
-
-/// Bytes per upload message.
-const UPLOAD_CHUNK: usize = 1 << 20;
 
 /// Which host, and which experiment with which token.
 #[derive(Debug, Clone, clap::Args)]
@@ -145,30 +136,9 @@ impl ExperimentFile {
     }
 }
 
-async fn connect(host: &str, tls_ca: Option<&Path>) -> Result<Client> {
+async fn connect(host: &str, tls_ca: Option<&Path>, credentials: Credentials) -> Result<ControlClient> {
     let tls = tls_ca.map(ClientTls::from_file).transpose()?;
-    let endpoint = crate::tls::endpoint(host, tls.as_ref())?.connect_timeout(Duration::from_secs(3)).tcp_nodelay(true);
-    let channel = endpoint.connect().await.map_err(|e| Error::unavailable(format!("cannot reach host {host}: {e}")))?;
-    Ok(Client::new(channel))
-}
-
-fn request<T>(message: T, credentials: &Credentials) -> Result<tonic::Request<T>> {
-    let mut request = tonic::Request::new(message);
-    credentials.attach(&mut request, None).map_err(|s| Error::invalid(s.message().to_string()))?;
-    Ok(request)
-}
-
-/// A failed call, as the user reads it: code and message, and which host.
-fn failed(host: &str, s: tonic::Status) -> Error {
-    let code = crate::rpc::auth::code_name(s.code());
-    // What a plaintext client sees from a TLS host.
-    let hint =
-        if ["h2 protocol error", "operation was canceled", "transport error"].iter().any(|m| s.message().contains(m)) {
-            " (if the host serves TLS, pass --tls-ca CA.pem)"
-        } else {
-            ""
-        };
-    Error::unavailable(format!("host {host}: {code}: {}{hint}", s.message()))
+    ControlClient::connect(host, tls.as_ref(), credentials).await
 }
 
 fn admin(token: Option<&str>) -> Credentials {
@@ -192,8 +162,7 @@ async fn create(file: &Path, admin_token: Option<String>, tls_ca: Option<&Path>)
             limits: Some(limits),
             data_dir: file.data_dir.clone().unwrap_or_default(),
         };
-        let mut client = connect(host, tls_ca).await?;
-        client.create_experiment(request(req, &admin(admin_token.as_deref()))?).await.map_err(|s| failed(host, s))?;
+        connect(host, tls_ca, admin(admin_token.as_deref())).await?.create_experiment(req).await?;
         let names: Vec<String> = tasks.iter().map(|t| format!("{}:{}", t.job, t.index)).collect();
         println!("created experiment '{}' on {host} ({})", file.name, names.join(", "));
     }
@@ -206,14 +175,9 @@ async fn list(host: &str, experiment: Option<String>, token: Option<String>, tls
         (None, t) => admin(t.as_deref()),
         (Some(e), None) => return Err(Error::invalid(format!("--experiment {e} needs --token (or WEFT_TOKEN)"))),
     };
-    let mut client = connect(host, tls_ca).await?;
-    let resp = client
-        .list_experiments(request(pb::ListExperimentsRequest {}, &credentials)?)
-        .await
-        .map_err(|s| failed(host, s))?
-        .into_inner();
+    let experiments = connect(host, tls_ca, credentials).await?.list_experiments().await?;
     println!("{:<24} {:<28} {:>8} {:>14}", "EXPERIMENT", "TASKS HERE", "RUNNING", "VARIABLE BYTES");
-    for e in resp.experiments {
+    for e in experiments {
         let tasks: Vec<String> = e.tasks.iter().map(|t| format!("{}:{}", t.job, t.index)).collect();
         println!("{:<24} {:<28} {:>8} {:>14}", e.name, tasks.join(","), e.programs_running, e.variable_bytes);
     }
@@ -227,14 +191,8 @@ async fn delete(file: &Path, token: Option<String>, tls_ca: Option<&Path>) -> Re
         .ok_or_else(|| Error::invalid(format!("deleting '{}' needs its token (--token or WEFT_TOKEN)", file.name)))?;
     let credentials = Credentials::experiment(&file.name, token);
     for host in file.hosts().keys() {
-        let mut client = connect(host, tls_ca).await?;
-        let req = pb::DeleteExperimentRequest { name: file.name.clone() };
-        let resp = client.delete_experiment(request(req, &credentials)?).await.map_err(|s| failed(host, s))?;
-        println!(
-            "deleted experiment '{}' on {host} ({} programs stopped)",
-            file.name,
-            resp.into_inner().programs_stopped
-        );
+        let stopped = connect(host, tls_ca, credentials.clone()).await?.delete_experiment(&file.name).await?;
+        println!("deleted experiment '{}' on {host} ({stopped} programs stopped)", file.name);
     }
     Ok(())
 }
@@ -243,39 +201,10 @@ impl Remote {
     fn credentials(&self) -> Credentials {
         Credentials::experiment(&self.experiment, &self.token)
     }
-}
 
-/// Uploads `bytes` unless the experiment already has them; returns the sha256.
-pub async fn upload(client: &mut Client, remote: &Remote, bytes: &[u8]) -> Result<String> {
-    let sha256 = module_hash(bytes);
-    let credentials = remote.credentials();
-    let has = client
-        .has_module(request(pb::HasModuleRequest { sha256: sha256.clone() }, &credentials)?)
-        .await
-        .map_err(|s| failed(&remote.host, s))?;
-    if has.into_inner().present {
-        return Ok(sha256);
+    async fn connect(&self) -> Result<ControlClient> {
+        connect(&self.host, self.tls_ca.as_deref(), self.credentials()).await
     }
-    let total = bytes.len() as u64;
-    let chunks: Vec<pb::UploadChunk> = bytes
-        .chunks(UPLOAD_CHUNK)
-        .enumerate()
-        .map(|(i, c)| pb::UploadChunk {
-            sha256: if i == 0 { sha256.clone() } else { String::new() },
-            total_bytes: if i == 0 { total } else { 0 },
-            data: bytes::Bytes::copy_from_slice(c),
-        })
-        .collect();
-    let chunks = if chunks.is_empty() {
-        vec![pb::UploadChunk { sha256: sha256.clone(), total_bytes: 0, data: bytes::Bytes::new() }]
-    } else {
-        chunks
-    };
-    client
-        .upload_module(request(futures_util::stream::iter(chunks), &credentials)?)
-        .await
-        .map_err(|s| failed(&remote.host, s))?;
-    Ok(sha256)
 }
 
 /// A state as `weft ps` shows it.
@@ -292,11 +221,10 @@ fn state_text(p: &pb::ProgramInfo) -> String {
 }
 
 /// Prints a program's output, following it if asked; returns its final info.
-async fn print_logs(client: &mut Client, remote: &Remote, id: u64, follow: bool) -> Result<Option<pb::ProgramInfo>> {
-    let req = request(pb::LogsRequest { id, follow }, &remote.credentials())?;
-    let mut stream = client.stream_logs(req).await.map_err(|s| failed(&remote.host, s))?.into_inner();
+async fn print_logs(client: &mut ControlClient, id: u64, follow: bool) -> Result<Option<pb::ProgramInfo>> {
+    let mut stream = client.logs(id, follow).await?;
     let mut end = None;
-    while let Some(chunk) = stream.message().await.map_err(|s| failed(&remote.host, s))? {
+    while let Some(chunk) = stream.next().await? {
         let _ = match chunk.stream {
             1 => std::io::stdout().lock().write_all(&chunk.data),
             2 => std::io::stderr().lock().write_all(&chunk.data),
@@ -323,8 +251,8 @@ fn exit_for(info: Option<&pb::ProgramInfo>) -> ExitCode {
 
 async fn submit(args: SubmitArgs) -> Result<ExitCode> {
     let bytes = std::fs::read(&args.module).map_err(|e| Error::io(format!("reading {}", args.module.display()), e))?;
-    let mut client = connect(&args.remote.host, args.remote.tls_ca.as_deref()).await?;
-    let sha256 = upload(&mut client, &args.remote, &bytes).await?;
+    let mut client = args.remote.connect().await?;
+    let sha256 = client.upload(&bytes).await?;
     let name = args.name.clone().or_else(|| args.module.file_stem().map(|s| s.to_string_lossy().into_owned()));
     let req = pb::StartProgramRequest {
         module_sha256: sha256,
@@ -332,29 +260,20 @@ async fn submit(args: SubmitArgs) -> Result<ExitCode> {
         task: Some(pb::TaskRef { job: args.job.clone(), index: args.task }),
         args: args.args.clone(),
     };
-    let info = client
-        .start_program(request(req, &args.remote.credentials())?)
-        .await
-        .map_err(|s| failed(&args.remote.host, s))?
-        .into_inner();
+    let info = client.start(req).await?;
     eprintln!("weft: program {} started on {} as {}:{}", info.id, args.remote.host, args.job, args.task);
     if !args.follow {
         println!("{}", info.id);
         return Ok(ExitCode::SUCCESS);
     }
-    let end = print_logs(&mut client, &args.remote, info.id, true).await?;
+    let end = print_logs(&mut client, info.id, true).await?;
     Ok(exit_for(end.as_ref()))
 }
 
 async fn ps(remote: Remote) -> Result<ExitCode> {
-    let mut client = connect(&remote.host, remote.tls_ca.as_deref()).await?;
-    let resp = client
-        .list_programs(request(pb::ListProgramsRequest {}, &remote.credentials())?)
-        .await
-        .map_err(|s| failed(&remote.host, s))?
-        .into_inner();
+    let programs = remote.connect().await?.programs().await?;
     println!("{:>6} {:<20} {:<12} STATE", "ID", "NAME", "TASK");
-    for p in resp.programs {
+    for p in programs {
         let task = p.task.as_ref().map(|t| format!("{}:{}", t.job, t.index)).unwrap_or_default();
         println!("{:>6} {:<20} {:<12} {}", p.id, p.name, task, state_text(&p));
     }
@@ -362,12 +281,7 @@ async fn ps(remote: Remote) -> Result<ExitCode> {
 }
 
 async fn kill(remote: Remote, id: u64) -> Result<ExitCode> {
-    let mut client = connect(&remote.host, remote.tls_ca.as_deref()).await?;
-    let info = client
-        .kill_program(request(pb::KillProgramRequest { id }, &remote.credentials())?)
-        .await
-        .map_err(|s| failed(&remote.host, s))?
-        .into_inner();
+    let info = remote.connect().await?.kill(id).await?;
     println!("{} {}", info.id, state_text(&info));
     Ok(ExitCode::SUCCESS)
 }
@@ -388,20 +302,14 @@ pub(super) async fn run_verb(verb: super::Command) -> ExitCode {
         },
         super::Command::Submit(args) => submit(args).await,
         super::Command::Ps(remote) => ps(remote).await,
-        super::Command::Logs { remote, id, follow } => {
-            let mut client = match connect(&remote.host, remote.tls_ca.as_deref()).await {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("weft: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            match print_logs(&mut client, &remote, id, follow).await {
+        super::Command::Logs { remote, id, follow } => match remote.connect().await {
+            Ok(mut client) => match print_logs(&mut client, id, follow).await {
                 Ok(end) if follow => Ok(exit_for(end.as_ref())),
                 Ok(_) => Ok(ExitCode::SUCCESS),
                 Err(e) => Err(e),
-            }
-        }
+            },
+            Err(e) => Err(e),
+        },
         super::Command::Kill { remote, id } => kill(remote, id).await,
         _ => unreachable!("not a hosting verb"),
     };

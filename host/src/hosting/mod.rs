@@ -5,6 +5,7 @@
 //! programs and logs apart. Credentials are checked for every call, control
 //! and data alike ([`Hosting`] is the host's [`Authenticator`]).
 
+mod client;
 mod control;
 mod experiment;
 mod limits;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
+pub use client::{ControlClient, LogStream};
 pub use control::ControlService;
 pub(crate) use control::limits_to_pb;
 pub use experiment::{Experiment, ExperimentSpec, check_name};

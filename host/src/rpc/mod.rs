@@ -14,7 +14,7 @@ mod wire_bound;
 
 pub use auth::{AuthInterceptor, Authenticator, Caller, Credentials};
 pub use client::GrpcRemote;
-pub use convert::{partition_to_pb, status_from_error};
+pub use convert::{error_from_status, partition_to_pb, status_from_error};
 pub use service::{ServedTask, SingleTask, TaskDirectory, TaskService};
 
 /// Generated from `proto/weft/v1/task.proto`.
