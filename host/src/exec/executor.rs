@@ -177,7 +177,7 @@ impl Executor {
                     .map(|part| {
                         let inputs: Vec<Tensor> = part.def.inputs.iter().map(|o| values[o].clone()).collect();
                         // Spawned, so remote partitions run while the local one does.
-                        tokio::spawn(remote.run_partition(part.clone(), inputs, req.trace, timeout))
+                        tokio::spawn(remote.run_partition(part.clone(), inputs, req.trace, timeout, req.meter.clone()))
                     })
                     .collect(),
                 (None, false) => return Err(Error::internal("plan has remote partitions but no remote tasks")),

@@ -22,12 +22,28 @@ pub struct ComputeMeter {
     guest_nanos: AtomicU64,
     /// Why it was stopped, once it is.
     stopped: Mutex<Option<String>>,
+    /// For a step run for another host's program: what to call it when its
+    /// allowance runs out.
+    remote: Option<String>,
 }
 
 impl ComputeMeter {
     /// A meter whose steps stop once guest and kernel time pass `limit`.
     pub fn new(limit: Option<Duration>) -> Self {
         ComputeMeter { limit, ..Self::default() }
+    }
+
+    /// A meter for `what` (a partition run for another host's program),
+    /// stopping its kernels once they pass `allowance`, what the program had
+    /// left.
+    pub fn remote(allowance: Option<Duration>, what: impl Into<String>) -> Self {
+        ComputeMeter { limit: allowance, remote: Some(what.into()), ..Self::default() }
+    }
+
+    /// What the program may still spend, if it has a limit.
+    pub fn remaining(&self) -> Option<Duration> {
+        let guest = Duration::from_nanos(self.guest_nanos.load(Ordering::Relaxed));
+        self.limit.map(|l| l.saturating_sub(guest + self.kernel_time()))
     }
 
     /// Time its kernels have run.
@@ -62,7 +78,14 @@ impl ComputeMeter {
         let guest = Duration::from_nanos(self.guest_nanos.load(Ordering::Relaxed));
         let kernels = self.kernel_time();
         if guest + kernels > limit {
-            return Err(Error::status(Code::ResourceExhausted, over_cpu_limit(limit, guest, kernels)));
+            let why = match &self.remote {
+                Some(what) => format!(
+                    "cpu-time limit: {what} used the {:.2} s of CPU time its program had left",
+                    limit.as_secs_f64()
+                ),
+                None => over_cpu_limit(limit, guest, kernels),
+            };
+            return Err(Error::status(Code::ResourceExhausted, why));
         }
         Ok(())
     }

@@ -40,17 +40,21 @@ pub struct PartitionResult {
     pub outputs: Vec<Tensor>,
     /// Step stats, when traced.
     pub stats: Vec<DeviceStats>,
+    /// CPU time its kernels took on the other task.
+    pub host_time: std::time::Duration,
 }
 
 /// Runs partitions on tasks of other processes.
 pub trait RemoteTasks: Send + Sync + std::fmt::Debug {
-    /// Runs `part` on its task with `inputs` (values of `part.def.inputs`, in order).
+    /// Runs `part` on its task with `inputs` (values of `part.def.inputs`,
+    /// in order), within what `meter` (the program's) has left.
     fn run_partition(
         &self,
         part: Arc<RemotePartition>,
         inputs: Vec<Tensor>,
         trace: bool,
         timeout: Option<std::time::Duration>,
+        meter: Option<Arc<super::ComputeMeter>>,
     ) -> BoxFuture<'static, Result<PartitionResult>>;
 }
 

@@ -245,6 +245,7 @@ impl RemoteTasks for OtherProcess {
         inputs: Vec<Tensor>,
         trace: bool,
         _timeout: Option<std::time::Duration>,
+        _meter: Option<Arc<ComputeMeter>>,
     ) -> futures_util::future::BoxFuture<'static, Result<PartitionResult>> {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let device = self.devices.device(&part.task).expect("task of the other process");
@@ -252,7 +253,11 @@ impl RemoteTasks for OtherProcess {
         let mut t = trace.then(Trace::default);
         let node_device = vec![0; part.def.nodes.len()];
         let result = run_partition(&part.def, &[device], &node_device, &inputs, &mut HashMap::new(), t.as_mut(), None)
-            .map(|outputs| PartitionResult { outputs, stats: t.map(Trace::finish).unwrap_or_default() });
+            .map(|outputs| PartitionResult {
+                outputs,
+                stats: t.map(Trace::finish).unwrap_or_default(),
+                host_time: Default::default(),
+            });
         Box::pin(async move { result })
     }
 }

@@ -30,6 +30,7 @@ use super::shared::{SharedCall, static_output_sizes};
 use super::{MAX_MESSAGE_BYTES, pb};
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::error::{Code, Error, Result};
+use crate::exec::ComputeMeter;
 use crate::exec::{PartitionResult, RemotePartition, RemoteTasks};
 use crate::shm::Pool;
 use crate::tensor::Tensor;
@@ -197,12 +198,22 @@ impl RemoteTasks for GrpcRemote {
         inputs: Vec<Tensor>,
         trace: bool,
         timeout: Option<Duration>,
+        meter: Option<Arc<ComputeMeter>>,
     ) -> BoxFuture<'static, Result<PartitionResult>> {
         let master = self.master;
         let peer = self.peer(&part.task);
         Box::pin(async move {
             let peer = peer?;
-            let run = peer.run(master, &part, inputs, trace);
+            // What the program has left goes with the step; what the step
+            // took there comes back and is charged here.
+            let allowance = meter.as_ref().and_then(|m| m.remaining());
+            let run = async {
+                let result = peer.run(master, &part, inputs, trace, allowance).await?;
+                if let Some(m) = &meter {
+                    m.charge(result.host_time);
+                }
+                Ok(result)
+            };
             match timeout {
                 None => run.await,
                 Some(t) => tokio::time::timeout(t, run).await.map_err(|_| {
@@ -380,6 +391,7 @@ impl Peer {
         part: &RemotePartition,
         inputs: Vec<Tensor>,
         trace: bool,
+        allowance: Option<Duration>,
     ) -> Result<PartitionResult> {
         let mut share_memory = true;
         for attempt in 0..2 {
@@ -407,7 +419,15 @@ impl Peer {
             self.traffic.add(shared.as_ref().map_or(0, SharedCall::input_bytes), streamed);
             // The first message names the partition (and may start the first
             // input); the inputs' other chunks follow.
-            let mut first = pb::RunPartitionRequest { master, partition_id: part.id, trace, ..Default::default() };
+            // At least a microsecond: 0 means no limit.
+            let cpu_allowance_micros = allowance.map_or(0, |a| (a.as_micros() as u64).max(1));
+            let mut first = pb::RunPartitionRequest {
+                master,
+                partition_id: part.id,
+                trace,
+                cpu_allowance_micros,
+                ..Default::default()
+            };
             if let Some(call) = &shared {
                 first.segment = call.key();
                 first.output_space = call.output_space();
@@ -491,6 +511,7 @@ impl Peer {
     ) -> Result<PartitionResult> {
         let mut reader = FrameReader::new(MAX_MESSAGE_BYTES);
         let mut stats = Vec::new();
+        let mut host_time = Duration::ZERO;
         let broken = |why: String| Error::unavailable(format!("output stream from {} broke off: {why}", self.task));
         let mut output = 0usize;
         loop {
@@ -503,6 +524,7 @@ impl Peer {
             if chunk.meta.is_some() {
                 output += 1;
             }
+            host_time += Duration::from_micros(chunk.host_micros);
             match (chunk.shared, shared) {
                 (Some(range), Some(call)) => {
                     call.read_output(index, &range, |bytes| reader.push(chunk.meta, bytes))
@@ -520,7 +542,7 @@ impl Peer {
                 stats = stats_from_pb(chunk.stats);
             }
         }
-        Ok(PartitionResult { outputs: reader.finish().map_err(broken)?, stats })
+        Ok(PartitionResult { outputs: reader.finish().map_err(broken)?, stats, host_time })
     }
 
     /// Learns the task's new incarnation and start time after a restart.

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tonic::{Request, Response, Status, Streaming};
 
@@ -346,6 +346,7 @@ impl pb::task_service_server::TaskService for TaskService {
         let id = req.partition_id;
         let segment = segment_of(&req)?;
         let output_space = std::mem::take(&mut req.output_space);
+        let allowance = (req.cpu_allowance_micros > 0).then(|| Duration::from_micros(req.cpu_allowance_micros));
         let device = served.task.device().clone();
         let mut charges = StepCharges::default();
         let values = read_inputs(req, &mut stream, segment.as_deref(), device.tensor_budget(), &mut charges).await?;
@@ -355,8 +356,9 @@ impl pb::task_service_server::TaskService for TaskService {
         let inputs: HashMap<Output, Tensor> = part.def.inputs.iter().copied().zip(values).collect();
         // A caller that goes away (cancelled, killed, timed out) stops this
         // step at its next kernel.
-        let meter = Arc::new(ComputeMeter::new(None));
+        let meter = Arc::new(ComputeMeter::remote(allowance, format!("partition {id} on {}", served.task.id())));
         let _stop = StopOnDrop(meter.clone(), format!("partition {id}: the caller went away"));
+        let used = meter.clone();
         let compute = move || {
             // The inputs stay charged until the step is done with them.
             let _charges = charges;
@@ -382,7 +384,10 @@ impl pb::task_service_server::TaskService for TaskService {
             .map_err(|e| Status::internal(format!("partition {id}: {e}")))?
             .map_err(status_from_error)?;
         let shared = segment.as_deref().map(|m| (m, output_space.as_slice()));
-        let chunks = chunks(&result.0, stats_to_pb(result.1), shared)?;
+        let mut chunks = chunks(&result.0, stats_to_pb(result.1), shared)?;
+        if let Some(last) = chunks.last_mut() {
+            last.host_micros = used.kernel_time().as_micros() as u64;
+        }
         Ok(Response::new(Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok)))))
     }
 }
