@@ -97,7 +97,11 @@ impl Task {
             // and step tensors count against this task's budgets.
             let cluster = ClusterSpec::single("in-process");
             let id = cluster.default_task();
-            let private = Task::with_budgets(cluster, id, &self.device.budgets(), &HostFiles::default())?;
+            let mut budgets = self.device.budgets();
+            if budgets.tensors.is_none() {
+                budgets.tensors = Budgets::standalone(&id).tensors;
+            }
+            let private = Task::with_budgets(cluster, id, &budgets, &HostFiles::default())?;
             let placement = Placement {
                 cluster: private.cluster.clone(),
                 default_task: private.id.clone(),

@@ -27,13 +27,6 @@ pub struct PreparedStep {
     req: RunRequest,
 }
 
-impl PreparedStep {
-    /// The meter of the program whose step this is, if any.
-    pub fn meter(&self) -> Option<&Arc<super::ComputeMeter>> {
-        self.req.meter.as_ref()
-    }
-}
-
 /// Runs steps of graphs for one session. Keeps the session's plan cache and
 /// the state of its random ops.
 #[derive(Debug)]
@@ -90,6 +83,8 @@ impl Executor {
         self
     }
 
+    /// Forgets the cached plans and gives back their charge (a step still
+    /// running one keeps it alive briefly, uncharged).
     fn clear_plans(&mut self) {
         self.plans.clear();
         self.cached_nodes = 0;

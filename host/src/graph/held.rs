@@ -43,10 +43,10 @@ pub fn node_copy_bytes(node: &Node) -> usize {
         })
         .sum();
     let outputs: usize = node.outputs.iter().map(|t| 32 + t.shape.len() * 16).sum();
-    // The name is held three times: the node's, and the by-name and
-    // name-count indexes' keys.
+    // The name is held twice: the node's, and the by-name index's key (its
+    // name-count entry is charged when the name is chosen).
     NODE_OVERHEAD
-        + 3 * node.name.len()
+        + 2 * node.name.len()
         + node.inputs.len() * 8
         + node.control_inputs.len() * 4
         + attrs
@@ -155,6 +155,21 @@ mod tests {
         assert!(err.to_string().contains("memory limit"), "{err}");
         drop(g);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn each_pop_undoes_its_own_push_when_the_budget_comes_and_goes() {
+        let budget = Arc::new(ByteBudget::memory("program 'p'", 4096));
+        let mut g = Graph::charged_to(budget.clone());
+        budget.charge(&"a guest memory", 4000).unwrap();
+        g.push_name_scope("a");
+        budget.release(4000);
+        assert_eq!(g.push_name_scope("b"), "b", "not entered, a is not a scope");
+        g.pop_name_scope().unwrap();
+        let id = g.add(NodeRequest::new(OpType::NoOp)).unwrap();
+        assert_eq!(g.node(id).unwrap().name, "NoOp", "b's pop left b");
+        g.pop_name_scope().unwrap();
+        assert!(g.pop_name_scope().is_err());
     }
 
     #[test]

@@ -155,8 +155,10 @@ pub struct Graph {
     device_scopes: Vec<DeviceSpec>,
     control_scopes: Vec<Vec<NodeId>>,
     variables: Vec<VariableNodes>,
-    /// Name scopes pushed past [`MAX_SCOPE_DEPTH`] (or the budget), not entered.
-    unentered_name_scopes: usize,
+    /// Every open name-scope push, in order, as runs: whether those pushes
+    /// entered a scope (past [`MAX_SCOPE_DEPTH`] or the budget they do not),
+    /// and how many, so each pop undoes its own push.
+    name_scope_pushes: Vec<(bool, usize)>,
     /// What its nodes cost its owner, when they are charged.
     charge: Option<held::GraphCharge>,
 }
@@ -278,28 +280,35 @@ impl Graph {
     /// Enters a name scope; returns its full name. Nested scopes with a
     /// taken name are made unique, as in TensorFlow. Past
     /// [`MAX_SCOPE_DEPTH`] scopes (or the graph's budget) the scope is not
-    /// entered, but still counts for [`Graph::pop_name_scope`].
+    /// entered, and its [`Graph::pop_name_scope`] pops nothing.
     pub fn push_name_scope(&mut self, name: &str) -> String {
         let full = self.unique_name(name);
         let bytes = held::ENTRY_OVERHEAD + full.len();
-        if self.name_scopes.len() >= MAX_SCOPE_DEPTH
-            || self.charge_bytes(&format_args!("the name scope '{full}'"), bytes).is_err()
-        {
-            self.unentered_name_scopes += 1;
-        } else {
+        let entered = self.name_scopes.len() < MAX_SCOPE_DEPTH
+            && self.charge_bytes(&format_args!("the name scope '{full}'"), bytes).is_ok();
+        if entered {
             self.name_scopes.push(full.clone());
+        }
+        match self.name_scope_pushes.last_mut() {
+            Some((kind, n)) if *kind == entered => *n += 1,
+            _ => self.name_scope_pushes.push((entered, 1)),
         }
         full
     }
 
     /// Leaves the innermost name scope.
     pub fn pop_name_scope(&mut self) -> Result<()> {
-        if self.unentered_name_scopes > 0 {
-            self.unentered_name_scopes -= 1;
-            return Ok(());
+        let (entered, n) =
+            self.name_scope_pushes.last_mut().ok_or_else(|| Error::precondition("no name scope to pop"))?;
+        let entered = *entered;
+        *n -= 1;
+        if *n == 0 {
+            self.name_scope_pushes.pop();
         }
-        let scope = self.name_scopes.pop().ok_or_else(|| Error::precondition("no name scope to pop"))?;
-        self.release_bytes(held::ENTRY_OVERHEAD + scope.len());
+        if entered {
+            let scope = self.name_scopes.pop().expect("an entered scope per entered push");
+            self.release_bytes(held::ENTRY_OVERHEAD + scope.len());
+        }
         Ok(())
     }
 

@@ -12,10 +12,12 @@ use crate::error::Result;
 use crate::exec::{RunRequest, RunResult};
 
 async fn run(session: &mut SessionResource, req: RunRequest, timeout: Option<Duration>) -> Result<RunResult> {
-    // Planning a run is host work for the program (kernels meter themselves).
+    // Planning a run is host work for the program, whether or not it
+    // succeeds (kernels meter themselves).
+    let meter = req.meter.clone();
     let start = std::time::Instant::now();
     let step = session.executor.prepare(&session.graph.lock(), req);
-    if let Some(m) = step.as_ref().ok().and_then(|s| s.meter()) {
+    if let Some(m) = &meter {
         m.charge(start.elapsed());
     }
     session.executor.execute(step?, timeout.or(session.timeout)).await
