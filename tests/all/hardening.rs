@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use weft_tests::fixture;
 
-use crate::process::{Spawned, Stream, TempDir, free_ports, run, weft};
+use crate::process::{Finished, Spawned, Stream, TempDir, free_ports, run, weft};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
 /// The host's peak resident memory so far, in MB (`VmHWM`).
-fn peak_rss_mb(pid: u32) -> f64 {
+pub(crate) fn peak_rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: f64 = status
         .lines()
@@ -33,23 +33,60 @@ fn create(dir: &TempDir, host: &str, name: &str, limits: &str) -> String {
     token
 }
 
+/// A `weft serve --listen ADDR --open-experiments` host of one test (with
+/// `extra` flags), its files under `dir`.
+pub(crate) struct OpenHost {
+    pub(crate) dir: TempDir,
+    pub(crate) address: String,
+    pub(crate) server: Spawned,
+}
+
+impl OpenHost {
+    pub(crate) fn start(dir: TempDir, extra: &[&str]) -> Self {
+        let address = format!("127.0.0.1:{}", free_ports(1)[0]);
+        let mut args = vec!["serve", "--listen", &address, "--open-experiments"];
+        args.extend_from_slice(extra);
+        let mut server = Spawned::start(weft(&args, &dir.0));
+        server.expect(Stream::Err, "serving experiments on", LIMIT);
+        OpenHost { dir, address, server }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.server.child.0.id()
+    }
+
+    /// Creates experiment `name` with `limits` (TOML lines); returns its token.
+    fn create(&self, name: &str, limits: &str) -> String {
+        create(&self.dir, &self.address, name, limits)
+    }
+
+    /// `weft VERB --host ... --experiment NAME --token TOKEN REST...`.
+    fn cli(&self, verb: &str, name: &str, token: &str, rest: &[&str]) -> Finished {
+        let mut all = vec![verb, "--host", &self.address, "--experiment", name, "--token", token];
+        all.extend_from_slice(rest);
+        run(weft(&all, &self.dir.0), LIMIT)
+    }
+
+    /// `weft submit` of `module` with `args` to experiment `name`'s `local:0`,
+    /// followed to its end if asked.
+    fn submit(&self, name: &str, token: &str, follow: bool, module: &std::path::Path, args: &[&str]) -> Finished {
+        let mut rest = if follow { vec!["--follow"] } else { vec![] };
+        rest.extend_from_slice(&["--job", "local", module.to_str().unwrap(), "--"]);
+        rest.extend_from_slice(args);
+        self.cli("submit", name, token, &rest)
+    }
+}
+
 /// The attack of issue 9: two zero-size constants, tiny on the wire, whose
 /// MatMul is 30000 x 30000 floats (3.6 GB). Before, the host allocated it.
 #[test]
 fn a_matmul_of_zero_size_constants_fails_with_a_named_limit_and_the_host_stays_small() {
     let dir = TempDir::new("hardening-matmul");
-    let host = format!("127.0.0.1:{}", free_ports(1)[0]);
-    let mut server = Spawned::start(weft(&["serve", "--listen", &host, "--open-experiments"], &dir.0));
-    server.expect(Stream::Err, "serving experiments on", LIMIT);
-    let mallory = create(&dir, &host, "mallory", "memory_mib = 128");
-    let alice = create(&dir, &host, "alice", "");
+    let host = OpenHost::start(dir, &[]);
+    let mallory = host.create("mallory", "memory_mib = 128");
+    let alice = host.create("alice", "");
     let bad = fixture("misbehave");
-    let submit = |name: &str, token: &str, args: &[&str]| {
-        let mut all = vec!["submit", "--host", &host, "--experiment", name, "--token", token, "--follow"];
-        all.extend_from_slice(&["--job", "local", bad.to_str().unwrap(), "--"]);
-        all.extend_from_slice(args);
-        run(weft(&all, &dir.0), LIMIT)
-    };
+    let submit = |name: &str, token: &str, args: &[&str]| host.submit(name, token, true, &bad, args);
 
     let out = submit("mallory", &mallory, &["zero-size-matmul", "30000"]);
     assert_eq!(out.status.code(), Some(1), "{}\n{}", out.stdout, out.stderr);
@@ -62,7 +99,7 @@ fn a_matmul_of_zero_size_constants_fails_with_a_named_limit_and_the_host_stays_s
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("MatMul") && out.stderr.contains("more than 1073741824 elements"), "{}", out.stderr);
 
-    let peak = peak_rss_mb(server.child.0.id());
+    let peak = peak_rss_mb(host.pid());
     assert!(peak < 200.0, "the host's peak resident memory reached {peak} MB");
     // The host carries on, for the attacker within its limits and for others.
     let out = submit("mallory", &mallory, &["zero-size-matmul", "1000"]);
@@ -80,19 +117,12 @@ fn a_matmul_of_zero_size_constants_fails_with_a_named_limit_and_the_host_stays_s
 #[test]
 fn what_a_program_hands_the_host_is_charged_to_its_memory_limit_before_it_is_copied() {
     let dir = TempDir::new("hardening-handed");
-    let host = format!("127.0.0.1:{}", free_ports(1)[0]);
-    let mut server = Spawned::start(weft(&["serve", "--listen", &host, "--open-experiments"], &dir.0));
-    server.expect(Stream::Err, "serving experiments on", LIMIT);
-    let mallory = create(&dir, &host, "mallory", "memory_mib = 128");
-    let alice = create(&dir, &host, "alice", "");
+    let host = OpenHost::start(dir, &[]);
+    let mallory = host.create("mallory", "memory_mib = 128");
+    let alice = host.create("alice", "");
     let bad = fixture("misbehave");
-    let submit = |name: &str, token: &str, args: &[&str]| {
-        let mut all = vec!["submit", "--host", &host, "--experiment", name, "--token", token, "--follow"];
-        all.extend_from_slice(&["--job", "local", bad.to_str().unwrap(), "--"]);
-        all.extend_from_slice(args);
-        run(weft(&all, &dir.0), LIMIT)
-    };
-    let pid = server.child.0.id();
+    let submit = |name: &str, token: &str, args: &[&str]| host.submit(name, token, true, &bad, args);
+    let pid = host.pid();
     for (args, needles) in [
         (["graph-bomb", "32", "100"], &["resource-exhausted", "memory limit", "Const"][..]),
         (["aliased-attrs", "32", "64"], &["resource-exhausted", "memory limit", "one call to the host"]),
@@ -131,21 +161,11 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[test]
 fn kernels_count_against_the_cpu_limit_and_a_kill_stops_a_step_at_its_next_kernel() {
     let dir = TempDir::new("hardening-compute");
-    let host = format!("127.0.0.1:{}", free_ports(1)[0]);
-    let mut server = Spawned::start(weft(&["serve", "--listen", &host, "--open-experiments"], &dir.0));
-    server.expect(Stream::Err, "serving experiments on", LIMIT);
-    let limited = create(&dir, &host, "limited", "cpu_seconds = 1.0");
-    let single = create(&dir, &host, "single", "programs = 1");
+    let host = OpenHost::start(dir, &[]);
+    let limited = host.create("limited", "cpu_seconds = 1.0");
+    let single = host.create("single", "programs = 1");
     let bad = fixture("misbehave");
-    let submit = |name: &str, token: &str, follow: bool, args: &[&str]| {
-        let mut all = vec!["submit", "--host", &host, "--experiment", name, "--token", token];
-        if follow {
-            all.push("--follow");
-        }
-        all.extend_from_slice(&["--job", "local", bad.to_str().unwrap(), "--"]);
-        all.extend_from_slice(args);
-        run(weft(&all, &dir.0), LIMIT)
-    };
+    let submit = |name: &str, token: &str, follow: bool, args: &[&str]| host.submit(name, token, follow, &bad, args);
 
     let out = submit("limited", &limited, true, &["long-step", "2000", "512"]);
     assert_eq!(out.status.code(), Some(1), "{}\n{}", out.stdout, out.stderr);
@@ -155,17 +175,13 @@ fn kernels_count_against_the_cpu_limit_and_a_kill_stops_a_step_at_its_next_kerne
         assert!(out.stderr.contains(needle), "missing '{needle}' in {}", out.stderr);
     }
 
-    let pid = server.child.0.id();
+    let pid = host.pid();
     let out = submit("single", &single, false, &["long-step", "100000", "512"]);
     assert!(out.status.success(), "{}", out.stderr);
     let id = out.stderr.split("program ").nth(1).and_then(|r| r.split_whitespace().next()).expect("a program id");
-    let ps =
-        |token: &str| run(weft(&["ps", "--host", &host, "--experiment", "single", "--token", token], &dir.0), LIMIT);
+    let ps = |token: &str| host.cli("ps", "single", token, &[]);
     let deadline = std::time::Instant::now() + LIMIT;
-    while !run(weft(&["logs", "--host", &host, "--experiment", "single", "--token", &single, id], &dir.0), LIMIT)
-        .stdout
-        .contains("running 100000 MatMuls")
-    {
+    while !host.cli("logs", "single", &single, &[id]).stdout.contains("running 100000 MatMuls") {
         assert!(std::time::Instant::now() < deadline, "the step never started");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -176,7 +192,7 @@ fn kernels_count_against_the_cpu_limit_and_a_kill_stops_a_step_at_its_next_kerne
         assert!(std::time::Instant::now() < deadline, "the step never ran");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let killed = run(weft(&["kill", "--host", &host, "--experiment", "single", "--token", &single, id], &dir.0), LIMIT);
+    let killed = host.cli("kill", "single", &single, &[id]);
     assert!(killed.status.success(), "{}", killed.stderr);
     std::thread::sleep(Duration::from_millis(500));
     let before = cpu_seconds(pid);
@@ -235,24 +251,14 @@ fn a_step_on_another_host_counts_against_the_programs_cpu_limit() {
 #[test]
 fn a_programs_log_is_bounded_in_runs_and_its_followers_are_limited() {
     let dir = TempDir::new("hardening-logs");
-    let host = format!("127.0.0.1:{}", free_ports(1)[0]);
-    let mut server = Spawned::start(weft(&["serve", "--listen", &host, "--open-experiments"], &dir.0));
-    server.expect(Stream::Err, "serving experiments on", LIMIT);
-    let token = create(&dir, &host, "chatty", "");
+    let host = OpenHost::start(dir, &[]);
+    let token = host.create("chatty", "");
     let bad = fixture("misbehave");
-    let submit = |follow: bool, args: &[&str]| {
-        let mut all = vec!["submit", "--host", &host, "--experiment", "chatty", "--token", &token];
-        if follow {
-            all.push("--follow");
-        }
-        all.extend_from_slice(&["--job", "local", bad.to_str().unwrap(), "--"]);
-        all.extend_from_slice(args);
-        run(weft(&all, &dir.0), LIMIT)
-    };
+    let submit = |follow: bool, args: &[&str]| host.submit("chatty", &token, follow, &bad, args);
     let logs = |extra: &[&str]| {
-        let mut all = vec!["logs", "--host", &host, "--experiment", "chatty", "--token", &token];
+        let mut all = vec!["logs", "--host", &host.address, "--experiment", "chatty", "--token", &token];
         all.extend_from_slice(extra);
-        weft(&all, &dir.0)
+        weft(&all, &host.dir.0)
     };
     let program_id = |stderr: &str| {
         stderr.split("program ").nth(1).and_then(|r| r.split_whitespace().next()).expect("a program id").to_string()
@@ -317,16 +323,11 @@ fn the_disk_a_host_uses_is_bounded_and_only_what_compiled_is_kept() {
         let then = std::time::SystemTime::now() - Duration::from_secs(7200);
         std::fs::File::options().append(true).open(&left).unwrap().set_modified(then).unwrap();
     }
-    let host = format!("127.0.0.1:{}", free_ports(1)[0]);
-    let (state_arg, cache_arg) = (state.to_str().unwrap(), cache.to_str().unwrap());
-    let mut server = Spawned::start(weft(
-        &["serve", "--listen", &host, "--open-experiments", "--state-dir", state_arg, "--cache-dir", cache_arg]
-            .into_iter()
-            .chain(["--module-store-mib", "1", "--cache-mib", "0"])
-            .collect::<Vec<_>>(),
-        &dir.0,
-    ));
-    server.expect(Stream::Err, "serving experiments on", LIMIT);
+    let (state_arg, cache_arg) = (state.to_str().unwrap().to_string(), cache.to_str().unwrap().to_string());
+    let host = OpenHost::start(
+        dir,
+        &["--state-dir", &state_arg, "--cache-dir", &cache_arg, "--module-store-mib", "1", "--cache-mib", "0"],
+    );
     let files = |d: &std::path::Path| -> Vec<String> {
         let mut names: Vec<String> =
             std::fs::read_dir(d).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
@@ -335,13 +336,8 @@ fn the_disk_a_host_uses_is_bounded_and_only_what_compiled_is_kept() {
     };
     assert!(files(&state.join("modules")).is_empty() && files(&cache).is_empty(), "stale temporaries are removed");
 
-    let first = create(&dir, &host, "first", "");
-    let submit = |name: &str, token: &str, module: &std::path::Path| {
-        let all = ["submit", "--host", &host, "--experiment", name, "--token", token, "--follow", "--job", "local"];
-        let mut all: Vec<&str> = all.to_vec();
-        all.extend([module.to_str().unwrap(), "--", "ok"]);
-        run(weft(&all, &dir.0), LIMIT)
-    };
+    let first = host.create("first", "");
+    let submit = |name: &str, token: &str, module: &std::path::Path| host.submit(name, token, true, module, &["ok"]);
     let refused = submit("first", &first, &fixture("other-world"));
     assert!(!refused.status.success(), "{}", refused.stdout);
     assert!(files(&state.join("modules")).is_empty(), "a module that does not link is not kept");
@@ -359,10 +355,10 @@ fn the_disk_a_host_uses_is_bounded_and_only_what_compiled_is_kept() {
     // one was refused before it was compiled.
     assert_eq!(files(&cache).len(), 3);
 
-    let file = dir.0.join("first.toml");
-    assert!(run(weft(&["experiment", "delete", file.to_str().unwrap()], &dir.0), LIMIT).status.success());
+    let file = host.dir.0.join("first.toml");
+    assert!(run(weft(&["experiment", "delete", file.to_str().unwrap()], &host.dir.0), LIMIT).status.success());
     assert!(files(&state.join("modules")).is_empty(), "modules no experiment uploaded are deleted");
-    let second = create(&dir, &host, "second", "");
+    let second = host.create("second", "");
     let out = submit("second", &second, &fixture("misbehave"));
     assert!(out.status.success() && out.stdout.contains("fine"), "{}", out.stderr);
     let cached = files(&cache);

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use weft_tests::{example, fixture};
 
-use crate::process::{Spawned, Stream, TempDir, free_ports, run, weft};
+use crate::hardening::{OpenHost, peak_rss_mb};
+use crate::process::{TempDir, run, weft};
 
 const LIMIT: Duration = Duration::from_secs(180);
 const TENANTS: usize = 8;
@@ -42,37 +43,24 @@ struct Tally {
     hostile: usize,
 }
 
-fn peak_rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kb / 1000.0
-}
-
 /// Runs rounds until `duration` has passed (at least one), all tenants at once.
 fn soak(duration: Duration) -> Tally {
-    let dir = TempDir::new("soak");
-    let host = format!("127.0.0.1:{}", free_ports(1)[0]);
-    let mut server = Spawned::start(weft(&["serve", "--listen", &host, "--open-experiments"], &dir.0));
-    server.expect(Stream::Err, "serving experiments on", LIMIT);
-    let pid = server.child.0.id();
+    let mut open = OpenHost::start(TempDir::new("soak"), &[]);
+    let pid = open.pid();
     let ps = example("parameter-server");
     let bad = fixture("misbehave");
     let started = Instant::now();
     let tallies: Vec<Tally> = std::thread::scope(|scope| {
         let threads: Vec<_> = (0..TENANTS)
             .map(|t| {
-                let (dir, host, ps, bad) = (&dir, &host, &ps, &bad);
+                let (dir, host, ps, bad) = (&open.dir, &open.address, &ps, &bad);
                 scope.spawn(move || tenant(t, dir, host, ps, bad, started, duration))
             })
             .collect();
         threads.into_iter().map(|h| h.join().expect("a tenant's checks failed")).collect()
     });
     let tally = Tally { jobs: tallies.iter().map(|t| t.jobs).sum(), hostile: tallies.iter().map(|t| t.hostile).sum() };
-    assert!(server.child.0.try_wait().unwrap().is_none(), "the host exited");
+    assert!(open.server.child.0.try_wait().unwrap().is_none(), "the host exited");
     let peak = peak_rss_mb(pid);
     let limits_mb = (TENANTS as u64 * (PROGRAMS * MEMORY_MIB + TENSOR_MIB + VARIABLE_MIB)) as f64 * 1.048576;
     eprintln!(

@@ -4,7 +4,7 @@
 //! time it spends running guest code, and a stop that ends its in-flight step at
 //! the next kernel boundary (`weft kill`, a limit).
 
-use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -20,8 +20,8 @@ pub struct ComputeMeter {
     kernel_nanos: AtomicU64,
     /// Nanoseconds of guest code, as of its latest call into the host.
     guest_nanos: AtomicU64,
-    /// Why it was stopped, once it is.
-    stopped: Mutex<Option<String>>,
+    /// Why it was stopped, once it is (the first reason stays).
+    stopped: OnceLock<String>,
     /// For a step run for another host's program: what to call it when its
     /// allowance runs out.
     remote: Option<String>,
@@ -65,13 +65,13 @@ impl ComputeMeter {
 
     /// Stops its steps at their next kernel; `why` is what they fail with.
     pub fn stop(&self, why: impl Into<String>) {
-        self.stopped.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(why.into());
+        let _ = self.stopped.set(why.into());
     }
 
     /// Whether a kernel may run now: not once stopped (`aborted`), nor past
     /// the CPU-time limit (`resource-exhausted`).
     pub fn check(&self) -> Result<()> {
-        if let Some(why) = self.stopped.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(why) = self.stopped.get() {
             return Err(Error::status(Code::Aborted, why.clone()));
         }
         let Some(limit) = self.limit else { return Ok(()) };
