@@ -3,6 +3,12 @@
 //!
 //! Storage is an [`ndarray::ArcArray`], so passing a tensor between nodes,
 //! into a variable or out of a fetch is a reference-count bump, not a copy.
+//! A float tensor another host on this machine wrote into shared memory may
+//! instead be [`Tensor::Mapped`], read where it lies (see [`mapped`]).
+
+pub mod mapped;
+
+pub use mapped::{MappedTensor, SharedMemory};
 
 use std::fmt;
 
@@ -156,7 +162,7 @@ impl fmt::Display for ShapeDisplay<'_> {
 }
 
 /// A dense tensor value.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum Tensor {
     /// f32 elements.
     F32(ArcArray<f32, IxDyn>),
@@ -170,20 +176,43 @@ pub enum Tensor {
     Bool(ArcArray<bool, IxDyn>),
     /// byte-string elements.
     String(ArcArray<Vec<u8>, IxDyn>),
+    /// f32 or f64 elements in memory shared with another host. Kernels other
+    /// than the few that read it in place get [`Tensor::materialize`]d copies.
+    Mapped(MappedTensor),
 }
 
-/// Runs `$body` with `$a` bound to the array inside any variant of a tensor.
+impl PartialEq for Tensor {
+    /// Same dtype, shape and elements (a mapped tensor equals its copy).
+    fn eq(&self, other: &Tensor) -> bool {
+        match (self, other) {
+            (Tensor::F32(a), Tensor::F32(b)) => a == b,
+            (Tensor::F64(a), Tensor::F64(b)) => a == b,
+            (Tensor::I32(a), Tensor::I32(b)) => a == b,
+            (Tensor::I64(a), Tensor::I64(b)) => a == b,
+            (Tensor::Bool(a), Tensor::Bool(b)) => a == b,
+            (Tensor::String(a), Tensor::String(b)) => a == b,
+            (Tensor::Mapped(_), _) | (_, Tensor::Mapped(_)) => {
+                self.materialize_ref().as_ref() == other.materialize_ref().as_ref()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Runs `$body` with `$a` bound to the array inside any variant of a
+/// tensor (`$t` is a `&Tensor`; a mapped one is copied first).
 #[macro_export]
 #[doc(hidden)]
 macro_rules! with_array {
     ($t:expr, $a:ident => $body:expr) => {
-        match $t {
+        match $t.materialize_ref().as_ref() {
             $crate::tensor::Tensor::F32($a) => $body,
             $crate::tensor::Tensor::F64($a) => $body,
             $crate::tensor::Tensor::I32($a) => $body,
             $crate::tensor::Tensor::I64($a) => $body,
             $crate::tensor::Tensor::Bool($a) => $body,
             $crate::tensor::Tensor::String($a) => $body,
+            $crate::tensor::Tensor::Mapped(_) => unreachable!("materialized above"),
         }
     };
 }
@@ -198,17 +227,50 @@ impl Tensor {
             Tensor::I64(_) => DType::I64,
             Tensor::Bool(_) => DType::Bool,
             Tensor::String(_) => DType::String,
+            Tensor::Mapped(m) => m.dtype(),
         }
     }
 
     /// The dimensions.
     pub fn shape(&self) -> &[usize] {
-        with_array!(self, a => a.shape())
+        match self {
+            Tensor::F32(a) => a.shape(),
+            Tensor::F64(a) => a.shape(),
+            Tensor::I32(a) => a.shape(),
+            Tensor::I64(a) => a.shape(),
+            Tensor::Bool(a) => a.shape(),
+            Tensor::String(a) => a.shape(),
+            Tensor::Mapped(m) => m.shape(),
+        }
     }
 
     /// Number of elements.
     pub fn len(&self) -> usize {
-        with_array!(self, a => a.len())
+        self.shape().iter().product()
+    }
+
+    /// This tensor in ordinary storage: a mapped one copied out of shared
+    /// memory, any other as it is.
+    pub fn materialize(self) -> Tensor {
+        match self {
+            Tensor::Mapped(m) => m.to_owned_tensor(),
+            other => other,
+        }
+    }
+
+    /// [`Tensor::materialize`] of a borrowed tensor: borrowed back unless it
+    /// is mapped.
+    pub fn materialize_ref(&self) -> std::borrow::Cow<'_, Tensor> {
+        match self {
+            Tensor::Mapped(m) => std::borrow::Cow::Owned(m.to_owned_tensor()),
+            other => std::borrow::Cow::Borrowed(other),
+        }
+    }
+
+    /// The elements as a view, without copying, if they are `T`s: f32 or
+    /// f64, owned or mapped.
+    pub fn float_view<T: mapped::MappedElement>(&self) -> Option<ndarray::ArrayViewD<'_, T>> {
+        T::view_of(self)
     }
 
     /// Whether the tensor has no elements.
@@ -260,6 +322,7 @@ impl Tensor {
     pub fn as_f32_vec(&self) -> Option<Vec<f32>> {
         match self {
             Tensor::F32(a) => Some(a.iter().copied().collect()),
+            Tensor::Mapped(m) => m.view::<f32>().map(|v| v.iter().copied().collect()),
             _ => None,
         }
     }
@@ -296,6 +359,7 @@ impl Tensor {
             Tensor::I32(a) => pod_bytes(a),
             Tensor::I64(a) => pod_bytes(a),
             Tensor::Bool(a) => a.iter().map(|&b| b as u8).collect(),
+            Tensor::Mapped(m) => m.bytes().to_vec(),
             Tensor::String(a) => {
                 let mut out = Vec::new();
                 for s in a.iter() {
@@ -345,6 +409,7 @@ impl Tensor {
             Tensor::F64(a) => pod_shared(a),
             Tensor::I32(a) => pod_shared(a),
             Tensor::I64(a) => pod_shared(a),
+            Tensor::Mapped(m) => m.to_shared_bytes(),
             other => bytes::Bytes::from(other.to_le_bytes()),
         }
     }

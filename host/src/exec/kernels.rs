@@ -93,9 +93,25 @@ pub(super) fn node_err(node: &Node, why: impl std::fmt::Display) -> Error {
     Error::invalid(format!("{} '{}': {why}", node.op.name(), node.name))
 }
 
+/// Whether `op`'s kernel reads inputs in shared memory where they lie
+/// ([`Tensor::Mapped`]); every other kernel gets copies.
+pub fn reads_mapped_in_place(op: OpType) -> bool {
+    matches!(op, OpType::MatMul | OpType::Identity | OpType::StopGradient)
+}
+
+/// The error of a kernel that was handed a mapped tensor it cannot read
+/// (never: [`compute`] copies them first).
+pub(super) fn mapped_input(node: &Node) -> Error {
+    Error::internal(format!("{} '{}' was handed a tensor in shared memory", node.op.name(), node.name))
+}
+
 /// Runs a stateless kernel on value inputs.
 pub fn compute(node: &Node, inputs: &[Tensor], rng: &mut Option<OpRng>) -> Result<Tensor> {
     use OpType::*;
+    if !reads_mapped_in_place(node.op) && inputs.iter().any(|t| matches!(t, Tensor::Mapped(_))) {
+        let copies: Vec<Tensor> = inputs.iter().map(|t| t.clone().materialize()).collect();
+        return compute(node, &copies, rng);
+    }
     match node.op {
         Const => Ok(node.attrs.tensor(&node.name, "value")?.expect("checked at add").clone()),
         Identity => Ok(inputs[0].clone()),
@@ -313,10 +329,12 @@ fn softmax<T: Float + 'static>(a: &Arr<T>) -> ArrayD<T> {
 fn matmul(node: &Node, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let ta = node.attrs.bool(&node.name, "transpose_a")?.unwrap_or(false);
     let tb = node.attrs.bool(&node.name, "transpose_b")?.unwrap_or(false);
+    // Views, so an operand in shared memory is read where it lies.
     macro_rules! mm {
-        ($x:expr, $y:expr, $v:ident) => {{
-            let x = $x.view().into_dimensionality::<Ix2>().map_err(|e| node_err(node, e))?;
-            let y = $y.view().into_dimensionality::<Ix2>().map_err(|e| node_err(node, e))?;
+        ($t:ty, $v:ident) => {{
+            let (Some(x), Some(y)) = (a.float_view::<$t>(), b.float_view::<$t>()) else { unreachable!("dtypes matched") };
+            let x = x.into_dimensionality::<Ix2>().map_err(|e| node_err(node, e))?;
+            let y = y.into_dimensionality::<Ix2>().map_err(|e| node_err(node, e))?;
             let x = if ta { x.reversed_axes() } else { x };
             let y = if tb { y.reversed_axes() } else { y };
             if x.ncols() != y.nrows() {
@@ -325,9 +343,9 @@ fn matmul(node: &Node, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             Ok(Tensor::$v(x.dot(&y).into_dyn().into_shared()))
         }};
     }
-    match (a, b) {
-        (Tensor::F32(x), Tensor::F32(y)) => mm!(x, y, F32),
-        (Tensor::F64(x), Tensor::F64(y)) => mm!(x, y, F64),
+    match (a.dtype(), b.dtype()) {
+        (DType::F32, DType::F32) => mm!(f32, F32),
+        (DType::F64, DType::F64) => mm!(f64, F64),
         _ => Err(node_err(node, format!("MatMul supports f32 and f64, got {} and {}", a.dtype(), b.dtype()))),
     }
 }
@@ -522,6 +540,21 @@ pub(super) mod tests {
         // aᵀ a = [[17,22,27],[22,29,36],[27,36,45]]
         let r = eval(OpType::MatMul, vec![a.clone(), a], &[("transpose_a", AttrValue::Bool(true))]).unwrap();
         assert_eq!(r, f32t(&[3, 3], &[17., 22., 27., 22., 29., 36., 27., 36., 45.]));
+    }
+
+    #[test]
+    fn matmul_reads_operands_in_shared_memory_and_other_kernels_get_copies() {
+        use crate::tensor::mapped::mapped_copy;
+        let a = f32t(&[2, 3], &[1., 2., 3., 4., 5., 6.]);
+        let b = f32t(&[3, 2], &[7., 8., 9., 10., 11., 12.]);
+        let want = f32t(&[2, 2], &[58., 64., 139., 154.]);
+        assert_eq!(eval(OpType::MatMul, vec![mapped_copy(&a), mapped_copy(&b)], &[]).unwrap(), want);
+        assert_eq!(eval(OpType::MatMul, vec![a.clone(), mapped_copy(&b)], &[]).unwrap(), want);
+        let sum = eval(OpType::Add, vec![mapped_copy(&a), a.clone()], &[]).unwrap();
+        assert_eq!(sum, f32t(&[2, 3], &[2., 4., 6., 8., 10., 12.]));
+        assert!(matches!(eval(OpType::Identity, vec![mapped_copy(&a)], &[]).unwrap(), Tensor::Mapped(_)));
+        let cast = eval(OpType::Cast, vec![mapped_copy(&a)], &[("dtype", AttrValue::DType(DType::I32))]).unwrap();
+        assert_eq!(cast.to_le_bytes(), bytemuck::cast_slice::<i32, u8>(&[1, 2, 3, 4, 5, 6]));
     }
 
     #[test]

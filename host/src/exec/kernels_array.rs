@@ -92,6 +92,7 @@ pub fn cast(node: &Node, x: &Tensor) -> Result<Tensor> {
         Tensor::I64(a) => numeric!(a, 0),
         Tensor::Bool(a) => numeric!(a.mapv(|v| v as u8), 0),
         Tensor::String(_) => return Err(node_err(node, "strings cannot be cast")),
+        Tensor::Mapped(_) => return Err(super::kernels::mapped_input(node)),
     })
 }
 
@@ -238,6 +239,7 @@ pub fn concat(node: &Node, inputs: &[Tensor]) -> Result<Tensor> {
         Tensor::I64(_) => go!(I64),
         Tensor::Bool(_) => go!(Bool),
         Tensor::String(_) => go!(String),
+        Tensor::Mapped(_) => return Err(super::kernels::mapped_input(node)),
     })
 }
 

@@ -9,7 +9,7 @@ use num_traits::Float;
 use super::kernels::{Arr, node_err};
 use crate::error::Result;
 use crate::graph::{Node, OpType};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 macro_rules! floats {
     ($node:expr, $x:expr, $a:ident => $body:expr) => {
@@ -161,8 +161,11 @@ pub fn apply(node: &Node, vars: &mut [&mut Tensor], rest: &[Tensor]) -> Result<(
     let refs = vars.len();
     // The gradient is the last input, but for ApplyMomentum (var, accum, lr, grad, momentum).
     let grad_at = if node.op == OpType::ApplyMomentum { 1 } else { rest.len().saturating_sub(1) };
+    // The gradient is read in place (it may lie in shared memory); the
+    // hyperparameters are scalars, copied out if they are not.
     let grad = rest.get(grad_at).ok_or_else(|| node_err(node, "no gradient input"))?;
-    let scalars: Vec<(usize, &Tensor)> = rest.iter().enumerate().filter(|(i, _)| *i != grad_at).collect();
+    let scalars: Vec<(usize, Tensor)> =
+        rest.iter().enumerate().filter(|(i, _)| *i != grad_at).map(|(i, t)| (i, t.clone().materialize())).collect();
     for (i, v) in vars.iter().enumerate() {
         if v.shape() != grad.shape() || v.dtype() != grad.dtype() {
             return Err(node_err(
@@ -178,9 +181,9 @@ pub fn apply(node: &Node, vars: &mut [&mut Tensor], rest: &[Tensor]) -> Result<(
         }
     }
     macro_rules! arrays {
-        ($v:ident) => {{
-            let Tensor::$v(g) = grad else { unreachable!() };
-            let hp = scalars.iter().map(|&(i, t)| scalar(node, t, refs + i)).collect::<Result<Vec<_>>>()?;
+        ($v:ident, $t:ty) => {{
+            let g = grad.float_view::<$t>().expect("dtype matched");
+            let hp = scalars.iter().map(|(i, t)| scalar(node, t, refs + i)).collect::<Result<Vec<_>>>()?;
             let mut arrs: Vec<&mut Arr<_>> = vars
                 .iter_mut()
                 .map(|t| match &mut **t {
@@ -191,14 +194,19 @@ pub fn apply(node: &Node, vars: &mut [&mut Tensor], rest: &[Tensor]) -> Result<(
             update(node, &mut arrs, &hp, g)
         }};
     }
-    match grad {
-        Tensor::F32(_) => arrays!(F32),
-        Tensor::F64(_) => arrays!(F64),
-        other => Err(node_err(node, format!("optimizers update f32 and f64 only, got {}", other.dtype()))),
+    match grad.dtype() {
+        DType::F32 => arrays!(F32, f32),
+        DType::F64 => arrays!(F64, f64),
+        other => Err(node_err(node, format!("optimizers update f32 and f64 only, got {other}"))),
     }
 }
 
-fn update<T: Float + Send + Sync + 'static>(node: &Node, v: &mut [&mut Arr<T>], hp: &[T], g: &Arr<T>) -> Result<()>
+fn update<T: Float + Send + Sync + 'static>(
+    node: &Node,
+    v: &mut [&mut Arr<T>],
+    hp: &[T],
+    g: ndarray::ArrayViewD<'_, T>,
+) -> Result<()>
 where
     Arr<T>: Send,
 {
@@ -206,12 +214,12 @@ where
     match (node.op, v) {
         (OpType::ApplyGradientDescent, [var]) => {
             let alpha = hp[0];
-            Zip::from(var.view_mut()).and(g).for_each(|w, &g| *w = *w - alpha * g);
+            Zip::from(var.view_mut()).and(&g).for_each(|w, &g| *w = *w - alpha * g);
         }
         (OpType::ApplyMomentum, [var, accum]) => {
             let (lr, momentum) = (hp[0], hp[1]);
             let nesterov = node.attrs.bool(&node.name, "use_nesterov")?.unwrap_or(false);
-            Zip::from(var.view_mut()).and(accum.view_mut()).and(g).for_each(|w, a, &g| {
+            Zip::from(var.view_mut()).and(accum.view_mut()).and(&g).for_each(|w, a, &g| {
                 *a = *a * momentum + g;
                 *w = if nesterov { *w - (g * lr + *a * momentum * lr) } else { *w - lr * *a };
             });
@@ -219,7 +227,7 @@ where
         (OpType::ApplyAdam, [var, m, v]) => {
             let [b1p, b2p, lr, b1, b2, eps] = [hp[0], hp[1], hp[2], hp[3], hp[4], hp[5]];
             let lr_t = lr * (one - b2p).sqrt() / (one - b1p);
-            Zip::from(var.view_mut()).and(m.view_mut()).and(v.view_mut()).and(g).for_each(|w, m, v, &g| {
+            Zip::from(var.view_mut()).and(m.view_mut()).and(v.view_mut()).and(&g).for_each(|w, m, v, &g| {
                 *m = *m + (g - *m) * (one - b1);
                 *v = *v + (g * g - *v) * (one - b2);
                 *w = *w - lr_t * *m / (v.sqrt() + eps);
@@ -227,7 +235,7 @@ where
         }
         (OpType::ApplyRMSProp, [var, ms, mom]) => {
             let [lr, rho, momentum, eps] = [hp[0], hp[1], hp[2], hp[3]];
-            Zip::from(var.view_mut()).and(ms.view_mut()).and(mom.view_mut()).and(g).for_each(|w, ms, mom, &g| {
+            Zip::from(var.view_mut()).and(ms.view_mut()).and(mom.view_mut()).and(&g).for_each(|w, ms, mom, &g| {
                 *ms = *ms + (g * g - *ms) * (one - rho);
                 *mom = *mom * momentum + lr * g / (*ms + eps).sqrt();
                 *w = *w - *mom;
@@ -289,6 +297,10 @@ mod tests {
         let mut w = vec(&[1.0, 2.0]);
         apply(&node, &mut [&mut w], &[scalar(0.5), vec(&[2.0, -2.0])]).unwrap();
         assert_eq!(f32s(&w), [0.0, 3.0]);
+        // A gradient in shared memory is read where it lies.
+        let grad = crate::tensor::mapped::mapped_copy(&vec(&[2.0, -2.0]));
+        apply(&node, &mut [&mut w], &[scalar(0.5), grad]).unwrap();
+        assert_eq!(f32s(&w), [-1.0, 4.0]);
 
         let node = apply_node(OpType::ApplyMomentum, 2, 2);
         let (mut w, mut accum) = (vec(&[1.0, 1.0]), vec(&[1.0, 0.0]));

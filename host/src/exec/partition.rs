@@ -98,11 +98,19 @@ enum Value {
 }
 
 impl Value {
+    /// The tensor, as it is: possibly in shared memory
+    /// ([`Tensor::Mapped`]), for kernels that take it so and for outputs.
     fn tensor(&self) -> Result<Tensor> {
         match self {
             Value::Tensor(t) => Ok(t.clone()),
             Value::Var(v) => v.read(),
         }
+    }
+
+    /// The tensor in ordinary storage, for what keeps it (a variable) or
+    /// reads it by variant.
+    fn owned_tensor(&self) -> Result<Tensor> {
+        self.tensor().map(Tensor::materialize)
     }
 }
 
@@ -231,9 +239,9 @@ fn run_node(
     let value = match node.op {
         OpType::NoOp => return Ok(None),
         OpType::VariableV2 => Value::Var(device.variables().get_or_create(&node.name, &node.outputs[0])?),
-        OpType::Assign => Value::Tensor(var_input(0)?.assign(input(1)?.tensor()?)?),
+        OpType::Assign => Value::Tensor(var_input(0)?.assign(input(1)?.owned_tensor()?)?),
         OpType::AssignAdd | OpType::AssignSub => {
-            let delta = input(1)?.tensor()?;
+            let delta = input(1)?.owned_tensor()?;
             let var = var_input(0)?;
             Value::Tensor(var.update(|old| kernels::assign_update(node, old, &delta))?)
         }
@@ -246,7 +254,7 @@ fn run_node(
         OpType::SaveV2 => {
             let n = node.inputs.len() - 1;
             let vars = (0..n).map(var_input).collect::<Result<Vec<_>>>()?;
-            let step = scalar_i64(node, &input(n)?.tensor()?)?;
+            let step = scalar_i64(node, &input(n)?.owned_tensor()?)?;
             let prefix = node.attrs.str(&node.name, "prefix")?.unwrap_or_default();
             let keep = node.attrs.int(&node.name, "max_to_keep")?.map_or(DEFAULT_MAX_TO_KEEP, |k| k as usize);
             let values = Variable::read_together(&vars)?;
@@ -291,8 +299,8 @@ fn run_node(
             Value::Tensor(Tensor::from_le_bytes(crate::tensor::DType::I64, &[steps.len()], &bytes)?)
         }
         OpType::WriteScalarSummary => {
-            let step = scalar_i64(node, &input(0)?.tensor()?)?;
-            let value = match input(1)?.tensor()? {
+            let step = scalar_i64(node, &input(0)?.owned_tensor()?)?;
+            let value = match input(1)?.owned_tensor()? {
                 Tensor::F32(a) => a.iter().next().map(|&v| v as f64),
                 Tensor::F64(a) => a.iter().next().copied(),
                 _ => None,

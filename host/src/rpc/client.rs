@@ -407,7 +407,7 @@ impl Peer {
             };
             // Co-located: inputs into a shared segment, with room for the
             // outputs expected.
-            let mut shared = pool
+            let shared = pool
                 .clone()
                 .zip(SharedCall::bytes_needed(&inputs, &expected))
                 .and_then(|(pool, bytes)| SharedCall::lease(&pool, bytes))
@@ -453,7 +453,7 @@ impl Peer {
                             return Err(e);
                         }
                     };
-                    if let Some(call) = shared.as_mut() {
+                    if let Some(call) = &shared {
                         call.completed();
                     }
                     if result.outputs.len() != part.def.outputs.len() {
@@ -527,9 +527,7 @@ impl Peer {
             host_time += Duration::from_micros(chunk.host_micros);
             match (chunk.shared, shared) {
                 (Some(range), Some(call)) => {
-                    call.read_output(index, &range, |bytes| reader.push(chunk.meta, bytes))
-                        .and_then(|r| r)
-                        .map_err(broken)?;
+                    call.read_output(index, &range, chunk.meta, &mut reader).map_err(broken)?;
                     self.traffic.add(range.length, 0);
                 }
                 (Some(_), None) => return Err(broken("a shared range in a call without shared memory".into())),

@@ -8,7 +8,11 @@ use bytes::Bytes;
 
 use super::convert::{dtype_from_pb, dtype_to_pb};
 use super::pb;
-use crate::tensor::{Tensor, TensorAssembler};
+use crate::tensor::{MappedTensor, SharedMemory, Tensor, TensorAssembler};
+
+/// From this many bytes on, a float tensor in shared memory is read where it
+/// lies ([`Tensor::Mapped`]) instead of copied out.
+pub const MIN_MAPPED_BYTES: usize = 64 << 10;
 
 /// Largest piece of tensor bytes in one message.
 pub const CHUNK_BYTES: usize = 1 << 20;
@@ -98,6 +102,43 @@ impl FrameReader {
         }
     }
 
+    /// Takes a frame whose tensor lies at `offset..+len` of `memory`: a big
+    /// float tensor is kept there ([`Tensor::Mapped`]), anything else copied
+    /// out as [`FrameReader::push`] would.
+    pub fn push_shared(
+        &mut self,
+        meta: Option<pb::TensorMeta>,
+        memory: &std::sync::Arc<dyn SharedMemory>,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), String> {
+        let all = memory.bytes();
+        let bytes = usize::try_from(offset)
+            .ok()
+            .zip(usize::try_from(len).ok())
+            .and_then(|(start, len)| all.get(start..start.checked_add(len)?))
+            .ok_or_else(|| format!("bytes {offset}..+{len} are outside the {}-byte segment", all.len()))?;
+        let Some(m) = meta.as_ref().filter(|m| self.current.is_none() && m.byte_length == len) else {
+            return self.push(meta, bytes);
+        };
+        let dtype = dtype_from_pb(m.dtype).map_err(|e| e.message())?;
+        let shape: Vec<usize> = m.shape.iter().map(|&d| usize::try_from(d).unwrap_or(usize::MAX)).collect();
+        let announced = crate::tensor::element_count(&shape).ok().zip(dtype.byte_width()).map(|(n, w)| n * w);
+        if bytes.len() < MIN_MAPPED_BYTES || bytes.len() > self.room || announced != Some(bytes.len()) {
+            // Small, over the stream's allowance, or not the size its shape
+            // says: the copying path takes it (and names what is wrong).
+            return self.push(meta, bytes);
+        }
+        match MappedTensor::new(dtype, shape, memory.clone(), offset as usize).map_err(|e| e.message())? {
+            Some(t) => {
+                self.room -= bytes.len();
+                self.done.push(Tensor::Mapped(t));
+                Ok(())
+            }
+            None => self.push(meta, bytes),
+        }
+    }
+
     /// The tensors, if the last one is complete.
     pub fn finish(self) -> Result<Vec<Tensor>, String> {
         match self.current {
@@ -117,6 +158,51 @@ mod tests {
             r.push(f.meta, &f.data)?;
         }
         r.finish()
+    }
+
+    struct Heap(Vec<u8>);
+
+    impl SharedMemory for Heap {
+        fn bytes(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    #[test]
+    fn big_floats_in_shared_memory_stay_there_and_the_rest_is_copied() {
+        let big = Tensor::from_f32(&[64, 1024], (0..64 * 1024).map(|i| i as f32).collect()).unwrap();
+        let ints = Tensor::I32(ndarray::ArrayD::from_elem(ndarray::IxDyn(&[64 * 1024]), 7).into_shared());
+        let small = Tensor::from_f32(&[4], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        let mut bytes = Vec::new();
+        let mut at = Vec::new();
+        for t in [&big, &ints, &small] {
+            at.push(bytes.len() as u64);
+            bytes.extend_from_slice(&t.to_le_bytes());
+        }
+        let memory: std::sync::Arc<dyn SharedMemory> = std::sync::Arc::new(Heap(bytes));
+        let mut r = FrameReader::new(usize::MAX);
+        for (t, &offset) in [&big, &ints, &small].into_iter().zip(&at) {
+            r.push_shared(Some(meta_of(t, t.byte_length())), &memory, offset, t.byte_length() as u64).unwrap();
+        }
+        let got = r.finish().unwrap();
+        assert!(matches!(got[0], Tensor::Mapped(_)), "a 256 KiB f32 tensor is read in place");
+        assert!(matches!(got[1], Tensor::I32(_)), "integers are copied: their values may index");
+        assert!(matches!(got[2], Tensor::F32(_)), "small tensors are copied");
+        assert_eq!(got, vec![big.clone(), ints, small]);
+
+        // A range past the memory, or bytes that are not what the shape
+        // needs, are errors that say so.
+        let mut r = FrameReader::new(usize::MAX);
+        let err = r.push_shared(Some(meta_of(&big, big.byte_length())), &memory, 1 << 30, 1 << 18).unwrap_err();
+        assert!(err.contains("outside"), "{err}");
+        let mut meta = meta_of(&big, big.byte_length());
+        meta.shape = vec![64, 1000];
+        let err = r.push_shared(Some(meta), &memory, 0, big.byte_length() as u64).unwrap_err();
+        assert!(err.contains("needs 256000 bytes"), "{err}");
+        // The stream's allowance bounds what it may announce, mapped or not.
+        let mut r = FrameReader::new(1000);
+        let err = r.push_shared(Some(meta_of(&big, big.byte_length())), &memory, 0, big.byte_length() as u64).unwrap_err();
+        assert!(err.contains("more than the stream may carry"), "{err}");
     }
 
     #[test]

@@ -242,7 +242,7 @@ fn segment_of(first: &pb::RunPartitionRequest) -> Result<Option<Arc<Mapping>>, S
 async fn read_inputs(
     first: pb::RunPartitionRequest,
     stream: &mut tonic::Streaming<pb::RunPartitionRequest>,
-    segment: Option<&Mapping>,
+    segment: Option<&Arc<Mapping>>,
     budget: Option<&Arc<ByteBudget>>,
     charges: &mut StepCharges,
 ) -> Result<Vec<Tensor>, Status> {
@@ -256,7 +256,10 @@ async fn read_inputs(
             charges.charge_for(budget, &what, bytes).map_err(status_from_error)?;
         }
         match (m.shared, segment) {
-            (Some(r), Some(seg)) => seg.read(r.offset, r.length as usize, |b| reader.push(m.meta, b)).and_then(|r| r),
+            (Some(r), Some(seg)) => {
+                let memory: Arc<dyn crate::tensor::SharedMemory> = seg.clone();
+                reader.push_shared(m.meta, &memory, r.offset, r.length)
+            }
             (Some(_), None) => Err("a shared range without a segment".to_string()),
             (None, _) => reader.push(m.meta, &m.data),
         }
@@ -349,7 +352,7 @@ impl pb::task_service_server::TaskService for TaskService {
         let allowance = (req.cpu_allowance_micros > 0).then(|| Duration::from_micros(req.cpu_allowance_micros));
         let device = served.task.device().clone();
         let mut charges = StepCharges::default();
-        let values = read_inputs(req, &mut stream, segment.as_deref(), device.tensor_budget(), &mut charges).await?;
+        let values = read_inputs(req, &mut stream, segment.as_ref(), device.tensor_budget(), &mut charges).await?;
         part.def
             .check_inputs(&values)
             .map_err(|e| Status::invalid_argument(format!("partition {id}: {}", e.message())))?;

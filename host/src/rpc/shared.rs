@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use super::frames::{Frame, meta_of};
+use super::frames::{Frame, FrameReader, meta_of};
 use super::pb;
 use crate::exec::PartitionDef;
 use crate::shm::{Lease, Pool, aligned};
-use crate::tensor::Tensor;
+use crate::tensor::{SharedMemory, Tensor};
 
 /// Below this many bytes in all, a call's tensors go over the stream.
 pub const MIN_SHARED_BYTES: usize = 64 << 10;
@@ -33,7 +33,9 @@ pub fn static_output_sizes(def: &PartitionDef) -> Vec<usize> {
 
 /// A call's segment, with where its inputs are and its outputs may go.
 pub struct SharedCall {
-    lease: Lease,
+    /// Shared with the outputs read from it in place, which keep it from
+    /// going back to the pool until they are dropped.
+    lease: Arc<Lease>,
     inputs: Vec<pb::SharedBytes>,
     outputs: Vec<pb::SharedBytes>,
 }
@@ -82,12 +84,12 @@ impl SharedCall {
             input_ranges.push(r);
         }
         let output_ranges = expected_outputs.iter().map(|&n| range(n)).collect();
-        Some(SharedCall { lease, inputs: input_ranges, outputs: output_ranges })
+        Some(SharedCall { lease: Arc::new(lease), inputs: input_ranges, outputs: output_ranges })
     }
 
     /// Says the host answered the call in full: its segment can go back to
     /// the pool (otherwise it is closed when the call is dropped).
-    pub fn completed(&mut self) {
+    pub fn completed(&self) {
         self.lease.completed();
     }
 
@@ -119,14 +121,16 @@ impl SharedCall {
         self.inputs.iter().map(|r| r.length).sum()
     }
 
-    /// Hands the bytes of an output the task wrote at `range` to `f`;
-    /// refuses a range that is not within the one offered for output `index`.
-    pub fn read_output<R>(
+    /// Takes output `index`, which the task wrote at `range`, into `reader`
+    /// (a big float output stays where it lies, holding the segment until it
+    /// is dropped); refuses a range that is not within the one offered.
+    pub fn read_output(
         &self,
         index: usize,
         range: &pb::SharedBytes,
-        f: impl FnOnce(&[u8]) -> R,
-    ) -> Result<R, String> {
+        meta: Option<pb::TensorMeta>,
+        reader: &mut FrameReader,
+    ) -> Result<(), String> {
         let offered = self.outputs.get(index).ok_or_else(|| format!("output {index} was offered no shared range"))?;
         if range.offset != offered.offset || range.length > offered.length {
             return Err(format!(
@@ -134,6 +138,7 @@ impl SharedCall {
                 range.offset, range.length, offered.offset, offered.length
             ));
         }
-        self.lease.mapping().read(range.offset, range.length as usize, f)
+        let memory: Arc<dyn SharedMemory> = self.lease.clone();
+        reader.push_shared(meta, &memory, range.offset, range.length)
     }
 }

@@ -1,8 +1,10 @@
 //! A shared mapping of a sealed memfd, with bounds-checked reads and writes.
 //!
 //! The other side of a segment can write to it at any time. Bytes read from
-//! it are only ever copied into a new tensor (a peer that scribbles on a
-//! range while it is read garbles its own data, nothing else). A host maps
+//! it are copied into a new tensor, or, for big float tensors, read in place
+//! by the few kernels that may ([`crate::tensor::mapped`]): either way a peer
+//! that scribbles on a range while it is read garbles its own numbers,
+//! nothing else. A host maps
 //! only memfds on tmpfs sealed against shrinking: a shrunk file, or a
 //! hugetlbfs one whose pages a peer punched out, would make an access fault
 //! (SIGBUS) instead of reading zeros.
@@ -25,7 +27,7 @@ pub struct Mapping {
 }
 
 // SAFETY: the mapping is plain shared memory with no thread affinity; all
-// access goes through `read`/`write`, which copy bytes.
+// access goes through `read`/`write`/`bytes`, bounds-checked.
 unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
@@ -119,6 +121,13 @@ impl Mapping {
         Ok(f(bytes))
     }
 
+    /// All its bytes, for tensors read where they lie. The peer may write to
+    /// them meanwhile: only floats are read so ([`crate::tensor::mapped`]).
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the whole live mapping, unmapped only when `self` drops.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
     /// Writes `bytes` at `offset`.
     pub fn write(&self, offset: u64, bytes: &[u8]) -> Result<(), String> {
         let start = self.range(offset, bytes.len())?;
@@ -129,10 +138,16 @@ impl Mapping {
     }
 }
 
+impl crate::tensor::SharedMemory for Mapping {
+    fn bytes(&self) -> &[u8] {
+        Mapping::bytes(self)
+    }
+}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly what `map` mapped; no borrow of it outlives
-        // `read`'s closure.
+        // `read`'s closure or `self` (`bytes`).
         let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast::<c_void>(), self.len) };
     }
 }

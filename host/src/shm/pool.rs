@@ -7,7 +7,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,22 +65,29 @@ pub struct Pool {
     refused_until: Mutex<Option<Instant>>,
 }
 
-/// A segment lent to one call. Back to its pool when dropped after
-/// [`Lease::completed`]; dropped without it (the call was cancelled or
+/// A segment lent to one call (and, once it is over, to the outputs read
+/// from it in place, for as long as they live). Back to its pool when dropped
+/// after [`Lease::completed`]; dropped without it (the call was cancelled or
 /// failed, and the host may still write to it), the segment is closed
 /// instead, so no later call can share memory with a late write.
 #[derive(Debug)]
 pub struct Lease {
     segment: Option<Segment>,
     pool: Arc<Pool>,
-    completed: bool,
+    completed: AtomicBool,
 }
 
 impl Lease {
     /// Says the call is over: the host has answered, and will not touch the
     /// segment again for it.
-    pub fn completed(&mut self) {
-        self.completed = true;
+    pub fn completed(&self) {
+        self.completed.store(true, Ordering::Release);
+    }
+}
+
+impl crate::tensor::SharedMemory for Lease {
+    fn bytes(&self) -> &[u8] {
+        self.mapping().bytes()
     }
 }
 
@@ -94,7 +101,7 @@ impl std::ops::Deref for Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(s) = self.segment.take() {
-            if self.completed {
+            if self.completed.load(Ordering::Acquire) {
                 self.pool.free.lock().unwrap_or_else(|p| p.into_inner()).push(s);
             } else {
                 drop(s);
@@ -136,7 +143,7 @@ impl Pool {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         let i = free.iter().position(|s| s.mapping.len() >= bytes)?;
         let segment = free.swap_remove(i);
-        Some(Lease { segment: Some(segment), pool: self.clone(), completed: false })
+        Some(Lease { segment: Some(segment), pool: self.clone(), completed: AtomicBool::new(false) })
     }
 
     /// A segment of at least `bytes`, or `None` (the call then goes over
@@ -164,7 +171,7 @@ impl Pool {
         }
         let size = bytes.next_power_of_two().clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
         match self.register(size) {
-            Ok(segment) => Some(Lease { segment: Some(segment), pool: self.clone(), completed: false }),
+            Ok(segment) => Some(Lease { segment: Some(segment), pool: self.clone(), completed: AtomicBool::new(false) }),
             Err(e) => {
                 self.live.fetch_sub(1, Ordering::SeqCst);
                 *self.refused_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + RETRY_AFTER);

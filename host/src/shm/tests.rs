@@ -27,7 +27,7 @@ fn mappings_check_their_bounds() {
 fn a_leased_segment_is_shared_with_the_registry_and_unmapped_when_dropped() {
     let registry = registry().expect("shared memory here");
     let pool = Pool::new(registry.address());
-    let mut lease = pool.lease(3 << 20).expect("a segment");
+    let lease = pool.lease(3 << 20).expect("a segment");
     assert!(lease.mapping().len() >= 3 << 20);
     let host_side = registry.segment(lease.key()).expect("registered");
     // What one side writes, the other reads: the same memory.
@@ -58,10 +58,10 @@ fn a_leased_segment_is_shared_with_the_registry_and_unmapped_when_dropped() {
 fn a_pool_holds_a_bounded_number_of_segments() {
     let registry = registry().expect("shared memory here");
     let pool = Pool::new(registry.address());
-    let mut leases: Vec<_> = (0..pool::MAX_SEGMENTS_PER_PEER).map(|_| pool.lease(1024).expect("a segment")).collect();
+    let leases: Vec<_> = (0..pool::MAX_SEGMENTS_PER_PEER).map(|_| pool.lease(1024).expect("a segment")).collect();
     assert!(pool.lease(1024).is_none(), "one more than the cap");
     assert!(pool.lease(MAX_SEGMENT_BYTES + 1).is_none());
-    leases.iter_mut().for_each(Lease::completed);
+    leases.iter().for_each(Lease::completed);
     drop(leases);
     assert!(pool.lease(1024).is_some());
 }
@@ -142,4 +142,27 @@ fn the_registry_refuses_bad_registrations_and_holds_nothing_for_them() {
     // at once: the sender shut its side).
     assert_eq!(register_raw(&hello, sealed.fd()), vec![0]);
     wait_until("the closed segment is gone", || registry.segment(&hello[..16]).is_none());
+}
+
+#[test]
+fn a_tensor_read_in_place_keeps_its_segment_from_the_pool_until_it_is_dropped() {
+    use std::sync::Arc;
+
+    use crate::tensor::{DType, MappedTensor, SharedMemory, Tensor};
+    let registry = registry().expect("shared memory here");
+    let pool = Pool::new(registry.address());
+    let lease = Arc::new(pool.lease(1 << 20).expect("a segment"));
+    let key = *lease.key();
+    lease.mapping().write(4096, bytemuck::cast_slice(&[2.5f32; 1024])).unwrap();
+    let memory: Arc<dyn SharedMemory> = lease.clone();
+    let t = Tensor::Mapped(MappedTensor::new(DType::F32, vec![1024], memory, 4096).unwrap().expect("mapped"));
+    lease.completed();
+    drop(lease);
+    // The call is over, but its output still lies in the segment: no other
+    // call may lease it and write there.
+    assert!(pool.lease_free(1).is_none());
+    assert_eq!(pool.segments(), 1);
+    assert_eq!(t.as_f32_vec().unwrap(), vec![2.5; 1024]);
+    drop(t);
+    assert_eq!(pool.lease_free(1).map(|l| *l.key()), Some(key), "back in the pool once the tensor is gone");
 }
