@@ -226,6 +226,35 @@ fn big_tensors_between_colocated_processes_go_through_shared_memory() {
 }
 
 #[test]
+fn a_big_output_is_read_where_it_lies_and_stays_intact_while_later_calls_run() {
+    let cluster = ps_process("in-place", &[]);
+    let remote = Arc::new(GrpcRemote::new(cluster.spec.clone()));
+    let mut e = master(&cluster.spec, &remote);
+    let ps = TaskId::new("ps", 0);
+    runtime().block_on(async {
+        let v = big_variable("kept", &[ROWS, COLS]);
+        initialize(&mut e, &v, 1.5).await;
+        let first = fetch(&mut e, &v).await.unwrap();
+        assert!(matches!(first, Tensor::Mapped(_)), "a 16 MiB f32 output stays in the segment the ps wrote");
+        // While `first` lies in its segment, no later call may write there:
+        // new values go in and out through another one.
+        initialize(&mut e, &v, 2.5).await;
+        let second = fetch(&mut e, &v).await.unwrap();
+        assert_eq!(second.as_f32_vec().unwrap(), vec![2.5; MIB16]);
+        assert_eq!(first.as_f32_vec().unwrap(), vec![1.5; MIB16], "the kept output is unchanged");
+        let (_, segments) = remote.shared_segments(&ps).await.expect("memory shared with the ps");
+        assert_eq!(segments, 2, "one held by the kept output, one for the calls after it");
+        // Dropped, its segment is reused: no third one.
+        drop((first, second));
+        for value in [3.5, 4.5] {
+            initialize(&mut e, &v, value).await;
+            assert_eq!(fetch(&mut e, &v).await.unwrap().as_f32_vec().unwrap(), vec![value; MIB16]);
+        }
+        assert_eq!(remote.shared_segments(&ps).await.expect("still shared").1, 2);
+    });
+}
+
+#[test]
 fn a_host_without_shared_memory_gets_its_tensors_over_tcp() {
     let cluster = ps_process("no-shm", &[("WEFT_SHM", "0")]);
     let remote = Arc::new(GrpcRemote::new(cluster.spec.clone()));
