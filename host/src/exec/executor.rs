@@ -164,6 +164,18 @@ impl Executor {
         });
         let mut values: HashMap<Output, Tensor> = req.feeds.iter().cloned().collect();
         for stage in &plan.stages {
+            // A stage that is one remote partition alone (a read or an update
+            // of a variable on another task): awaited right here, with no
+            // task to spawn and hand its result back.
+            if let ([part], None, Some(remote)) = (stage.remote.as_slice(), &stage.local, &self.placement.remote) {
+                let inputs: Vec<Tensor> = part.def.inputs.iter().map(|o| values[o].clone()).collect();
+                let result = remote.run_partition(part.clone(), inputs, req.trace, timeout, req.meter.clone()).await?;
+                if let Some(t) = trace.as_mut() {
+                    t.merge(result.stats);
+                }
+                values.extend(part.def.outputs.iter().copied().zip(result.outputs));
+                continue;
+            }
             let remote: InFlight<_> = InFlight(match (&self.placement.remote, stage.remote.is_empty()) {
                 (_, true) => Vec::new(),
                 (Some(remote), false) => stage

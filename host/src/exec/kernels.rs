@@ -332,7 +332,9 @@ fn matmul(node: &Node, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     // Views, so an operand in shared memory is read where it lies.
     macro_rules! mm {
         ($t:ty, $v:ident) => {{
-            let (Some(x), Some(y)) = (a.float_view::<$t>(), b.float_view::<$t>()) else { unreachable!("dtypes matched") };
+            let (Some(x), Some(y)) = (a.float_view::<$t>(), b.float_view::<$t>()) else {
+                unreachable!("dtypes matched")
+            };
             let x = x.into_dimensionality::<Ix2>().map_err(|e| node_err(node, e))?;
             let y = y.into_dimensionality::<Ix2>().map_err(|e| node_err(node, e))?;
             let x = if ta { x.reversed_axes() } else { x };

@@ -7,6 +7,7 @@
 //! runs once its inputs exist: a remote partition costs one call per step.
 
 mod budget;
+mod cost;
 mod executor;
 mod kernels;
 mod kernels_array;
@@ -22,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use budget::{ByteBudget, DEFAULT_TENSOR_BYTES, StepCharges, VARIABLE_OVERHEAD};
+pub use cost::inputs_are_small;
 pub use executor::{Executor, PreparedStep};
 pub use kernels::OpRng;
 pub use meter::{ComputeMeter, over_cpu_limit};

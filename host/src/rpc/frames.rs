@@ -201,7 +201,8 @@ mod tests {
         assert!(err.contains("needs 256000 bytes"), "{err}");
         // The stream's allowance bounds what it may announce, mapped or not.
         let mut r = FrameReader::new(1000);
-        let err = r.push_shared(Some(meta_of(&big, big.byte_length())), &memory, 0, big.byte_length() as u64).unwrap_err();
+        let err =
+            r.push_shared(Some(meta_of(&big, big.byte_length())), &memory, 0, big.byte_length() as u64).unwrap_err();
         assert!(err.contains("more than the stream may carry"), "{err}");
     }
 

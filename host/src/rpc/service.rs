@@ -15,7 +15,7 @@ use super::{MAX_MESSAGE_BYTES, pb};
 use crate::budget::ByteBudget;
 use crate::cluster::TaskId;
 use crate::error::Error;
-use crate::exec::{ComputeMeter, PartitionDef, StepCharges, Trace, run_partition};
+use crate::exec::{ComputeMeter, PartitionDef, StepCharges, Trace, inputs_are_small, run_partition};
 use crate::graph::{NodeId, Output};
 use crate::shm::Mapping;
 use crate::task::Task;
@@ -29,6 +29,8 @@ const MAX_PARTITION_BYTES: usize = 256 << 20;
 
 struct Registered {
     def: PartitionDef,
+    /// [`PartitionDef::is_cheap`]: run in place when its inputs are small.
+    cheap: bool,
     rngs: Mutex<HashMap<NodeId, Option<crate::exec::OpRng>>>,
     /// Bytes of its definition in memory (the bound before decoding).
     size: usize,
@@ -329,7 +331,8 @@ impl pb::task_service_server::TaskService for TaskService {
         // master's partition ids name one definition, so the second finds
         // it and its random ops keep their state.
         if !partitions.by_key.contains_key(&(master, id)) {
-            partitions.insert((master, id), Registered { def, rngs: Mutex::default(), size, seq: 0 });
+            let cheap = def.is_cheap();
+            partitions.insert((master, id), Registered { def, cheap, rngs: Mutex::default(), size, seq: 0 });
         }
         Ok(Response::new(pb::RegisterPartitionResponse { incarnation: served.incarnation }))
     }
@@ -356,6 +359,7 @@ impl pb::task_service_server::TaskService for TaskService {
         part.def
             .check_inputs(&values)
             .map_err(|e| Status::invalid_argument(format!("partition {id}: {}", e.message())))?;
+        let in_place = part.cheap && inputs_are_small(&values);
         let inputs: HashMap<Output, Tensor> = part.def.inputs.iter().copied().zip(values).collect();
         // A caller that goes away (cancelled, killed, timed out) stops this
         // step at its next kernel.
@@ -380,12 +384,18 @@ impl pb::task_service_server::TaskService for TaskService {
                 Err(Error::internal(format!("partition {id} failed: a kernel panicked on a malformed node")))
             })
         };
-        // Off the async threads, so that this call can be dropped (and its
-        // meter stopped) while a kernel runs.
-        let result = tokio::task::spawn_blocking(guarded)
-            .await
-            .map_err(|e| Status::internal(format!("partition {id}: {e}")))?
-            .map_err(status_from_error)?;
+        // A cheap partition with small inputs runs in place (a read or an
+        // update of a small variable: two thread wake-ups less). Any other
+        // runs off the async threads, so that this call can be dropped (and
+        // its meter stopped) while a kernel runs.
+        let result = if in_place {
+            crate::exec::run_blocking(guarded).map_err(status_from_error)?
+        } else {
+            tokio::task::spawn_blocking(guarded)
+                .await
+                .map_err(|e| Status::internal(format!("partition {id}: {e}")))?
+                .map_err(status_from_error)?
+        };
         let shared = segment.as_deref().map(|m| (m, output_space.as_slice()));
         let mut chunks = chunks(&result.0, stats_to_pb(result.1), shared)?;
         if let Some(last) = chunks.last_mut() {
@@ -401,7 +411,7 @@ mod tests {
 
     fn registered(size: usize) -> Registered {
         let def = PartitionDef { nodes: Vec::new(), inputs: Vec::new(), input_types: Vec::new(), outputs: Vec::new() };
-        Registered { def, rngs: Mutex::default(), size, seq: 0 }
+        Registered { def, cheap: true, rngs: Mutex::default(), size, seq: 0 }
     }
 
     #[test]

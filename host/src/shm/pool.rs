@@ -171,7 +171,9 @@ impl Pool {
         }
         let size = bytes.next_power_of_two().clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
         match self.register(size) {
-            Ok(segment) => Some(Lease { segment: Some(segment), pool: self.clone(), completed: AtomicBool::new(false) }),
+            Ok(segment) => {
+                Some(Lease { segment: Some(segment), pool: self.clone(), completed: AtomicBool::new(false) })
+            }
             Err(e) => {
                 self.live.fetch_sub(1, Ordering::SeqCst);
                 *self.refused_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + RETRY_AFTER);
