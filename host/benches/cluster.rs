@@ -174,6 +174,41 @@ fn main() -> anyhow::Result<()> {
             );
         }
 
+        // Both tasks in this process (TensorFlow's X1 row: two servers in
+        // one process): the master calls task 0 directly.
+        let wanted_in_process = ["assign-in-process", "fetch-in-process"].into_iter().filter(|w| wanted(w));
+        let wanted_in_process: Vec<&str> = wanted_in_process.collect();
+        if !wanted_in_process.is_empty() {
+            let mut local = weft_host::local_cluster::LocalCluster::start_on_free_ports(&[("local", 2)]).await?;
+            let task1 = local.task(&TaskId::new("local", 1))?;
+            if wanted_in_process.contains(&"assign-in-process") {
+                let (rounds, iters) = (15, 2000);
+                let args = ["assign-add", &rounds.to_string(), &iters.to_string()];
+                let out = run(&runtime, &worker, &task1, &args).await?;
+                anyhow::ensure!(out.contains(&format!("final {}.0", rounds * iters + 1)), "lost updates: {out}");
+                println!(
+                    "| cross-task `assign_add`, both tasks in this process (as TF's X1) | {:.2} µs | {rounds} rounds x {iters} runs |",
+                    median(values(&out, "us_per_run "))
+                );
+            }
+            if wanted_in_process.contains(&"fetch-in-process") {
+                let out = run(&runtime, &worker, &task1, &["fetch", "64", &big_rounds]).await?;
+                let all = values(&out, "seconds ");
+                let runs: Vec<String> = all.iter().map(|s| format!("{:.0}", s * 1e3)).collect();
+                let secs = median(all);
+                println!(
+                    "| fetch a 64 MiB variable from task 0 into a guest on task 1, both in this process | {:.2} GB/s ({:.1} ms; runs in order: {} ms) | {big_rounds} |",
+                    BIG as f64 / secs / 1e9,
+                    secs * 1e3,
+                    runs.join(", ")
+                );
+            }
+            let ids: Vec<TaskId> = (0..2).map(|i| TaskId::new("local", i)).collect();
+            for id in &ids {
+                local.stop(id).await?;
+            }
+        }
+
         let bytes = 64.0 * 1024.0 * 1024.0;
         for (mode, what) in [
             ("fetch", "fetch a 64 MiB f32 variable from task 0 into a guest on task 1"),

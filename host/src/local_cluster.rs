@@ -1,8 +1,10 @@
 //! A whole cluster of task servers in one process: every task has its own
-//! device (its own variables) and its own gRPC server, and reaches the
-//! others over real gRPC on loopback, as separate machines would. Used by
-//! `weft launch` and by the test harness; tasks can be stopped and
-//! restarted on the same address.
+//! device (its own variables) and its own gRPC server. The tasks reach each
+//! other by a call in this process, tensors passed by reference
+//! ([`crate::rpc::in_process`]), or, for a cluster started
+//! [`LocalCluster::start_on_free_ports_over_grpc`], over real gRPC on
+//! loopback as separate machines would. Used by `weft launch` and by the
+//! test harness; tasks can be stopped and restarted on the same address.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +31,8 @@ pub struct LocalCluster {
     spec: ClusterSpec,
     running: BTreeMap<TaskId, Running>,
     files: HostFiles,
+    /// Whether its tasks reach each other over gRPC even in this process.
+    over_grpc: bool,
 }
 
 impl LocalCluster {
@@ -48,7 +52,7 @@ impl LocalCluster {
                 .map_err(|e| Error::io(format!("listening on {address} for {id}"), e))?;
             listeners.push((id, listener));
         }
-        Ok(Self::serve_all(spec, listeners, files))
+        Ok(Self::serve_all(spec, listeners, files, false))
     }
 
     /// Starts a cluster with `jobs` (`&[("ps", 1), ("worker", 2)]`) on free
@@ -60,6 +64,17 @@ impl LocalCluster {
 
     /// [`LocalCluster::start_on_free_ports`] with host files.
     pub async fn start_on_free_ports_with_files(jobs: &[(&str, u32)], files: HostFiles) -> Result<Self> {
+        Self::on_free_ports(jobs, files, false).await
+    }
+
+    /// [`LocalCluster::start_on_free_ports_with_files`] whose tasks reach
+    /// each other over gRPC on loopback, never by a call in this process: what
+    /// tasks on separate machines do, for tests of that path.
+    pub async fn start_on_free_ports_over_grpc(jobs: &[(&str, u32)], files: HostFiles) -> Result<Self> {
+        Self::on_free_ports(jobs, files, true).await
+    }
+
+    async fn on_free_ports(jobs: &[(&str, u32)], files: HostFiles, over_grpc: bool) -> Result<Self> {
         let mut listeners = Vec::new();
         let mut spec = BTreeMap::new();
         for &(job, n) in jobs {
@@ -73,11 +88,11 @@ impl LocalCluster {
             }
             spec.insert(job.to_string(), addresses);
         }
-        Ok(Self::serve_all(ClusterSpec::new(spec)?, listeners, files))
+        Ok(Self::serve_all(ClusterSpec::new(spec)?, listeners, files, over_grpc))
     }
 
-    fn serve_all(spec: ClusterSpec, listeners: Vec<(TaskId, TcpListener)>, files: HostFiles) -> Self {
-        let mut cluster = LocalCluster { spec, running: BTreeMap::new(), files };
+    fn serve_all(spec: ClusterSpec, listeners: Vec<(TaskId, TcpListener)>, files: HostFiles, over_grpc: bool) -> Self {
+        let mut cluster = LocalCluster { spec, running: BTreeMap::new(), files, over_grpc };
         for (id, listener) in listeners {
             cluster.serve(id, listener);
         }
@@ -87,7 +102,7 @@ impl LocalCluster {
     fn serve(&mut self, id: TaskId, listener: TcpListener) {
         let task = Task::with_files(self.spec.clone(), id.clone(), &self.files)
             .expect("task of its own spec")
-            .with_remote(Arc::new(GrpcRemote::new(self.spec.clone())));
+            .with_remote(Arc::new(GrpcRemote::new(self.spec.clone()).in_process(!self.over_grpc)));
         let task = Arc::new(task);
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(server::serve(listener, task.clone(), async move {
@@ -98,7 +113,12 @@ impl LocalCluster {
 
     /// A cluster with nothing running (what a stopped cluster leaves behind).
     pub fn empty() -> Self {
-        LocalCluster { spec: ClusterSpec::single("127.0.0.1:0"), running: BTreeMap::new(), files: HostFiles::default() }
+        LocalCluster {
+            spec: ClusterSpec::single("127.0.0.1:0"),
+            running: BTreeMap::new(),
+            files: HostFiles::default(),
+            over_grpc: false,
+        }
     }
 
     /// The cluster spec (with the real addresses).

@@ -43,15 +43,27 @@ impl Authenticator for OpenAccess {
 /// Serves `task` on `listener` until `shutdown` completes; then stops taking
 /// calls, and ends once open calls finish or [`SHUTDOWN_GRACE`] passes (a
 /// client that never closes its connection cannot keep a server alive).
-pub async fn serve(listener: TcpListener, task: Arc<Task>, shutdown: impl Future<Output = ()>) -> Result<()> {
+///
+/// Masters in this process reach it without gRPC while it serves (listed
+/// under its address in the cluster spec, [`crate::rpc::in_process`]).
+/// It is listed at once, before the returned future first runs.
+pub fn serve(
+    listener: TcpListener,
+    task: Arc<Task>,
+    shutdown: impl Future<Output = ()>,
+) -> impl Future<Output = Result<()>> {
     let label = task.id().to_string();
-    let services = HostServices {
-        directory: Arc::new(SingleTask(Arc::new(ServedTask::new(task)))),
-        auth: Arc::new(OpenAccess),
-        control: None,
-        tls: None,
+    let address = task.cluster().jobs()[&task.id().job][task.id().index as usize].clone();
+    let served = Arc::new(ServedTask::new(task));
+    let listing = crate::rpc::in_process::list(&address, &served);
+    let shutdown = async move {
+        shutdown.await;
+        // Unlisted as soon as it stops taking calls, as its socket is.
+        drop(listing);
     };
-    serve_host(listener, services, &label, shutdown).await
+    let services =
+        HostServices { directory: Arc::new(SingleTask(served)), auth: Arc::new(OpenAccess), control: None, tls: None };
+    async move { serve_host(listener, services, &label, shutdown).await }
 }
 
 /// What a host serves: its tasks (`TaskService`), who may call, and

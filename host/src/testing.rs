@@ -137,7 +137,7 @@ impl TestHost {
     /// summaries where `files` says (restarted tasks find theirs again).
     pub fn grpc_cluster_with_files(jobs: &[(&str, u32)], files: HostFiles) -> Result<Self> {
         let tokio = test_tokio()?;
-        let cluster = tokio.block_on(LocalCluster::start_on_free_ports_with_files(jobs, files))?;
+        let cluster = tokio.block_on(LocalCluster::start_on_free_ports_over_grpc(jobs, files))?;
         Ok(TestHost {
             runtime: shared_runtime()?,
             default_task: cluster.spec().default_task(),

@@ -2,7 +2,8 @@
 //! and a master in this test process move big tensors through shared memory
 //! (counted by the master's traffic counters, and seen as a mapping in the
 //! ps process), fall back to TCP when the ps turns it off, and a ps that
-//! dies mid-transfer is `unavailable` with no segment left behind.
+//! dies mid-transfer is `unavailable` with no segment left behind. Tasks
+//! of one process (`weft launch`) call each other directly, moving no bytes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -251,6 +252,48 @@ fn a_big_output_is_read_where_it_lies_and_stays_intact_while_later_calls_run() {
             assert_eq!(fetch(&mut e, &v).await.unwrap().as_f32_vec().unwrap(), vec![value; MIB16]);
         }
         assert_eq!(remote.shared_segments(&ps).await.expect("still shared").1, 2);
+    });
+}
+
+#[test]
+fn tasks_of_one_process_call_each_other_directly_and_see_a_restart_as_over_the_network() {
+    runtime().block_on(async {
+        let mut cluster =
+            tokio::time::timeout(LIMIT, weft_host::local_cluster::LocalCluster::start_on_free_ports(&[("ps", 1)]))
+                .await
+                .expect("started in time")
+                .unwrap();
+        let ps = TaskId::new("ps", 0);
+        let mut jobs: BTreeMap<String, Vec<String>> = cluster.spec().jobs().clone();
+        jobs.insert("worker".into(), vec!["127.0.0.1:1".into()]);
+        let spec = ClusterSpec::new(jobs).unwrap();
+        let remote = Arc::new(GrpcRemote::new(spec.clone()));
+        let mut e = master(&spec, &remote);
+        let v = big_variable("direct", &[ROWS, COLS]);
+        initialize(&mut e, &v, 1.5).await;
+        for i in 0..3 {
+            let value = fetch(&mut e, &v).await.unwrap();
+            assert_eq!(value.as_f32_vec().unwrap(), vec![1.5; MIB16], "fetch {i}");
+        }
+        let t = remote.traffic();
+        assert_eq!((t.shared_bytes(), t.streamed_bytes()), (0, 0), "no byte went over gRPC or shared memory");
+        assert_eq!(t.in_process_calls(), 4);
+
+        // Stopped: unavailable, as its closed socket would say.
+        tokio::time::timeout(LIMIT, cluster.stop(&ps)).await.expect("stopped in time").unwrap();
+        let err = fetch(&mut e, &v).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err}");
+        assert!(err.message().contains("/job:ps/task:0"), "{err}");
+        // Restarted on its address: a new start with no variables, which
+        // the error says, and which takes the partitions anew.
+        tokio::time::timeout(LIMIT, cluster.restart(&ps)).await.expect("restarted in time").unwrap();
+        let err = fetch(&mut e, &v).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+        assert!(err.message().contains("uninitialized") && err.message().contains("restarted"), "{err}");
+        initialize(&mut e, &v, 2.5).await;
+        assert_eq!(fetch(&mut e, &v).await.unwrap().as_f32_vec().unwrap(), vec![2.5; MIB16]);
+        assert_eq!(remote.traffic().streamed_bytes(), 0, "the restarted task is called directly too");
+        cluster.shutdown().await;
     });
 }
 

@@ -25,7 +25,7 @@ use tonic::transport::Channel;
 use super::auth::Credentials;
 use super::convert::{error_from_status, partition_to_pb, stats_from_pb};
 use super::frames::{CHUNK_BYTES, FrameReader, frames};
-use super::service::{NOT_REGISTERED, SEGMENT_UNKNOWN};
+use super::service::{NOT_REGISTERED, SEGMENT_UNKNOWN, ServedTask};
 use super::shared::{SharedCall, static_output_sizes};
 use super::{MAX_MESSAGE_BYTES, pb};
 use crate::cluster::{ClusterSpec, TaskId};
@@ -76,12 +76,18 @@ struct PeerState {
 pub struct Traffic {
     shared: AtomicU64,
     streamed: AtomicU64,
+    in_process: AtomicU64,
 }
 
 impl Traffic {
     /// Bytes through shared memory, both directions.
     pub fn shared_bytes(&self) -> u64 {
         self.shared.load(Ordering::Relaxed)
+    }
+
+    /// Calls to tasks of this process, which moved no bytes at all.
+    pub fn in_process_calls(&self) -> u64 {
+        self.in_process.load(Ordering::Relaxed)
     }
 
     /// Bytes in gRPC messages, both directions.
@@ -104,6 +110,8 @@ struct Peer {
     /// Held only between calls, never across one.
     state: tokio::sync::Mutex<PeerState>,
     traffic: Arc<Traffic>,
+    /// Whether a task of this process is called directly.
+    in_process: bool,
 }
 
 /// Runs partitions on the cluster's other tasks.
@@ -115,6 +123,7 @@ pub struct GrpcRemote {
     peer_timeout: Duration,
     peers: Mutex<HashMap<TaskId, Arc<Peer>>>,
     traffic: Arc<Traffic>,
+    in_process: bool,
 }
 
 impl std::fmt::Debug for GrpcRemote {
@@ -134,7 +143,15 @@ impl GrpcRemote {
             peer_timeout: peer_timeout_from_env(),
             peers: Mutex::default(),
             traffic: Arc::default(),
+            in_process: true,
         }
+    }
+
+    /// This client, calling tasks this process serves directly (`true`, the
+    /// default) or over gRPC like any other.
+    pub fn in_process(mut self, on: bool) -> Self {
+        self.in_process = on;
+        self
     }
 
     /// This client, attaching `credentials` (an experiment and its token) to
@@ -185,6 +202,7 @@ impl GrpcRemote {
             peer_timeout: self.peer_timeout,
             state: Default::default(),
             traffic: self.traffic.clone(),
+            in_process: self.in_process,
         });
         peers.insert(task.clone(), peer.clone());
         Ok(peer)
@@ -393,6 +411,9 @@ impl Peer {
         trace: bool,
         allowance: Option<Duration>,
     ) -> Result<PartitionResult> {
+        if let Some(served) = self.in_process.then(|| super::in_process::find(&self.address, &self.task)).flatten() {
+            return self.run_in_process(&served, master, part, inputs, trace, allowance).await;
+        }
         let mut share_memory = true;
         for attempt in 0..2 {
             let mut client = self.connect().await?;
@@ -502,6 +523,45 @@ impl Peer {
         Err(Error::internal(format!("partition {} of {} could not be registered", part.id, self.task)))
     }
 
+    /// [`Peer::run`] on a task this process serves: a call, no gRPC. A new
+    /// start of the task is noticed as over the network (its registrations
+    /// are gone, and errors say when it restarted).
+    async fn run_in_process(
+        &self,
+        served: &ServedTask,
+        master: u64,
+        part: &RemotePartition,
+        inputs: Vec<Tensor>,
+        trace: bool,
+        allowance: Option<Duration>,
+    ) -> Result<PartitionResult> {
+        let restarted = {
+            let mut st = self.state.lock().await;
+            if st.incarnation != Some(served.incarnation()) {
+                if st.incarnation.is_some() {
+                    st.restarted_micros = Some(served.started_micros());
+                }
+                st.incarnation = Some(served.incarnation());
+                st.registered.clear();
+                st.client = None;
+                st.shm = None;
+            }
+            st.restarted_micros
+        };
+        self.traffic.in_process.fetch_add(1, Ordering::Relaxed);
+        served.run_in_process(master, part, inputs, trace, allowance).await.map_err(|e| self.explained(e, restarted))
+    }
+
+    /// `e` from the task, saying when it restarted if that explains it.
+    fn explained(&self, e: Error, restarted_micros: Option<u64>) -> Error {
+        match (e.code(), restarted_micros) {
+            (Code::FailedPrecondition, Some(at)) if e.message().contains("uninitialized") => Error::precondition(
+                format!("{} (task {} restarted at {} µs since the Unix epoch)", e.message(), self.task, at),
+            ),
+            _ => e,
+        }
+    }
+
     /// Reassembles streamed outputs: each a meta, then its bytes (or, with
     /// shared memory, the range of the call's segment it was written to).
     async fn receive(
@@ -567,12 +627,6 @@ impl Peer {
             st.shm = None;
             return self.unavailable(transport_why(s));
         }
-        let e = error_from_status(s);
-        match (e.code(), st.restarted_micros) {
-            (Code::FailedPrecondition, Some(at)) if e.message().contains("uninitialized") => Error::precondition(
-                format!("{} (task {} restarted at {} µs since the Unix epoch)", e.message(), self.task, at),
-            ),
-            _ => e,
-        }
+        self.explained(error_from_status(s), st.restarted_micros)
     }
 }

@@ -6,6 +6,7 @@ pub mod auth;
 mod client;
 mod convert;
 mod frames;
+pub mod in_process;
 #[cfg(test)]
 mod proptests;
 mod service;

@@ -15,7 +15,9 @@ use super::{MAX_MESSAGE_BYTES, pb};
 use crate::budget::ByteBudget;
 use crate::cluster::TaskId;
 use crate::error::Error;
-use crate::exec::{ComputeMeter, PartitionDef, StepCharges, Trace, inputs_are_small, run_partition};
+use crate::exec::{
+    ComputeMeter, PartitionDef, PartitionResult, RemotePartition, StepCharges, Trace, inputs_are_small, run_partition,
+};
 use crate::graph::{NodeId, Output};
 use crate::shm::Mapping;
 use crate::task::Task;
@@ -99,6 +101,96 @@ impl ServedTask {
 
     fn partitions(&self) -> std::sync::MutexGuard<'_, Partitions> {
         self.partitions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// When this start began, in µs since the Unix epoch.
+    pub fn started_micros(&self) -> u64 {
+        self.started_micros
+    }
+
+    /// Runs `part` for `master`, a master in this process
+    /// ([`super::in_process`]): registered first unless it is already
+    /// (checked as one from the network is), then as a call over gRPC would
+    /// run it. The inputs pass by reference: nothing new to charge.
+    pub async fn run_in_process(
+        &self,
+        master: u64,
+        part: &RemotePartition,
+        inputs: Vec<Tensor>,
+        trace: bool,
+        allowance: Option<Duration>,
+    ) -> crate::error::Result<PartitionResult> {
+        let key = (master, part.id);
+        let known = self.partitions().by_key.get(&key).cloned();
+        let registered = match known {
+            Some(r) => r,
+            None => {
+                let size = prost::Message::encoded_len(&super::convert::partition_to_pb(&part.def));
+                let def = part.def.clone().checked()?;
+                let cheap = def.is_cheap();
+                let mut partitions = self.partitions();
+                if !partitions.by_key.contains_key(&key) {
+                    partitions.insert(key, Registered { def, cheap, rngs: Mutex::default(), size, seq: 0 });
+                }
+                partitions.by_key[&key].clone()
+            }
+        };
+        let (outputs, stats, host_time) =
+            self.execute(part.id, &registered, inputs, StepCharges::default(), trace, allowance).await?;
+        Ok(PartitionResult { outputs, stats, host_time })
+    }
+
+    /// Runs registered partition `id` on `values` (checked against its input
+    /// types; `charges` hold what receiving them cost, until the step ends):
+    /// its outputs, its step stats when traced, and its kernels' CPU time.
+    /// A caller that goes away (drops this future) stops the step at its
+    /// next kernel.
+    async fn execute(
+        &self,
+        id: u64,
+        part: &Arc<Registered>,
+        values: Vec<Tensor>,
+        charges: StepCharges,
+        trace: bool,
+        allowance: Option<Duration>,
+    ) -> Result<(Vec<Tensor>, Vec<crate::exec::DeviceStats>, Duration), Error> {
+        part.def.check_inputs(&values).map_err(|e| Error::invalid(format!("partition {id}: {}", e.message())))?;
+        let in_place = part.cheap && inputs_are_small(&values);
+        let inputs: HashMap<Output, Tensor> = part.def.inputs.iter().copied().zip(values).collect();
+        let meter = Arc::new(ComputeMeter::remote(allowance, format!("partition {id} on {}", self.task.id())));
+        let _stop = StopOnDrop(meter.clone(), format!("partition {id}: the caller went away"));
+        let used = meter.clone();
+        let device = self.task.device().clone();
+        let part = part.clone();
+        let compute = move || {
+            // The inputs stay charged until the step is done with them.
+            let _charges = charges;
+            let mut trace = trace.then(Trace::default);
+            let node_device = vec![0; part.def.nodes.len()];
+            let mut rngs = part.rngs.lock().unwrap_or_else(|p| p.into_inner());
+            let outputs =
+                run_partition(&part.def, &[device], &node_device, &inputs, &mut rngs, trace.as_mut(), Some(&meter))?;
+            Ok::<_, Error>((outputs, trace.map(Trace::finish).unwrap_or_default()))
+        };
+        // A partition may come from the network: a node no graph validated
+        // may make a kernel panic; that fails the call, not the server.
+        let guarded = move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(compute)).unwrap_or_else(|_| {
+                Err(Error::internal(format!("partition {id} failed: a kernel panicked on a malformed node")))
+            })
+        };
+        // A cheap partition with small inputs runs in place (a read or an
+        // update of a small variable: two thread wake-ups less). Any other
+        // runs off the async threads, so that this call can be dropped (and
+        // its meter stopped) while a kernel runs.
+        let (outputs, stats) = if in_place {
+            crate::exec::run_blocking(guarded)?
+        } else {
+            tokio::task::spawn_blocking(guarded)
+                .await
+                .map_err(|e| Error::internal(format!("partition {id}: {e}")))??
+        };
+        Ok((outputs, stats, used.kernel_time()))
     }
 }
 
@@ -356,50 +448,12 @@ impl pb::task_service_server::TaskService for TaskService {
         let device = served.task.device().clone();
         let mut charges = StepCharges::default();
         let values = read_inputs(req, &mut stream, segment.as_ref(), device.tensor_budget(), &mut charges).await?;
-        part.def
-            .check_inputs(&values)
-            .map_err(|e| Status::invalid_argument(format!("partition {id}: {}", e.message())))?;
-        let in_place = part.cheap && inputs_are_small(&values);
-        let inputs: HashMap<Output, Tensor> = part.def.inputs.iter().copied().zip(values).collect();
-        // A caller that goes away (cancelled, killed, timed out) stops this
-        // step at its next kernel.
-        let meter = Arc::new(ComputeMeter::remote(allowance, format!("partition {id} on {}", served.task.id())));
-        let _stop = StopOnDrop(meter.clone(), format!("partition {id}: the caller went away"));
-        let used = meter.clone();
-        let compute = move || {
-            // The inputs stay charged until the step is done with them.
-            let _charges = charges;
-            let mut trace = trace.then(Trace::default);
-            let node_device = vec![0; part.def.nodes.len()];
-            let mut rngs = part.rngs.lock().unwrap_or_else(|p| p.into_inner());
-            let outputs =
-                run_partition(&part.def, &[device], &node_device, &inputs, &mut rngs, trace.as_mut(), Some(&meter))?;
-            Ok::<_, Error>((outputs, trace.map(Trace::finish).unwrap_or_default()))
-        };
-        // Kernels block (`run_blocking`). A partition comes from the network:
-        // a node no graph validated may make a kernel panic; that fails the
-        // call, not the server.
-        let guarded = move || {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(compute)).unwrap_or_else(|_| {
-                Err(Error::internal(format!("partition {id} failed: a kernel panicked on a malformed node")))
-            })
-        };
-        // A cheap partition with small inputs runs in place (a read or an
-        // update of a small variable: two thread wake-ups less). Any other
-        // runs off the async threads, so that this call can be dropped (and
-        // its meter stopped) while a kernel runs.
-        let result = if in_place {
-            crate::exec::run_blocking(guarded).map_err(status_from_error)?
-        } else {
-            tokio::task::spawn_blocking(guarded)
-                .await
-                .map_err(|e| Status::internal(format!("partition {id}: {e}")))?
-                .map_err(status_from_error)?
-        };
+        let (outputs, stats, host_time) =
+            served.execute(id, &part, values, charges, trace, allowance).await.map_err(status_from_error)?;
         let shared = segment.as_deref().map(|m| (m, output_space.as_slice()));
-        let mut chunks = chunks(&result.0, stats_to_pb(result.1), shared)?;
+        let mut chunks = chunks(&outputs, stats_to_pb(stats), shared)?;
         if let Some(last) = chunks.last_mut() {
-            last.host_micros = used.kernel_time().as_micros() as u64;
+            last.host_micros = host_time.as_micros() as u64;
         }
         Ok(Response::new(Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok)))))
     }
