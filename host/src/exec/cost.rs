@@ -6,10 +6,11 @@
 //! a call whose caller went away stops at its next kernel; that hop costs
 //! two thread wake-ups, a large share of a small call's round trip. A
 //! partition whose work is bounded by its static types (a read or an update
-//! of a small variable) runs in place instead: every node's outputs are
-//! known and small, no op multiplies matrices or touches files, and the
-//! inputs of the call are small too. Its worst case is a few milliseconds,
-//! and the caller's CPU allowance still applies.
+//! of a small variable) runs in place instead: few nodes with few inputs in
+//! all, every output known, numeric and small, no op that multiplies
+//! matrices or touches files, and small inputs to the call. Its worst case
+//! is some 64 × 256 passes over 256 KiB (tens of milliseconds), and the
+//! caller's CPU allowance still applies between its kernels.
 
 use super::PartitionDef;
 use crate::graph::OpType;
@@ -17,6 +18,8 @@ use crate::tensor::Tensor;
 
 /// Most nodes a partition run in place may have.
 const MAX_INLINE_NODES: usize = 64;
+/// Most inputs its nodes may have in all (AddN and Concat take any number).
+const MAX_INLINE_NODE_INPUTS: usize = 256;
 /// Most elements any one output of a node may have.
 const MAX_INLINE_ELEMENTS: usize = 1 << 16;
 /// Most bytes a call's inputs may have in all.
@@ -37,18 +40,21 @@ fn may_be_expensive(op: OpType) -> bool {
 }
 
 impl PartitionDef {
-    /// Whether every run of it is cheap given small inputs: few nodes, each
-    /// with fully known outputs of at most [`MAX_INLINE_ELEMENTS`], none that
-    /// may be expensive.
+    /// Whether every run of it is cheap given small inputs: few nodes with
+    /// few inputs, each with fully known numeric outputs of at most
+    /// [`MAX_INLINE_ELEMENTS`], none that may be expensive.
     pub fn is_cheap(&self) -> bool {
         self.nodes.len() <= MAX_INLINE_NODES
+            && self.nodes.iter().map(|n| n.inputs.len()).sum::<usize>() <= MAX_INLINE_NODE_INPUTS
             && self.nodes.iter().all(|n| {
                 !may_be_expensive(n.op)
                     && n.outputs.iter().all(|t| {
-                        t.shape
-                            .iter()
-                            .try_fold(1usize, |acc, d| acc.checked_mul((*d)?))
-                            .is_some_and(|elements| elements <= MAX_INLINE_ELEMENTS)
+                        // Strings are as long as they like.
+                        t.dtype != crate::tensor::DType::String
+                            && t.shape
+                                .iter()
+                                .try_fold(1usize, |acc, d| acc.checked_mul((*d)?))
+                                .is_some_and(|elements| elements <= MAX_INLINE_ELEMENTS)
                     })
             })
     }
@@ -109,6 +115,15 @@ mod tests {
             constant(&mut g, i as f32);
         }
         assert!(!partition(&g).is_cheap(), "too many nodes");
+
+        let mut g = Graph::new();
+        let x = variable(&mut g, "x", &[8]);
+        g.add(NodeRequest::new(OpType::AddN).inputs(vec![x; MAX_INLINE_NODE_INPUTS])).unwrap();
+        assert!(!partition(&g).is_cheap(), "too many inputs in all");
+
+        let mut g = Graph::new();
+        g.add(NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(Tensor::strings(&["a"])))).unwrap();
+        assert!(!partition(&g).is_cheap(), "strings");
 
         assert!(inputs_are_small(&[Tensor::zeros(DType::F32, &[1024])]));
         assert!(!inputs_are_small(&[Tensor::zeros(DType::F32, &[512, 1024])]));

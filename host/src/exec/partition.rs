@@ -130,6 +130,16 @@ pub fn run_partition(
     mut trace: Option<&mut Trace>,
     meter: Option<&ComputeMeter>,
 ) -> Result<Vec<Tensor>> {
+    // An input in shared memory that some node cannot read in place is
+    // copied out once here, not once per node that reads it.
+    let copied;
+    let inputs = match copy_mapped_inputs(def, inputs) {
+        Some(c) => {
+            copied = c;
+            &copied
+        }
+        None => inputs,
+    };
     let mut values: HashMap<NodeId, Value> = HashMap::with_capacity(def.nodes.len());
     // Each value's tensor charges, dropped (released) with the value once
     // the last node that reads it has run, as TensorFlow frees a tensor when
@@ -185,6 +195,33 @@ pub fn run_partition(
                 .tensor(),
         })
         .collect()
+}
+
+/// `inputs` with every mapped tensor that a node of `def` would copy
+/// anyway copied out now, or `None` when none is.
+fn copy_mapped_inputs(def: &PartitionDef, inputs: &HashMap<Output, Tensor>) -> Option<HashMap<Output, Tensor>> {
+    let in_place = |op: OpType| {
+        matches!(
+            op,
+            OpType::MatMul
+                | OpType::ApplyGradientDescent
+                | OpType::ApplyMomentum
+                | OpType::ApplyAdam
+                | OpType::ApplyRMSProp
+        )
+    };
+    let copy: HashSet<Output> = def
+        .nodes
+        .iter()
+        .filter(|n| !in_place(n.op))
+        .flat_map(|n| &n.inputs)
+        .filter(|o| matches!(inputs.get(o), Some(Tensor::Mapped(_))))
+        .copied()
+        .collect();
+    if copy.is_empty() {
+        return None;
+    }
+    Some(inputs.iter().map(|(o, t)| (*o, if copy.contains(o) { t.clone().materialize() } else { t.clone() })).collect())
 }
 
 /// The bytes `node`'s outputs will take for these inputs, from inference

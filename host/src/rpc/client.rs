@@ -202,7 +202,12 @@ impl GrpcRemote {
             peer_timeout: self.peer_timeout,
             state: Default::default(),
             traffic: self.traffic.clone(),
-            in_process: self.in_process,
+            // Credentials and TLS are for hosts of experiments, which are
+            // reached over the network even from their own process.
+            in_process: self.in_process
+                && self.tls.is_none()
+                && self.credentials.experiment.is_none()
+                && self.credentials.admin.is_none(),
         });
         peers.insert(task.clone(), peer.clone());
         Ok(peer)

@@ -160,11 +160,13 @@ mod tests {
         r.finish()
     }
 
-    struct Heap(Vec<u8>);
+    /// 8-aligned bytes (a `Vec<u64>` underneath).
+    struct Heap(Vec<u64>, usize);
 
-    impl SharedMemory for Heap {
+    // SAFETY: a fixed heap buffer, alive as long as the value.
+    unsafe impl SharedMemory for Heap {
         fn bytes(&self) -> &[u8] {
-            &self.0
+            &bytemuck::cast_slice(&self.0)[..self.1]
         }
     }
 
@@ -179,7 +181,9 @@ mod tests {
             at.push(bytes.len() as u64);
             bytes.extend_from_slice(&t.to_le_bytes());
         }
-        let memory: std::sync::Arc<dyn SharedMemory> = std::sync::Arc::new(Heap(bytes));
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+        let memory: std::sync::Arc<dyn SharedMemory> = std::sync::Arc::new(Heap(words, bytes.len()));
         let mut r = FrameReader::new(usize::MAX);
         for (t, &offset) in [&big, &ints, &small].into_iter().zip(&at) {
             r.push_shared(Some(meta_of(t, t.byte_length())), &memory, offset, t.byte_length() as u64).unwrap();

@@ -1,13 +1,16 @@
 //! Task servers of this process, found by their address: a master in the
 //! same process (the tasks of one `weft launch`, the test harness's
 //! clusters) runs their partitions by a call instead of over gRPC. Tensors
-//! pass by reference, so nothing is copied or encoded; registration, the
-//! checks of partitions and inputs, the CPU allowance, the task's tensor
-//! budget and cancellation are those of the network path
-//! ([`ServedTask::run_in_process`]). A stopped task is unlisted when its
-//! server begins to shut down, and its restart lists a new incarnation, so
-//! masters see both as they would over the network. `WEFT_IN_PROCESS=0`
-//! sends every call over gRPC.
+//! pass by reference, so nothing is copied or encoded (nor charged again to
+//! the task: the caller holds them). Registration (its size limit and its
+//! checks), the checks of each step's inputs, the CPU allowance, the task's
+//! tensor budget for what a step allocates, and cancellation are those of
+//! the network path ([`ServedTask::run_in_process`]). A task is unlisted
+//! when its server begins to shut down; its calls then fail `unavailable`,
+//! and those running stop at their next kernel. A restart lists a new
+//! incarnation, so masters see it as they would over the network. `WEFT_IN_PROCESS=0`
+//! sends every call over gRPC, and so does a client with credentials or TLS
+//! (those are for hosts of experiments, which are never listed).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -45,10 +48,15 @@ pub fn list(address: &str, served: &Arc<ServedTask>) -> Listing {
 
 impl Drop for Listing {
     fn drop(&mut self) {
-        let mut listed = listed();
-        // A restart on the same address may have listed its own start since.
-        if listed.get(&self.address).is_some_and(|(_, w)| w.ptr_eq(&self.served)) {
-            listed.remove(&self.address);
+        {
+            let mut listed = listed();
+            // A restart on the same address may have listed its own start since.
+            if listed.get(&self.address).is_some_and(|(_, w)| w.ptr_eq(&self.served)) {
+                listed.remove(&self.address);
+            }
+        }
+        if let Some(served) = self.served.upgrade() {
+            served.stop();
         }
     }
 }

@@ -47,6 +47,11 @@ pub struct ServedTask {
     incarnation: u64,
     started_micros: u64,
     partitions: Mutex<Partitions>,
+    /// Set when its server stops taking calls: in-process calls then fail
+    /// `unavailable`, and those running stop at their next kernel.
+    stopped: std::sync::atomic::AtomicBool,
+    /// The meters of in-process calls running now.
+    in_process_calls: Mutex<Vec<std::sync::Weak<ComputeMeter>>>,
 }
 
 #[derive(Default)]
@@ -77,6 +82,16 @@ impl Partitions {
     }
 }
 
+/// How a step of a partition is asked for.
+struct Call {
+    /// Collect step stats.
+    trace: bool,
+    /// The caller's CPU time left, if it has a limit.
+    allowance: Option<Duration>,
+    /// From a master in this process (stopped with the task).
+    in_process: bool,
+}
+
 /// A fresh incarnation number: different for every start of a task.
 fn incarnation_of() -> u64 {
     rand::random::<u64>() | 1
@@ -86,7 +101,14 @@ impl ServedTask {
     /// `task`, starting now with a new incarnation.
     pub fn new(task: Arc<Task>) -> Self {
         let started_micros = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
-        ServedTask { task, incarnation: incarnation_of(), started_micros, partitions: Mutex::default() }
+        ServedTask {
+            task,
+            incarnation: incarnation_of(),
+            started_micros,
+            partitions: Mutex::default(),
+            stopped: Default::default(),
+            in_process_calls: Mutex::default(),
+        }
     }
 
     /// The task.
@@ -120,12 +142,25 @@ impl ServedTask {
         trace: bool,
         allowance: Option<Duration>,
     ) -> crate::error::Result<PartitionResult> {
+        let gone = || Error::unavailable(format!("task {} stopped", self.task.id()));
+        if self.is_stopped() {
+            return Err(gone());
+        }
         let key = (master, part.id);
         let known = self.partitions().by_key.get(&key).cloned();
         let registered = match known {
             Some(r) => r,
             None => {
                 let size = prost::Message::encoded_len(&super::convert::partition_to_pb(&part.def));
+                if size > MAX_PARTITION_BYTES {
+                    return Err(Error::status(
+                        crate::error::Code::ResourceExhausted,
+                        format!(
+                            "partition {} is more than {MAX_PARTITION_BYTES} bytes, what a task keeps of partitions",
+                            part.id
+                        ),
+                    ));
+                }
                 let def = part.def.clone().checked()?;
                 let cheap = def.is_cheap();
                 let mut partitions = self.partitions();
@@ -135,9 +170,30 @@ impl ServedTask {
                 partitions.by_key[&key].clone()
             }
         };
-        let (outputs, stats, host_time) =
-            self.execute(part.id, &registered, inputs, StepCharges::default(), trace, allowance).await?;
+        let how = Call { trace, allowance, in_process: true };
+        let run = self.execute(part.id, &registered, inputs, StepCharges::default(), how).await;
+        if self.is_stopped() {
+            // What it did went with the stopped start; the caller learns the
+            // task is gone, as it would over the network.
+            return Err(gone());
+        }
+        let (outputs, stats, host_time) = run?;
         Ok(PartitionResult { outputs, stats, host_time })
+    }
+
+    /// Whether its server has stopped taking calls.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Marks it stopped (its server stops taking calls): in-process calls
+    /// fail from now on, and those running stop at their next kernel.
+    pub fn stop(&self) {
+        self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+        let calls = std::mem::take(&mut *self.in_process_calls.lock().unwrap_or_else(|p| p.into_inner()));
+        for meter in calls.iter().filter_map(std::sync::Weak::upgrade) {
+            meter.stop(format!("task {} stopped", self.task.id()));
+        }
     }
 
     /// Runs registered partition `id` on `values` (checked against its input
@@ -151,14 +207,22 @@ impl ServedTask {
         part: &Arc<Registered>,
         values: Vec<Tensor>,
         charges: StepCharges,
-        trace: bool,
-        allowance: Option<Duration>,
+        how: Call,
     ) -> Result<(Vec<Tensor>, Vec<crate::exec::DeviceStats>, Duration), Error> {
+        let Call { trace, allowance, in_process } = how;
         part.def.check_inputs(&values).map_err(|e| Error::invalid(format!("partition {id}: {}", e.message())))?;
         let in_place = part.cheap && inputs_are_small(&values);
         let inputs: HashMap<Output, Tensor> = part.def.inputs.iter().copied().zip(values).collect();
         let meter = Arc::new(ComputeMeter::remote(allowance, format!("partition {id} on {}", self.task.id())));
         let _stop = StopOnDrop(meter.clone(), format!("partition {id}: the caller went away"));
+        if in_process {
+            let mut calls = self.in_process_calls.lock().unwrap_or_else(|p| p.into_inner());
+            calls.retain(|m| m.strong_count() > 0);
+            calls.push(Arc::downgrade(&meter));
+        }
+        if self.is_stopped() {
+            meter.stop(format!("task {} stopped", self.task.id()));
+        }
         let used = meter.clone();
         let device = self.task.device().clone();
         let part = part.clone();
@@ -448,8 +512,9 @@ impl pb::task_service_server::TaskService for TaskService {
         let device = served.task.device().clone();
         let mut charges = StepCharges::default();
         let values = read_inputs(req, &mut stream, segment.as_ref(), device.tensor_budget(), &mut charges).await?;
+        let how = Call { trace, allowance, in_process: false };
         let (outputs, stats, host_time) =
-            served.execute(id, &part, values, charges, trace, allowance).await.map_err(status_from_error)?;
+            served.execute(id, &part, values, charges, how).await.map_err(status_from_error)?;
         let shared = segment.as_deref().map(|m| (m, output_space.as_slice()));
         let mut chunks = chunks(&outputs, stats_to_pb(stats), shared)?;
         if let Some(last) = chunks.last_mut() {

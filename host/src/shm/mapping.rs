@@ -123,7 +123,7 @@ impl Mapping {
 
     /// All its bytes, for tensors read where they lie. The peer may write to
     /// them meanwhile: only floats are read so ([`crate::tensor::mapped`]).
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         // SAFETY: the whole live mapping, unmapped only when `self` drops.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
@@ -138,7 +138,9 @@ impl Mapping {
     }
 }
 
-impl crate::tensor::SharedMemory for Mapping {
+// SAFETY: one fixed mapping, unmapped only when the value drops; readers
+// go through `MappedTensor`, which reads only floats.
+unsafe impl crate::tensor::SharedMemory for Mapping {
     fn bytes(&self) -> &[u8] {
         Mapping::bytes(self)
     }

@@ -85,7 +85,9 @@ impl Lease {
     }
 }
 
-impl crate::tensor::SharedMemory for Lease {
+// SAFETY: the lease's segment stays mapped until the lease drops; readers
+// go through `MappedTensor`, which reads only floats.
+unsafe impl crate::tensor::SharedMemory for Lease {
     fn bytes(&self) -> &[u8] {
         self.mapping().bytes()
     }

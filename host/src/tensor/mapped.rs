@@ -19,7 +19,13 @@ use crate::error::{Error, Result};
 
 /// Memory another process may write to, mapped for as long as this value
 /// lives.
-pub trait SharedMemory: Send + Sync {
+///
+/// # Safety
+/// `bytes` returns the same pointer and length for the whole life of the
+/// value, and the memory stays mapped (and readable) until it is dropped.
+/// Its contents may change under a reader (another process writes there):
+/// only ever read floats through it, never a length, an index or a shape.
+pub unsafe trait SharedMemory: Send + Sync {
     /// All of its bytes.
     fn bytes(&self) -> &[u8];
 }
@@ -94,7 +100,7 @@ impl MappedTensor {
                 all.len()
             )));
         }
-        if (all.as_ptr() as usize + offset) % width != 0 {
+        if !(all.as_ptr() as usize + offset).is_multiple_of(width) {
             return Ok(None);
         }
         Ok(Some(MappedTensor { dtype, shape, memory, offset, bytes }))
@@ -157,7 +163,7 @@ impl MappedTensor {
 /// of what reads mapped tensors).
 #[cfg(test)]
 pub(crate) fn mapped_copy(t: &Tensor) -> Tensor {
-    let memory: Arc<dyn SharedMemory> = Arc::new(tests::Heap(t.to_le_bytes()));
+    let memory: Arc<dyn SharedMemory> = Arc::new(tests::Heap::new(t.to_le_bytes()));
     Tensor::Mapped(MappedTensor::new(t.dtype(), t.shape().to_vec(), memory, 0).unwrap().expect("a float tensor"))
 }
 
@@ -165,24 +171,34 @@ pub(crate) fn mapped_copy(t: &Tensor) -> Tensor {
 mod tests {
     use super::*;
 
-    pub(super) struct Heap(pub(super) Vec<u8>);
+    /// Bytes on the heap, 8-aligned (a `Vec<u64>` underneath).
+    pub(super) struct Heap(Vec<u64>, usize);
 
-    impl SharedMemory for Heap {
+    impl Heap {
+        pub(super) fn new(bytes: Vec<u8>) -> Heap {
+            let mut words = vec![0u64; bytes.len().div_ceil(8)];
+            bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+            Heap(words, bytes.len())
+        }
+    }
+
+    // SAFETY: a fixed heap buffer, alive as long as the value.
+    unsafe impl SharedMemory for Heap {
         fn bytes(&self) -> &[u8] {
-            &self.0
+            &bytemuck::cast_slice(&self.0)[..self.1]
         }
     }
 
     fn memory_with(values: &[f32], at: usize) -> Arc<dyn SharedMemory> {
         let mut bytes = vec![0u8; at + values.len() * 4 + 64];
         bytes[at..at + values.len() * 4].copy_from_slice(bytemuck::cast_slice(values));
-        Arc::new(Heap(bytes))
+        Arc::new(Heap::new(bytes))
     }
 
     #[test]
     fn a_mapped_tensor_reads_and_copies_the_bytes_where_they_lie() {
         let mem = memory_with(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 64);
-        // The Vec's buffer is at least 8-aligned, so offset 64 is 4-aligned.
+        // The buffer is 8-aligned, so offset 64 is 4-aligned.
         let t = MappedTensor::new(DType::F32, vec![2, 3], mem, 64).unwrap().expect("aligned f32");
         let view = t.view::<f32>().unwrap();
         assert_eq!(view.shape(), &[2, 3]);
