@@ -96,7 +96,8 @@ pub(super) fn node_err(node: &Node, why: impl std::fmt::Display) -> Error {
 /// Whether `op`'s kernel reads inputs in shared memory where they lie
 /// ([`Tensor::Mapped`]); every other kernel gets copies.
 pub fn reads_mapped_in_place(op: OpType) -> bool {
-    matches!(op, OpType::MatMul | OpType::Identity | OpType::StopGradient)
+    // Sum reads a whole float tensor in place; its other forms copy it.
+    matches!(op, OpType::MatMul | OpType::Sum | OpType::Identity | OpType::StopGradient)
 }
 
 /// The error of a kernel that was handed a mapped tensor it cannot read
@@ -376,14 +377,16 @@ fn reduce(node: &Node, x: &Tensor) -> Result<Tensor> {
     // cannot reorder float additions.
     let all = node.attrs.ints(&node.name, "axis")?.is_none();
     let keep = node.attrs.bool(&node.name, "keep_dims")?.unwrap_or(false);
+    // Views: a tensor in shared memory is summed where it lies.
     if all && !keep && node.op == OpType::Sum {
-        match x {
-            Tensor::F32(a) => return Ok(Tensor::F32(ArrayD::from_elem(IxDyn(&[]), a.sum()).into_shared())),
-            Tensor::F64(a) => return Ok(Tensor::F64(ArrayD::from_elem(IxDyn(&[]), a.sum()).into_shared())),
-            _ => {}
+        if let Some(a) = x.float_view::<f32>() {
+            return Ok(Tensor::F32(ArrayD::from_elem(IxDyn(&[]), a.sum()).into_shared()));
+        }
+        if let Some(a) = x.float_view::<f64>() {
+            return Ok(Tensor::F64(ArrayD::from_elem(IxDyn(&[]), a.sum()).into_shared()));
         }
     }
-    match x {
+    match x.materialize_ref().as_ref() {
         Tensor::F32(a) => Ok(Tensor::F32(reduce_typed(node, a)?.into_shared())),
         Tensor::F64(a) => Ok(Tensor::F64(reduce_typed(node, a)?.into_shared())),
         Tensor::I32(a) => Ok(Tensor::I32(reduce_typed(node, a)?.into_shared())),
@@ -553,6 +556,9 @@ pub(super) mod tests {
         assert_eq!(eval(OpType::MatMul, vec![mapped_copy(&a), mapped_copy(&b)], &[]).unwrap(), want);
         assert_eq!(eval(OpType::MatMul, vec![a.clone(), mapped_copy(&b)], &[]).unwrap(), want);
         let sum = eval(OpType::Add, vec![mapped_copy(&a), a.clone()], &[]).unwrap();
+        assert_eq!(eval(OpType::Sum, vec![mapped_copy(&a)], &[]).unwrap(), Tensor::scalar_f32(21.0));
+        let rows = eval(OpType::Sum, vec![mapped_copy(&a)], &[("axis", AttrValue::Ints(vec![1]))]).unwrap();
+        assert_eq!(rows, f32t(&[2], &[6., 15.]));
         assert_eq!(sum, f32t(&[2, 3], &[2., 4., 6., 8., 10., 12.]));
         assert!(matches!(eval(OpType::Identity, vec![mapped_copy(&a)], &[]).unwrap(), Tensor::Mapped(_)));
         let cast = eval(OpType::Cast, vec![mapped_copy(&a)], &[("dtype", AttrValue::DType(DType::I32))]).unwrap();

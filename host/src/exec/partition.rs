@@ -204,6 +204,7 @@ fn copy_mapped_inputs(def: &PartitionDef, inputs: &HashMap<Output, Tensor>) -> O
         matches!(
             op,
             OpType::MatMul
+                | OpType::Sum
                 | OpType::ApplyGradientDescent
                 | OpType::ApplyMomentum
                 | OpType::ApplyAdam

@@ -220,7 +220,8 @@ impl ServedTask {
             calls.retain(|m| m.strong_count() > 0);
             calls.push(Arc::downgrade(&meter));
         }
-        if self.is_stopped() {
+        if in_process && self.is_stopped() {
+            // Over gRPC, calls already open finish (the server's grace).
             meter.stop(format!("task {} stopped", self.task.id()));
         }
         let used = meter.clone();

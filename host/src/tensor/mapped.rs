@@ -4,7 +4,7 @@
 //! Only floats are ever mapped: every bit pattern is a valid f32 or f64, and
 //! no float decides an index or a shape, so a peer that writes to the range
 //! while a kernel reads it garbles its own numbers and nothing else. Kernels
-//! that read a mapped tensor in place are few (MatMul, the optimizers'
+//! that read a mapped tensor in place are few (MatMul, a full Sum, the optimizers'
 //! gradient); every other op gets a copy first
 //! ([`Tensor::materialize`](super::Tensor::materialize)). The memory stays
 //! mapped for as long as any tensor refers to it.
