@@ -116,10 +116,15 @@ mod tests {
         }
         assert!(!partition(&g).is_cheap(), "too many nodes");
 
-        let mut g = Graph::new();
-        let x = variable(&mut g, "x", &[8]);
-        g.add(NodeRequest::new(OpType::AddN).inputs(vec![x; MAX_INLINE_NODE_INPUTS])).unwrap();
-        assert!(!partition(&g).is_cheap(), "too many inputs in all");
+        let addn = |n: usize| {
+            let mut g = Graph::new();
+            let one = NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(Tensor::scalar_f32(1.0)));
+            let x = Output::of(g.add(one).unwrap());
+            g.add(NodeRequest::new(OpType::AddN).inputs(vec![x; n])).unwrap();
+            partition(&g)
+        };
+        assert!(addn(MAX_INLINE_NODE_INPUTS).is_cheap(), "at the limit of inputs in all");
+        assert!(!addn(MAX_INLINE_NODE_INPUTS + 1).is_cheap(), "past it");
 
         let mut g = Graph::new();
         g.add(NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(Tensor::strings(&["a"])))).unwrap();

@@ -133,6 +133,10 @@ pub fn run_partition(
     // An input in shared memory that some node cannot read in place is
     // copied out once here, not once per node that reads it.
     let copied;
+    if let Some(m) = meter {
+        m.check()?;
+    }
+    let start = Instant::now();
     let inputs = match copy_mapped_inputs(def, inputs) {
         Some(c) => {
             copied = c;
@@ -140,6 +144,9 @@ pub fn run_partition(
         }
         None => inputs,
     };
+    if let Some(m) = meter {
+        m.charge(start.elapsed());
+    }
     let mut values: HashMap<NodeId, Value> = HashMap::with_capacity(def.nodes.len());
     // Each value's tensor charges, dropped (released) with the value once
     // the last node that reads it has run, as TensorFlow frees a tensor when
@@ -200,16 +207,14 @@ pub fn run_partition(
 /// `inputs` with every mapped tensor that a node of `def` would copy
 /// anyway copied out now, or `None` when none is.
 fn copy_mapped_inputs(def: &PartitionDef, inputs: &HashMap<Output, Tensor>) -> Option<HashMap<Output, Tensor>> {
+    // What `kernels::compute` reads in place (or passes on), and the
+    // optimizers (their gradient; their scalars are small).
     let in_place = |op: OpType| {
-        matches!(
-            op,
-            OpType::MatMul
-                | OpType::Sum
-                | OpType::ApplyGradientDescent
-                | OpType::ApplyMomentum
-                | OpType::ApplyAdam
-                | OpType::ApplyRMSProp
-        )
+        kernels::reads_mapped_in_place(op)
+            || matches!(
+                op,
+                OpType::ApplyGradientDescent | OpType::ApplyMomentum | OpType::ApplyAdam | OpType::ApplyRMSProp
+            )
     };
     let copy: HashSet<Output> = def
         .nodes

@@ -151,8 +151,10 @@ impl ServedTask {
         let registered = match known {
             Some(r) => r,
             None => {
-                let size = prost::Message::encoded_len(&super::convert::partition_to_pb(&part.def));
-                if size > MAX_PARTITION_BYTES {
+                // Measured as over the network: the decoded bound of its encoding.
+                let encoded = prost::Message::encode_to_vec(&super::convert::partition_to_pb(&part.def));
+                let size = partition_decoded_bound(&encoded).map_err(Error::internal)?;
+                if encoded.len() > MAX_PARTITION_BYTES {
                     return Err(Error::status(
                         crate::error::Code::ResourceExhausted,
                         format!(

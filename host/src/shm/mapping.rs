@@ -138,8 +138,7 @@ impl Mapping {
     }
 }
 
-// SAFETY: one fixed mapping, unmapped only when the value drops; readers
-// go through `MappedTensor`, which reads only floats.
+// SAFETY: one fixed mapping, unmapped only when the value drops.
 unsafe impl crate::tensor::SharedMemory for Mapping {
     fn bytes(&self) -> &[u8] {
         Mapping::bytes(self)

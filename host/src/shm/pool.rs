@@ -85,8 +85,8 @@ impl Lease {
     }
 }
 
-// SAFETY: the lease's segment stays mapped until the lease drops; readers
-// go through `MappedTensor`, which reads only floats.
+// SAFETY: the lease's segment stays mapped, at one address, until the
+// lease drops.
 unsafe impl crate::tensor::SharedMemory for Lease {
     fn bytes(&self) -> &[u8] {
         self.mapping().bytes()

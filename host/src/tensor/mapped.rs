@@ -20,11 +20,13 @@ use crate::error::{Error, Result};
 /// Memory another process may write to, mapped for as long as this value
 /// lives.
 ///
+/// Its contents may change under a reader (another process writes there):
+/// [`MappedTensor`] reads only floats from it, and copies are taken of
+/// anything else; never read a length, an index or a shape from it.
+///
 /// # Safety
 /// `bytes` returns the same pointer and length for the whole life of the
 /// value, and the memory stays mapped (and readable) until it is dropped.
-/// Its contents may change under a reader (another process writes there):
-/// only ever read floats through it, never a length, an index or a shape.
 pub unsafe trait SharedMemory: Send + Sync {
     /// All of its bytes.
     fn bytes(&self) -> &[u8];
