@@ -144,13 +144,22 @@ impl Plan {
     }
 
     pub fn build(graph: &Graph, req: &RunRequest, placement: &Placement) -> Result<Plan> {
+        /// How many nodes planning visits between checks of the program's meter.
+        const PLAN_CHECK_EVERY: usize = 4096;
         let fed: HashSet<Output> = req.feeds.iter().map(|(o, _)| *o).collect();
         let fed_nodes: HashSet<NodeId> = fed.iter().map(|o| o.node).collect();
         let order = needed_nodes(graph, req, &fed_nodes)?;
+        // A program killed (or out of CPU) while a big graph is planned stops
+        // here too, not only at its first kernel.
+        let stopped = |i: usize| match &req.meter {
+            Some(m) if i.is_multiple_of(PLAN_CHECK_EVERY) => m.check(),
+            _ => Ok(()),
+        };
 
         let mut devices = Vec::new();
         let mut location: HashMap<NodeId, (Location, usize)> = HashMap::new();
-        for &id in &order {
+        for (i, &id) in order.iter().enumerate() {
+            stopped(i)?;
             let node = &graph.nodes()[id as usize];
             if node.op == OpType::Placeholder {
                 return Err(Error::invalid(format!(
@@ -165,7 +174,8 @@ impl Plan {
         // variable node is repeated where it is used.
         let is_var = |id: NodeId| graph.nodes()[id as usize].op == OpType::VariableV2;
         let mut stage: HashMap<NodeId, usize> = HashMap::new();
-        for &id in &order {
+        for (i, &id) in order.iter().enumerate() {
+            stopped(i)?;
             let node = &graph.nodes()[id as usize];
             let here = &location[&id].0;
             let deps = node
@@ -196,7 +206,8 @@ impl Plan {
         let mut group_nodes: BTreeMap<(usize, Location), Vec<NodeId>> = BTreeMap::new();
         let mut group_inputs: BTreeMap<(usize, Location), Vec<Output>> = BTreeMap::new();
         let mut exported: HashSet<Output> = fetched.clone();
-        for &id in &order {
+        for (i, &id) in order.iter().enumerate() {
+            stopped(i)?;
             let node = &graph.nodes()[id as usize];
             if is_var(id) {
                 continue;

@@ -436,3 +436,19 @@ fn cached_plans_are_charged_to_the_plan_budget_and_given_back() {
     let err = fetch(&mut e, &g, Output::of(last)).unwrap_err().to_string();
     assert!(err.contains("memory limit: the plan of a run (11 nodes)"), "{err}");
 }
+
+#[test]
+fn a_stopped_program_stops_while_its_graph_is_planned() {
+    let mut g = Graph::new();
+    let w = const_node(&mut g, Tensor::from_f32(&[2, 2], vec![0.5; 4]).unwrap());
+    let mut x = Output::of(w);
+    for _ in 0..10_000 {
+        x = Output::of(g.add(NodeRequest::new(OpType::MatMul).inputs([x, Output::of(w)])).unwrap());
+    }
+    let meter = Arc::new(ComputeMeter::new(None));
+    meter.stop("killed by its owner");
+    let req = RunRequest { fetches: vec![x], meter: Some(meter), ..Default::default() };
+    let Err(err) = local_executor().prepare(&g, req) else { panic!("planning went on") };
+    assert_eq!(err.code(), crate::error::Code::Aborted, "{err}");
+    assert!(err.to_string().contains("killed by its owner"), "{err}");
+}
