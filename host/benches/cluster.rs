@@ -176,12 +176,11 @@ fn main() -> anyhow::Result<()> {
 
         // Both tasks in this process (TensorFlow's X1 row: two servers in
         // one process): the master calls task 0 directly.
-        let wanted_in_process = ["assign-in-process", "fetch-in-process"].into_iter().filter(|w| wanted(w));
-        let wanted_in_process: Vec<&str> = wanted_in_process.collect();
-        if !wanted_in_process.is_empty() {
-            let mut local = weft_host::local_cluster::LocalCluster::start_on_free_ports(&[("local", 2)]).await?;
+        let (assign_in_process, fetch_in_process) = (wanted("assign-in-process"), wanted("fetch-in-process"));
+        if assign_in_process || fetch_in_process {
+            let local = weft_host::local_cluster::LocalCluster::start_on_free_ports(&[("local", 2)]).await?;
             let task1 = local.task(&TaskId::new("local", 1))?;
-            if wanted_in_process.contains(&"assign-in-process") {
+            if assign_in_process {
                 let (rounds, iters) = (15, 2000);
                 let args = ["assign-add", &rounds.to_string(), &iters.to_string()];
                 let out = run(&runtime, &worker, &task1, &args).await?;
@@ -191,7 +190,7 @@ fn main() -> anyhow::Result<()> {
                     median(values(&out, "us_per_run "))
                 );
             }
-            if wanted_in_process.contains(&"fetch-in-process") {
+            if fetch_in_process {
                 let out = run(&runtime, &worker, &task1, &["fetch", "64", &big_rounds]).await?;
                 let all = values(&out, "seconds ");
                 let runs: Vec<String> = all.iter().map(|s| format!("{:.0}", s * 1e3)).collect();
@@ -203,10 +202,7 @@ fn main() -> anyhow::Result<()> {
                     runs.join(", ")
                 );
             }
-            let ids: Vec<TaskId> = (0..2).map(|i| TaskId::new("local", i)).collect();
-            for id in &ids {
-                local.stop(id).await?;
-            }
+            local.shutdown().await;
         }
 
         let bytes = 64.0 * 1024.0 * 1024.0;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use weft_tests::fixture;
 
-use crate::process::{Finished, Spawned, Stream, TempDir, free_ports, run, weft};
+use crate::process::{Finished, Spawned, Stream, TempDir, free_ports, open_hosts, run, weft};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -213,16 +213,8 @@ fn kernels_count_against_the_cpu_limit_and_a_kill_stops_a_step_at_its_next_kerne
 #[test]
 fn a_step_on_another_host_counts_against_the_programs_cpu_limit() {
     let dir = TempDir::new("hardening-remote-compute");
-    let hosts: Vec<String> = free_ports(2).iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut servers: Vec<Spawned> = hosts
-        .iter()
-        .map(|h| {
-            Spawned::start(weft(&["serve", "--listen", h, "--open-experiments", "--allow-peers", "127.0.0.1"], &dir.0))
-        })
-        .collect();
-    for s in &mut servers {
-        s.expect(Stream::Err, "serving experiments on", LIMIT);
-    }
+    // Held (killed on drop) until the test ends.
+    let (hosts, _servers) = open_hosts(2, &dir.0, LIMIT);
     let token = "split-secret-token-0123456789";
     let file = dir.0.join("split.toml");
     let text = format!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use weft_tests::{example, fixture};
 
-use crate::process::{Finished, Spawned, Stream, TempDir, free_ports, run, weft};
+use crate::process::{Finished, Spawned, Stream, TempDir, free_ports, open_hosts, run, weft};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -52,16 +52,7 @@ fn experiment_file(dir: &TempDir, tenant: &Tenant, hosts: &[String], limits: &st
 #[test]
 fn two_tenants_share_two_hosts_while_a_hostile_one_is_stopped() {
     let dir = TempDir::new("hosting");
-    let hosts: Vec<String> = free_ports(2).iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut servers: Vec<Spawned> = hosts
-        .iter()
-        .map(|h| {
-            Spawned::start(weft(&["serve", "--listen", h, "--open-experiments", "--allow-peers", "127.0.0.1"], &dir.0))
-        })
-        .collect();
-    for s in &mut servers {
-        s.expect(Stream::Err, "serving experiments on", LIMIT);
-    }
+    let (hosts, mut servers) = open_hosts(2, &dir.0, LIMIT);
     let (alice, bob, mallory) = (Tenant::new("alice"), Tenant::new("bob"), Tenant::new("mallory"));
     for (t, limits) in [(&alice, ""), (&bob, ""), (&mallory, "cpu_seconds = 1.0\nmemory_mib = 32")] {
         let file = experiment_file(&dir, t, &hosts, limits);

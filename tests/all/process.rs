@@ -90,6 +90,23 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
+/// `n` hosts taking experiments (`weft serve --listen`, open experiments,
+/// peers on loopback allowed), each started and serving within `limit`:
+/// their addresses, and their processes.
+pub fn open_hosts(n: usize, cache: &Path, limit: Duration) -> (Vec<String>, Vec<Spawned>) {
+    let hosts: Vec<String> = free_ports(n).iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut servers: Vec<Spawned> = hosts
+        .iter()
+        .map(|h| {
+            Spawned::start(weft(&["serve", "--listen", h, "--open-experiments", "--allow-peers", "127.0.0.1"], cache))
+        })
+        .collect();
+    for s in &mut servers {
+        s.expect(Stream::Err, "serving experiments on", limit);
+    }
+    (hosts, servers)
+}
+
 /// Which stream a line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::plan::{Plan, PlanKey};
-use super::{Placement, RunRequest, RunResult, Trace, run_partition};
+use super::{Placement, RemotePartition, RunRequest, RunResult, Trace, run_partition};
 use crate::budget::ByteBudget;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Output};
@@ -164,31 +164,27 @@ impl Executor {
         });
         let mut values: HashMap<Output, Tensor> = req.feeds.iter().cloned().collect();
         for stage in &plan.stages {
-            // A stage that is one remote partition alone (a read or an update
-            // of a variable on another task): awaited right here, with no
-            // task to spawn and hand its result back.
-            if let ([part], None, Some(remote)) = (stage.remote.as_slice(), &stage.local, &self.placement.remote) {
-                let inputs: Vec<Tensor> = part.def.inputs.iter().map(|o| values[o].clone()).collect();
-                let result = remote.run_partition(part.clone(), inputs, req.trace, timeout, req.meter.clone()).await?;
-                if let Some(t) = trace.as_mut() {
-                    t.merge(result.stats);
-                }
-                values.extend(part.def.outputs.iter().copied().zip(result.outputs));
-                continue;
-            }
-            let remote: InFlight<_> = InFlight(match (&self.placement.remote, stage.remote.is_empty()) {
-                (_, true) => Vec::new(),
-                (Some(remote), false) => stage
-                    .remote
-                    .iter()
-                    .map(|part| {
-                        let inputs: Vec<Tensor> = part.def.inputs.iter().map(|o| values[o].clone()).collect();
-                        // Spawned, so remote partitions run while the local one does.
-                        tokio::spawn(remote.run_partition(part.clone(), inputs, req.trace, timeout, req.meter.clone()))
-                    })
-                    .collect(),
+            let remote = match (&self.placement.remote, stage.remote.is_empty()) {
+                (_, true) => None,
+                (Some(remote), false) => Some(remote),
                 (None, false) => return Err(Error::internal("plan has remote partitions but no remote tasks")),
-            });
+            };
+            let mut results = Vec::with_capacity(stage.remote.len());
+            let mut spawned = InFlight(Vec::new());
+            if let Some(remote) = remote {
+                let run = |part: &Arc<RemotePartition>| {
+                    let inputs: Vec<Tensor> = part.def.inputs.iter().map(|o| values[o].clone()).collect();
+                    remote.run_partition(part.clone(), inputs, req.trace, timeout, req.meter.clone())
+                };
+                match (stage.remote.as_slice(), &stage.local) {
+                    // One remote partition alone (a read or an update of a
+                    // variable on another task): awaited right here, with no
+                    // task to spawn and hand its result back.
+                    ([part], None) => results.push(run(part).await?),
+                    // Spawned, so remote partitions run while the local one does.
+                    (parts, _) => spawned.0 = parts.iter().map(|part| tokio::spawn(run(part))).collect(),
+                }
+            }
             if let Some(local) = &stage.local {
                 // Only the partition's declared inputs: its own nodes (such as a
                 // repeated variable) must not be shadowed by earlier stages' values.
@@ -201,10 +197,10 @@ impl Executor {
                 })?;
                 values.extend(local.def.outputs.iter().copied().zip(outputs));
             }
-            let mut remote = remote;
-            for (part, handle) in stage.remote.iter().zip(remote.0.iter_mut()) {
-                let result =
-                    handle.await.map_err(|e| Error::internal(format!("remote partition task failed: {e}")))??;
+            for handle in spawned.0.iter_mut() {
+                results.push(handle.await.map_err(|e| Error::internal(format!("remote partition task failed: {e}")))??);
+            }
+            for (part, result) in stage.remote.iter().zip(results) {
                 if let Some(t) = trace.as_mut() {
                     t.merge(result.stats);
                 }

@@ -151,25 +151,14 @@ impl ServedTask {
         let registered = match known {
             Some(r) => r,
             None => {
-                // Measured as over the network: the decoded bound of its encoding.
+                // Registered as over the network, from its encoding: the
+                // same size limits, budget charges and checks.
                 let encoded = prost::Message::encode_to_vec(&super::convert::partition_to_pb(&part.def));
-                let size = partition_decoded_bound(&encoded).map_err(Error::internal)?;
-                if encoded.len() > MAX_PARTITION_BYTES {
-                    return Err(Error::status(
-                        crate::error::Code::ResourceExhausted,
-                        format!(
-                            "partition {} is more than {MAX_PARTITION_BYTES} bytes, what a task keeps of partitions",
-                            part.id
-                        ),
-                    ));
-                }
-                let def = part.def.clone().checked()?;
-                let cheap = def.is_cheap();
-                let mut partitions = self.partitions();
-                if !partitions.by_key.contains_key(&key) {
-                    partitions.insert(key, Registered { def, cheap, rngs: Mutex::default(), size, seq: 0 });
-                }
-                partitions.by_key[&key].clone()
+                let budget = self.task.device().tensor_budget().cloned();
+                let mut charges = StepCharges::default();
+                let (def, size) = decode_registration(part.id, encoded.into(), budget.as_ref(), &mut charges)
+                    .map_err(|s| super::convert::error_from_status(&s))?;
+                self.keep(key, def, size)
             }
         };
         let how = Call { trace, allowance, in_process: true };
@@ -181,6 +170,19 @@ impl ServedTask {
         }
         let (outputs, stats, host_time) = run?;
         Ok(PartitionResult { outputs, stats, host_time })
+    }
+
+    /// Keeps `def` (of `size` bytes) under `key` unless a registration got
+    /// there first, and returns the one kept. Two runs of one master may
+    /// register the same partition at once: a master's partition ids name one
+    /// definition, so the second finds it and its random ops keep their state.
+    fn keep(&self, key: (u64, u64), def: PartitionDef, size: usize) -> Arc<Registered> {
+        let cheap = def.is_cheap();
+        let mut partitions = self.partitions();
+        if !partitions.by_key.contains_key(&key) {
+            partitions.insert(key, Registered { def, cheap, rngs: Mutex::default(), size, seq: 0 });
+        }
+        partitions.by_key[&key].clone()
     }
 
     /// Whether its server has stopped taking calls.
@@ -485,14 +487,7 @@ impl pb::task_service_server::TaskService for TaskService {
         let (master, id) = key.ok_or_else(|| Status::invalid_argument("RegisterPartition without a partition"))?;
         let (def, size) =
             crate::exec::run_blocking(|| decode_registration(id, encoded.freeze(), budget.as_ref(), &mut charges))?;
-        let mut partitions = served.partitions();
-        // Two runs of one master may register the same partition at once: a
-        // master's partition ids name one definition, so the second finds
-        // it and its random ops keep their state.
-        if !partitions.by_key.contains_key(&(master, id)) {
-            let cheap = def.is_cheap();
-            partitions.insert((master, id), Registered { def, cheap, rngs: Mutex::default(), size, seq: 0 });
-        }
+        served.keep((master, id), def, size);
         Ok(Response::new(pb::RegisterPartitionResponse { incarnation: served.incarnation }))
     }
 
