@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".weft.v1.Tensor.data")
         .bytes(".weft.v1.RunPartitionChunk.data")
         .bytes(".weft.v1.RunPartitionRequest.data")
+        .bytes(".weft.v1.DeliverTensorsRequest.data")
         .bytes(".weft.v1.RegisterPartitionRequest.def")
         .bytes(".weft.v1.UploadChunk.data")
         .bytes(".weft.v1.LogChunk.data")

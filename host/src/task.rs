@@ -73,6 +73,11 @@ impl Task {
         &self.id
     }
 
+    /// How it reaches the cluster's other tasks, if it does.
+    pub fn remote(&self) -> Option<&Arc<dyn RemoteTasks>> {
+        self.remote.as_ref()
+    }
+
     /// The cluster it belongs to.
     pub fn cluster(&self) -> &ClusterSpec {
         &self.cluster

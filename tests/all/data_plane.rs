@@ -20,7 +20,7 @@ use weft_host::tensor::{DType, Tensor};
 
 use crate::process::{Spawned, Stream, TempDir, free_ports, weft};
 
-const LIMIT: Duration = Duration::from_secs(60);
+pub(crate) const LIMIT: Duration = Duration::from_secs(60);
 
 pub(crate) struct Cluster {
     _dir: TempDir,
@@ -58,10 +58,20 @@ pub(crate) fn ps_process_with(tag: &str, env: &[(&str, &str)], flags: &[&str]) -
 /// fed on the worker.
 pub(crate) struct BigVariable {
     graph: Graph,
-    var: VariableNodes,
+    pub(crate) var: VariableNodes,
     fed: Output,
     init: weft_host::graph::NodeId,
     shape: Vec<usize>,
+}
+
+impl BigVariable {
+    pub(crate) fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    pub(crate) fn graph_mut(&mut self) -> &mut Graph {
+        &mut self.graph
+    }
 }
 
 pub(crate) fn big_variable(name: &str, shape: &[usize]) -> BigVariable {

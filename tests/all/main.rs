@@ -3,6 +3,7 @@
 //! - `component`: real guest components on the in-process test host.
 //! - `bad_input`: every kind of bad program, and that the host carries on.
 //! - `cli`: the `weft` binary as a user runs it, as a child process.
+//! - `direct`: tensors straight between two tasks other than the session's (worker to worker).
 //! - `data_plane`: tensors through shared memory between a `weft serve` process and a master here.
 //! - `hardening`: hostile programs against a shared `weft serve --listen` host (issue 9).
 //! - `hosting`: uploads, tenants, credentials and limits on a real gRPC host.
@@ -18,6 +19,7 @@ mod bad_input;
 mod cli;
 mod component;
 mod data_plane;
+mod direct;
 mod hardening;
 mod hosting;
 mod hosting_cli;

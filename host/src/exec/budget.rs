@@ -46,6 +46,16 @@ impl StepCharges {
         }
         Ok(())
     }
+
+    /// Takes over what `other` holds (released when this is dropped).
+    pub fn absorb(&mut self, mut other: StepCharges) {
+        for (budget, bytes) in other.held.drain(..) {
+            match self.held.iter_mut().find(|(b, _)| Arc::ptr_eq(b, &budget)) {
+                Some((_, held)) => *held += bytes,
+                None => self.held.push((budget, bytes)),
+            }
+        }
+    }
 }
 
 impl Drop for StepCharges {

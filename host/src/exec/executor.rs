@@ -163,6 +163,8 @@ impl Executor {
             t
         });
         let mut values: HashMap<Output, Tensor> = req.feeds.iter().cloned().collect();
+        // Names this step's tensors that tasks deliver to each other.
+        let step: u64 = rand::random();
         for stage in &plan.stages {
             let remote = match (&self.placement.remote, stage.remote.is_empty()) {
                 (_, true) => None,
@@ -173,8 +175,8 @@ impl Executor {
             let mut spawned = InFlight(Vec::new());
             if let Some(remote) = remote {
                 let run = |part: &Arc<RemotePartition>| {
-                    let inputs: Vec<Tensor> = part.def.inputs.iter().map(|o| values[o].clone()).collect();
-                    remote.run_partition(part.clone(), inputs, req.trace, timeout, req.meter.clone())
+                    let inputs: Vec<Tensor> = part.route.sent(&part.def).map(|o| values[&o].clone()).collect();
+                    remote.run_partition(part.clone(), step, inputs, req.trace, timeout, req.meter.clone())
                 };
                 match (stage.remote.as_slice(), &stage.local) {
                     // One remote partition alone (a read or an update of a
@@ -204,7 +206,7 @@ impl Executor {
                 if let Some(t) = trace.as_mut() {
                     t.merge(result.stats);
                 }
-                values.extend(part.def.outputs.iter().copied().zip(result.outputs));
+                values.extend(part.route.returned(&part.def).zip(result.outputs));
             }
         }
         let fetched = req

@@ -16,6 +16,7 @@ mod meter;
 mod partition;
 mod partition_check;
 mod plan;
+mod route;
 mod variables;
 
 use std::collections::HashMap;
@@ -29,7 +30,8 @@ pub use kernels::OpRng;
 pub use meter::{ComputeMeter, over_cpu_limit};
 pub use partition::{PartitionDef, Trace, run_partition};
 pub use partition_check::MAX_PARTITION_NODES;
-pub use plan::{PartitionResult, Placement, RemotePartition, RemoteTasks};
+pub use plan::{Delivered, PartitionResult, Placement, RemotePartition, RemoteTasks};
+pub use route::{Delivery, MAX_USES, Route};
 pub use variables::{Variable, VariableStore};
 
 use crate::checkpoint::CheckpointDir;

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::future::BoxFuture;
 
+use super::route::{Route, routes};
 use super::{Device, DeviceSet, DeviceStats, PartitionDef, RunRequest};
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::error::{Error, Result};
@@ -31,12 +32,15 @@ pub struct RemotePartition {
     pub task: TaskId,
     /// Its nodes and boundary.
     pub def: PartitionDef,
+    /// Which of its tensors go straight to or come straight from other
+    /// tasks, not through the master.
+    pub route: Route,
 }
 
 /// What a remote partition returns.
 #[derive(Debug, Default)]
 pub struct PartitionResult {
-    /// Values of the partition's outputs, in order.
+    /// Values of the partition's returned outputs ([`Route::returned`]), in order.
     pub outputs: Vec<Tensor>,
     /// Step stats, when traced.
     pub stats: Vec<DeviceStats>,
@@ -46,16 +50,52 @@ pub struct PartitionResult {
 
 /// Runs partitions on tasks of other processes.
 pub trait RemoteTasks: Send + Sync + std::fmt::Debug {
-    /// Runs `part` on its task with `inputs` (values of `part.def.inputs`,
-    /// in order), within what `meter` (the program's) has left.
+    /// Runs `part` on its task for step `step` with `inputs` (values of
+    /// the inputs its route has the master send, in order), within what
+    /// `meter` (the program's) has left.
+    #[allow(clippy::too_many_arguments)]
     fn run_partition(
         &self,
         part: Arc<RemotePartition>,
+        step: u64,
         inputs: Vec<Tensor>,
         trace: bool,
         timeout: Option<std::time::Duration>,
         meter: Option<Arc<super::ComputeMeter>>,
     ) -> BoxFuture<'static, Result<PartitionResult>>;
+
+    /// Whether the tasks it reaches deliver tensors to each other: then a
+    /// plan routes a tensor between two of them straight from one to the
+    /// other. `false` (the default) sends everything through the master.
+    fn delivers_directly(&self) -> bool {
+        false
+    }
+
+    /// Delivers `tensors` to `task` for step `step` of `master` (a task
+    /// forwarding its outputs, [`Route::deliveries`]).
+    fn deliver(
+        &self,
+        task: &TaskId,
+        master: u64,
+        step: u64,
+        tensors: Vec<Delivered>,
+    ) -> BoxFuture<'static, Result<()>> {
+        let _ = (master, step, tensors);
+        let task = task.clone();
+        Box::pin(async move { Err(Error::unavailable(format!("this host cannot deliver tensors to {task}"))) })
+    }
+}
+
+/// A tensor one task delivers to another for a step: the output it is
+/// the value of, and how many of the step's calls there take it.
+#[derive(Clone, Debug)]
+pub struct Delivered {
+    /// The output (its node and index in the master's graph).
+    pub key: Output,
+    /// Calls of the step that take it.
+    pub uses: u32,
+    /// Its value.
+    pub tensor: Tensor,
 }
 
 /// Where a session's ops go.
@@ -231,7 +271,7 @@ impl Plan {
             }
         }
 
-        let mut stages: Vec<Stage> = Vec::new();
+        let mut parts: Vec<(usize, Location, PartitionDef, Vec<NodeId>)> = Vec::new();
         for ((s, loc), mut ids) in group_nodes {
             ids.sort_unstable();
             ids.dedup();
@@ -255,6 +295,28 @@ impl Plan {
                 input_types,
                 outputs,
             };
+            parts.push((s, loc, def, ids));
+        }
+
+        // Tensors between two remote tasks go straight, when they can.
+        let direct = placement.remote.as_ref().is_some_and(|r| r.delivers_directly());
+        let mut routed = if direct {
+            let located: Vec<(Option<&TaskId>, &PartitionDef)> = parts
+                .iter()
+                .map(|(_, loc, def, _)| match loc {
+                    Location::Local => (None, def),
+                    Location::Remote(task) => (Some(task), def),
+                })
+                .collect();
+            routes(&located, &fetched)
+        } else {
+            vec![Route::default(); parts.len()]
+        }
+        .into_iter();
+
+        let mut stages: Vec<Stage> = Vec::new();
+        for (s, loc, def, ids) in parts {
+            let route = routed.next().unwrap_or_default();
             while stages.len() <= s {
                 stages.push(Stage::default());
             }
@@ -265,7 +327,7 @@ impl Plan {
                 }
                 Location::Remote(task) => {
                     let id = NEXT_PARTITION.fetch_add(1, Ordering::Relaxed);
-                    stages[s].remote.push(Arc::new(RemotePartition { id, task, def }));
+                    stages[s].remote.push(Arc::new(RemotePartition { id, task, def, route }));
                 }
             }
         }

@@ -242,6 +242,7 @@ impl RemoteTasks for OtherProcess {
     fn run_partition(
         &self,
         part: Arc<RemotePartition>,
+        _step: u64,
         inputs: Vec<Tensor>,
         trace: bool,
         _timeout: Option<std::time::Duration>,

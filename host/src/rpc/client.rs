@@ -23,7 +23,7 @@ use futures_util::future::BoxFuture;
 use tonic::transport::Channel;
 
 use super::auth::Credentials;
-use super::convert::{error_from_status, partition_to_pb, stats_from_pb};
+use super::convert::{error_from_status, partition_to_pb, route_to_pb, stats_from_pb};
 use super::frames::{CHUNK_BYTES, FrameReader, frames};
 use super::service::{NOT_REGISTERED, SEGMENT_UNKNOWN, ServedTask};
 use super::shared::{SharedCall, static_output_sizes};
@@ -31,7 +31,7 @@ use super::{MAX_MESSAGE_BYTES, pb};
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::error::{Code, Error, Result};
 use crate::exec::ComputeMeter;
-use crate::exec::{PartitionResult, RemotePartition, RemoteTasks};
+use crate::exec::{Delivered, PartitionResult, RemotePartition, RemoteTasks};
 use crate::shm::Pool;
 use crate::tensor::Tensor;
 use crate::tls::ClientTls;
@@ -218,6 +218,7 @@ impl RemoteTasks for GrpcRemote {
     fn run_partition(
         &self,
         part: Arc<RemotePartition>,
+        step: u64,
         inputs: Vec<Tensor>,
         trace: bool,
         timeout: Option<Duration>,
@@ -231,7 +232,7 @@ impl RemoteTasks for GrpcRemote {
             // took there comes back and is charged here.
             let allowance = meter.as_ref().and_then(|m| m.remaining());
             let run = async {
-                let result = peer.run(master, &part, inputs, trace, allowance).await?;
+                let result = peer.run(master, &part, step, inputs, trace, allowance).await?;
                 if let Some(m) = &meter {
                     m.charge(result.host_time);
                 }
@@ -248,6 +249,33 @@ impl RemoteTasks for GrpcRemote {
             }
         })
     }
+
+    fn delivers_directly(&self) -> bool {
+        // Tasks of experiments (credentials, TLS) deliver nothing to each
+        // other yet: a delivery would need the program's credentials.
+        direct_enabled()
+            && self.tls.is_none()
+            && self.credentials.experiment.is_none()
+            && self.credentials.admin.is_none()
+    }
+
+    fn deliver(
+        &self,
+        task: &TaskId,
+        master: u64,
+        step: u64,
+        tensors: Vec<Delivered>,
+    ) -> BoxFuture<'static, Result<()>> {
+        let peer = self.peer(task);
+        Box::pin(async move { peer?.deliver(master, step, tensors).await })
+    }
+}
+
+/// Whether tensors between two remote tasks go straight between them
+/// (`WEFT_DIRECT=0` sends them through the master, as before).
+fn direct_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("WEFT_DIRECT").map_or(true, |v| v != "0"))
 }
 
 /// What went wrong with a call, its causes included: tonic says only
@@ -408,17 +436,20 @@ impl Peer {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run(
         &self,
         master: u64,
         part: &RemotePartition,
+        step: u64,
         inputs: Vec<Tensor>,
         trace: bool,
         allowance: Option<Duration>,
     ) -> Result<PartitionResult> {
-        if let Some(served) = self.in_process.then(|| super::in_process::find(&self.address, &self.task)).flatten() {
-            return self.run_in_process(&served, master, part, inputs, trace, allowance).await;
+        if let Some(served) = self.in_process_task() {
+            return self.run_in_process(&served, master, part, step, inputs, trace, allowance).await;
         }
+        let returned = part.route.returned(&part.def).count();
         let mut share_memory = true;
         for attempt in 0..2 {
             let mut client = self.connect().await?;
@@ -428,7 +459,14 @@ impl Peer {
                 if st.output_sizes.len() >= 4096 && !st.output_sizes.contains_key(&part.id) {
                     st.output_sizes.clear();
                 }
-                let expected = st.output_sizes.entry(part.id).or_insert_with(|| static_output_sizes(&part.def)).clone();
+                let expected = st
+                    .output_sizes
+                    .entry(part.id)
+                    .or_insert_with(|| {
+                        let sizes = static_output_sizes(&part.def);
+                        sizes.into_iter().enumerate().filter(|(i, _)| part.route.returns(*i)).map(|(_, n)| n).collect()
+                    })
+                    .clone();
                 (st.shm.clone().filter(|_| share_memory), expected)
             };
             // Co-located: inputs into a shared segment, with room for the
@@ -452,8 +490,10 @@ impl Peer {
                 partition_id: part.id,
                 trace,
                 cpu_allowance_micros,
+                step,
                 ..Default::default()
             };
+            route_to_pb(&part.route, &mut first);
             if let Some(call) = &shared {
                 first.segment = call.key();
                 first.output_space = call.output_space();
@@ -482,13 +522,12 @@ impl Peer {
                     if let Some(call) = &shared {
                         call.completed();
                     }
-                    if result.outputs.len() != part.def.outputs.len() {
+                    if result.outputs.len() != returned {
                         return Err(Error::internal(format!(
-                            "{} returned {} outputs for partition {}, expected {}",
+                            "{} returned {} outputs for partition {}, expected {returned}",
                             self.task,
                             result.outputs.len(),
                             part.id,
-                            part.def.outputs.len()
                         )));
                     }
                     let sizes: Vec<usize> = result.outputs.iter().map(Tensor::byte_length).collect();
@@ -531,30 +570,81 @@ impl Peer {
     /// [`Peer::run`] on a task this process serves: a call, no gRPC. A new
     /// start of the task is noticed as over the network (its registrations
     /// are gone, and errors say when it restarted).
+    #[allow(clippy::too_many_arguments)]
     async fn run_in_process(
         &self,
         served: &ServedTask,
         master: u64,
         part: &RemotePartition,
+        step: u64,
         inputs: Vec<Tensor>,
         trace: bool,
         allowance: Option<Duration>,
     ) -> Result<PartitionResult> {
-        let restarted = {
-            let mut st = self.state.lock().await;
-            if st.incarnation != Some(served.incarnation()) {
-                if st.incarnation.is_some() {
-                    st.restarted_micros = Some(served.started_micros());
-                }
-                st.incarnation = Some(served.incarnation());
-                st.registered.clear();
-                st.client = None;
-                st.shm = None;
-            }
-            st.restarted_micros
-        };
+        let restarted = self.met_in_process(served).await;
         self.traffic.in_process.fetch_add(1, Ordering::Relaxed);
-        served.run_in_process(master, part, inputs, trace, allowance).await.map_err(|e| self.explained(e, restarted))
+        let run = served.run_in_process(master, part, step, inputs, trace, allowance);
+        run.await.map_err(|e| self.explained(e, restarted))
+    }
+
+    /// The task, if this process serves it and calls to it stay in process.
+    fn in_process_task(&self) -> Option<Arc<ServedTask>> {
+        self.in_process.then(|| super::in_process::find(&self.address, &self.task)).flatten()
+    }
+
+    /// Notes the start of the task `served` is (a new one clears what this
+    /// master knew of the last); when it last restarted, if it did.
+    async fn met_in_process(&self, served: &ServedTask) -> Option<u64> {
+        let mut st = self.state.lock().await;
+        if st.incarnation != Some(served.incarnation()) {
+            if st.incarnation.is_some() {
+                st.restarted_micros = Some(served.started_micros());
+            }
+            st.incarnation = Some(served.incarnation());
+            st.registered.clear();
+            st.client = None;
+            st.shm = None;
+        }
+        st.restarted_micros
+    }
+
+    /// Delivers `tensors` to the task for step `step` of `master`: by
+    /// reference when this process serves it, else streamed.
+    async fn deliver(&self, master: u64, step: u64, tensors: Vec<Delivered>) -> Result<()> {
+        if let Some(served) = self.in_process_task() {
+            self.met_in_process(&served).await;
+            self.traffic.in_process.fetch_add(1, Ordering::Relaxed);
+            if served.is_stopped() {
+                return Err(self.unavailable("it stopped"));
+            }
+            return served.hold_delivered(master, step, tensors);
+        }
+        let mut client = self.connect().await?;
+        let all: Vec<Tensor> = tensors.iter().map(|d| d.tensor.clone()).collect();
+        let bytes: u64 = all.iter().map(|t| t.byte_length() as u64).sum();
+        let mut keyed = tensors.iter();
+        let mut messages: Vec<pb::DeliverTensorsRequest> = Vec::new();
+        for f in frames(&all) {
+            let mut m = pb::DeliverTensorsRequest { data: f.data, ..Default::default() };
+            if let Some(meta) = f.meta {
+                let d = keyed.next().expect("a frame with a meta per tensor");
+                m.key = Some(pb::OutputRef { node: d.key.node, index: d.key.index });
+                m.uses = d.uses;
+                m.meta = Some(meta);
+            }
+            messages.push(m);
+        }
+        if let Some(first) = messages.first_mut() {
+            (first.master, first.step) = (master, step);
+        }
+        self.traffic.add(0, bytes);
+        // As a registration: one more second per 16 MiB on a slow link.
+        let bound = self.peer_timeout + Duration::from_secs(bytes >> 24);
+        let call = client.deliver_tensors(self.request(futures_util::stream::iter(messages))?);
+        match self.bounded("a delivery", bound, call).await {
+            Ok(_) => Ok(()),
+            Err(s) => Err(self.failed(&mut *self.state.lock().await, &s)),
+        }
     }
 
     /// `e` from the task, saying when it restarted if that explains it.

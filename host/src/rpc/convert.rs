@@ -4,9 +4,10 @@
 use bytes::Bytes;
 
 use super::pb;
+use crate::cluster::TaskId;
 use crate::device::DeviceSpec;
 use crate::error::{Code, Error, Result};
-use crate::exec::{DeviceStats, NodeStats, PartitionDef};
+use crate::exec::{Delivery, DeviceStats, NodeStats, PartitionDef, Route};
 use crate::graph::{AttrValue, Attrs, Node, OpType, Output};
 use crate::tensor::{DType, Tensor, TensorType};
 
@@ -144,6 +145,32 @@ pub fn partition_to_pb(def: &PartitionDef) -> pb::PartitionDef {
         inputs: def.inputs.iter().copied().map(output_to_pb).collect(),
         outputs: def.outputs.iter().copied().map(output_to_pb).collect(),
         input_types: def.input_types.iter().map(type_to_pb).collect(),
+    }
+}
+
+/// `route`'s part of a step's first message.
+pub fn route_to_pb(route: &Route, first: &mut pb::RunPartitionRequest) {
+    let index = |&i: &usize| i as u32;
+    first.delivered_inputs = route.delivered_inputs.iter().map(index).collect();
+    first.unreturned_outputs = route.unreturned.iter().map(index).collect();
+    first.deliveries = route
+        .deliveries
+        .iter()
+        .map(|d| pb::Delivery { output: d.output as u32, job: d.task.job.clone(), task: d.task.index, uses: d.uses })
+        .collect();
+}
+
+/// The route a step's first message gives, not yet checked (see [`Route::checked`]).
+pub fn route_from_pb(first: &pb::RunPartitionRequest) -> Route {
+    let index = |&i: &u32| i as usize;
+    Route {
+        unreturned: first.unreturned_outputs.iter().map(index).collect(),
+        delivered_inputs: first.delivered_inputs.iter().map(index).collect(),
+        deliveries: first
+            .deliveries
+            .iter()
+            .map(|d| Delivery { output: d.output as usize, task: TaskId::new(&d.job, d.task), uses: d.uses })
+            .collect(),
     }
 }
 

@@ -5,10 +5,12 @@
 pub mod auth;
 mod client;
 mod convert;
+mod deliveries;
 mod frames;
 pub mod in_process;
 #[cfg(test)]
 mod proptests;
+mod rendezvous;
 mod service;
 mod shared;
 mod wire_bound;

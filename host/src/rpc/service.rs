@@ -8,15 +8,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{Caller, task_of};
-use super::convert::{partition_from_pb, stats_to_pb, status_from_error};
+use super::convert::{partition_from_pb, route_from_pb, stats_to_pb, status_from_error};
 use super::frames::{FrameReader, frames, meta_of};
+use super::rendezvous::Rendezvous;
 use super::wire_bound::partition_decoded_bound;
 use super::{MAX_MESSAGE_BYTES, pb};
 use crate::budget::ByteBudget;
 use crate::cluster::TaskId;
 use crate::error::Error;
 use crate::exec::{
-    ComputeMeter, PartitionDef, PartitionResult, RemotePartition, StepCharges, Trace, inputs_are_small, run_partition,
+    ComputeMeter, PartitionDef, PartitionResult, RemotePartition, Route, StepCharges, Trace, inputs_are_small,
+    run_partition,
 };
 use crate::graph::{NodeId, Output};
 use crate::shm::Mapping;
@@ -52,6 +54,10 @@ pub struct ServedTask {
     stopped: std::sync::atomic::AtomicBool,
     /// The meters of in-process calls running now.
     in_process_calls: Mutex<Vec<std::sync::Weak<ComputeMeter>>>,
+    /// What other tasks delivered for steps that have not taken it yet.
+    pub(super) rendezvous: Rendezvous,
+    /// Bytes of tensors delivered to it since it started.
+    pub(super) delivered_bytes: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -90,6 +96,8 @@ struct Call {
     allowance: Option<Duration>,
     /// From a master in this process (stopped with the task).
     in_process: bool,
+    /// The master and step it is for.
+    step: (u64, u64),
 }
 
 /// A fresh incarnation number: different for every start of a task.
@@ -108,6 +116,8 @@ impl ServedTask {
             partitions: Mutex::default(),
             stopped: Default::default(),
             in_process_calls: Mutex::default(),
+            rendezvous: Rendezvous::default(),
+            delivered_bytes: Default::default(),
         }
     }
 
@@ -130,14 +140,16 @@ impl ServedTask {
         self.started_micros
     }
 
-    /// Runs `part` for `master`, a master in this process
+    /// Runs `part` for step `step` of `master`, a master in this process
     /// ([`super::in_process`]): registered first unless it is already
     /// (checked as one from the network is), then as a call over gRPC would
     /// run it. The inputs pass by reference: nothing new to charge.
+    #[allow(clippy::too_many_arguments)]
     pub async fn run_in_process(
         &self,
         master: u64,
         part: &RemotePartition,
+        step: u64,
         inputs: Vec<Tensor>,
         trace: bool,
         allowance: Option<Duration>,
@@ -161,8 +173,8 @@ impl ServedTask {
                 self.keep(key, def, size)
             }
         };
-        let how = Call { trace, allowance, in_process: true };
-        let run = self.execute(part.id, &registered, inputs, StepCharges::default(), how).await;
+        let how = Call { trace, allowance, in_process: true, step: (master, step) };
+        let run = self.execute(part.id, &registered, &part.route, inputs, StepCharges::default(), how).await;
         if self.is_stopped() {
             // What it did went with the stopped start; the caller learns the
             // task is gone, as it would over the network.
@@ -200,20 +212,23 @@ impl ServedTask {
         }
     }
 
-    /// Runs registered partition `id` on `values` (checked against its input
-    /// types; `charges` hold what receiving them cost, until the step ends):
-    /// its outputs, its step stats when traced, and its kernels' CPU time.
-    /// A caller that goes away (drops this future) stops the step at its
-    /// next kernel.
+    /// Runs registered partition `id` on `sent` (what the master sent) and
+    /// what `route` has other tasks deliver (checked against its input
+    /// types; `charges` hold what receiving them cost, until the step ends),
+    /// then delivers the outputs `route` names: the outputs the master gets
+    /// back, its step stats when traced, and its kernels' CPU time. A caller
+    /// that goes away (drops this future) stops the step at its next kernel.
     async fn execute(
         &self,
         id: u64,
         part: &Arc<Registered>,
-        values: Vec<Tensor>,
-        charges: StepCharges,
+        route: &Route,
+        sent: Vec<Tensor>,
+        mut charges: StepCharges,
         how: Call,
     ) -> Result<(Vec<Tensor>, Vec<crate::exec::DeviceStats>, Duration), Error> {
-        let Call { trace, allowance, in_process } = how;
+        let Call { trace, allowance, in_process, step } = how;
+        let values = self.gather_inputs(id, step, &part.def, route, sent, &mut charges)?;
         part.def.check_inputs(&values).map_err(|e| Error::invalid(format!("partition {id}: {}", e.message())))?;
         let in_place = part.cheap && inputs_are_small(&values);
         let inputs: HashMap<Output, Tensor> = part.def.inputs.iter().copied().zip(values).collect();
@@ -230,6 +245,7 @@ impl ServedTask {
         }
         let used = meter.clone();
         let device = self.task.device().clone();
+        let registered = part.clone();
         let part = part.clone();
         let compute = move || {
             // The inputs stay charged until the step is done with them.
@@ -259,6 +275,8 @@ impl ServedTask {
                 .await
                 .map_err(|e| Error::internal(format!("partition {id}: {e}")))??
         };
+        let def = &registered.def;
+        let outputs = self.deliver_outputs(id, step, def, route, outputs).await?;
         Ok((outputs, stats, used.kernel_time()))
     }
 }
@@ -504,21 +522,34 @@ impl pb::task_service_server::TaskService for TaskService {
         })?;
         let trace = req.trace;
         let id = req.partition_id;
+        let step = (req.master, req.step);
+        let route = route_from_pb(&req)
+            .checked(&part.def)
+            .map_err(|e| Status::invalid_argument(format!("the route of partition {id}: {}", e.message())))?;
         let segment = segment_of(&req)?;
         let output_space = std::mem::take(&mut req.output_space);
         let allowance = (req.cpu_allowance_micros > 0).then(|| Duration::from_micros(req.cpu_allowance_micros));
         let device = served.task.device().clone();
         let mut charges = StepCharges::default();
         let values = read_inputs(req, &mut stream, segment.as_ref(), device.tensor_budget(), &mut charges).await?;
-        let how = Call { trace, allowance, in_process: false };
+        let how = Call { trace, allowance, in_process: false, step };
         let (outputs, stats, host_time) =
-            served.execute(id, &part, values, charges, how).await.map_err(status_from_error)?;
+            served.execute(id, &part, &route, values, charges, how).await.map_err(status_from_error)?;
         let shared = segment.as_deref().map(|m| (m, output_space.as_slice()));
         let mut chunks = chunks(&outputs, stats_to_pb(stats), shared)?;
         if let Some(last) = chunks.last_mut() {
             last.host_micros = host_time.as_micros() as u64;
         }
         Ok(Response::new(Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok)))))
+    }
+
+    async fn deliver_tensors(
+        &self,
+        request: Request<Streaming<pb::DeliverTensorsRequest>>,
+    ) -> Result<Response<pb::DeliverTensorsResponse>, Status> {
+        let served = self.served(&request)?;
+        super::deliveries::receive(&served, &mut request.into_inner()).await?;
+        Ok(Response::new(pb::DeliverTensorsResponse {}))
     }
 }
 

@@ -1,0 +1,179 @@
+//! A task's side of tensors that go straight between tasks ([`Route`]):
+//! a step's call takes the inputs other tasks delivered for it, runs, and
+//! delivers the outputs its route names before it answers; and the
+//! `DeliverTensors` stream other tasks push them with.
+//!
+//! A delivery is charged to the receiving task's tensor budget as it
+//! arrives, and held ([`Rendezvous`]) until the step's calls take it. A
+//! task that cannot be reached fails the delivering call `unavailable`,
+//! naming it, so the master's step fails naming it too.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use tonic::Status;
+
+use super::convert::status_from_error;
+use super::frames::FrameReader;
+use super::rendezvous::HeldKey;
+use super::service::ServedTask;
+use super::{MAX_MESSAGE_BYTES, pb};
+use crate::cluster::TaskId;
+use crate::error::{Error, Result};
+use crate::exec::{Delivered, MAX_USES, PartitionDef, Route, StepCharges};
+use crate::graph::Output;
+use crate::tensor::Tensor;
+
+impl ServedTask {
+    /// The inputs of partition `id` for a call of step `step` of `master`:
+    /// `sent` (what the master sent, in order) with the inputs `route` has
+    /// other tasks deliver, taken from what they delivered. What those were
+    /// charged moves into `charges`, held until the step ends.
+    pub(super) fn gather_inputs(
+        &self,
+        id: u64,
+        (master, step): (u64, u64),
+        def: &PartitionDef,
+        route: &Route,
+        sent: Vec<Tensor>,
+        charges: &mut StepCharges,
+    ) -> Result<Vec<Tensor>> {
+        if route.delivered_inputs.is_empty() {
+            return Ok(sent);
+        }
+        let expected = def.inputs.len() - route.delivered_inputs.len();
+        if sent.len() != expected {
+            return Err(Error::invalid(format!(
+                "partition {id}: the master sent {} inputs, its route says {expected}",
+                sent.len()
+            )));
+        }
+        let mut sent = sent.into_iter();
+        let mut values = Vec::with_capacity(def.inputs.len());
+        for (i, &output) in def.inputs.iter().enumerate() {
+            if !route.is_delivered(i) {
+                values.push(sent.next().expect("counted"));
+                continue;
+            }
+            let key = HeldKey { master, step, output };
+            let (tensor, charge) = self.rendezvous.take(&key).ok_or_else(|| {
+                Error::precondition(format!(
+                    "partition {id}: its input {}:{} was not delivered to {} for this step (the task that makes it \
+                     failed or restarted since, this one restarted, or it waited past {:?})",
+                    output.node,
+                    output.index,
+                    self.task().id(),
+                    super::rendezvous::HOLD_FOR
+                ))
+            })?;
+            if let Some(charge) = charge {
+                charges.absorb(charge);
+            }
+            values.push(tensor);
+        }
+        Ok(values)
+    }
+
+    /// Delivers `outputs` (all of partition `id`'s) to the tasks `route`
+    /// names, all at once, and returns what the master gets back.
+    pub(super) async fn deliver_outputs(
+        &self,
+        id: u64,
+        (master, step): (u64, u64),
+        def: &PartitionDef,
+        route: &Route,
+        outputs: Vec<Tensor>,
+    ) -> Result<Vec<Tensor>> {
+        if !route.deliveries.is_empty() {
+            let mut by_task: BTreeMap<&TaskId, Vec<Delivered>> = BTreeMap::new();
+            for d in &route.deliveries {
+                let (key, tensor) = (def.outputs[d.output], outputs[d.output].clone());
+                by_task.entry(&d.task).or_default().push(Delivered { key, uses: d.uses, tensor });
+            }
+            let sends = by_task.into_iter().map(|(task, tensors)| async move {
+                let sent = if task == self.task().id() {
+                    self.hold_delivered(master, step, tensors)
+                } else {
+                    let remote = self.task().remote().ok_or_else(|| {
+                        Error::unavailable(format!(
+                            "{} reaches no other task, so it cannot deliver to {task}",
+                            self.task().id()
+                        ))
+                    })?;
+                    remote.deliver(task, master, step, tensors).await
+                };
+                sent.map_err(|e| {
+                    Error::status(e.code(), format!("partition {id} delivering to {task}: {}", e.message()))
+                })
+            });
+            futures_util::future::try_join_all(sends).await?;
+        }
+        if route.unreturned.is_empty() {
+            return Ok(outputs);
+        }
+        Ok(outputs.into_iter().enumerate().filter(|(i, _)| route.returns(*i)).map(|(_, t)| t).collect())
+    }
+
+    /// Holds `tensors`, delivered from this process for step `step` of
+    /// `master`, charging each to this task's tensor budget.
+    pub fn hold_delivered(&self, master: u64, step: u64, tensors: Vec<Delivered>) -> Result<()> {
+        let budget = self.task().device().tensor_budget().cloned();
+        for Delivered { key, uses, tensor } in tensors {
+            let mut charges = StepCharges::default();
+            if let Some(b) = &budget {
+                let what = format!("a tensor delivered for output {}:{}", key.node, key.index);
+                charges.charge_for(b, &what, tensor.byte_length())?;
+            }
+            self.delivered_bytes.fetch_add(tensor.byte_length() as u64, Ordering::Relaxed);
+            self.rendezvous.hold(HeldKey { master, step, output: key }, tensor, uses, charges)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of tensors delivered to this task since it started, and the
+    /// tensors (and bytes) it holds for steps that have yet to take them.
+    pub fn deliveries(&self) -> (u64, (usize, usize)) {
+        (self.delivered_bytes.load(Ordering::Relaxed), self.rendezvous.held())
+    }
+}
+
+/// Receives a `DeliverTensors` stream for `served`: every tensor charged
+/// to its tensor budget as its meta arrives (before its bytes are
+/// allocated), then held.
+pub(super) async fn receive(
+    served: &ServedTask,
+    stream: &mut tonic::Streaming<pb::DeliverTensorsRequest>,
+) -> std::result::Result<(), Status> {
+    let broken = |why: String| Status::invalid_argument(format!("a delivery to {}: {why}", served.task().id()));
+    let budget = served.task().device().tensor_budget().cloned();
+    let mut reader = FrameReader::new(MAX_MESSAGE_BYTES);
+    let mut keys: Vec<(Output, u32, StepCharges)> = Vec::new();
+    let mut step_of = None;
+    while let Some(m) = stream.message().await? {
+        let (master, step) = *step_of.get_or_insert((m.master, m.step));
+        if (m.master, m.step) != (master, step) && (m.master, m.step) != (0, 0) {
+            return Err(broken("its messages name different steps".into()));
+        }
+        if let Some(meta) = &m.meta {
+            let key = m.key.as_ref().ok_or_else(|| broken("a tensor without its key".into()))?;
+            if !(1..=MAX_USES).contains(&m.uses) {
+                return Err(broken(format!("a tensor for {} uses (1 to {MAX_USES})", m.uses)));
+            }
+            let mut charges = StepCharges::default();
+            if let Some(b) = &budget {
+                let what = format!("a tensor delivered for output {}:{}", key.node, key.index);
+                let bytes = usize::try_from(meta.byte_length).unwrap_or(usize::MAX);
+                charges.charge_for(b, &what, bytes).map_err(status_from_error)?;
+            }
+            keys.push((Output { node: key.node, index: key.index }, m.uses, charges));
+        }
+        reader.push(m.meta, &m.data).map_err(broken)?;
+    }
+    let (master, step) = step_of.ok_or_else(|| broken("an empty stream".into()))?;
+    let tensors = reader.finish().map_err(broken)?;
+    for ((output, uses, charges), tensor) in keys.into_iter().zip(tensors) {
+        served.delivered_bytes.fetch_add(tensor.byte_length() as u64, Ordering::Relaxed);
+        served.rendezvous.hold(HeldKey { master, step, output }, tensor, uses, charges).map_err(status_from_error)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! What other tasks delivered to a task for steps that have yet to take it:
+//! TensorFlow's rendezvous table, filled by pushes ([`crate::exec::Route`]).
+//!
+//! Each tensor is held under (master, step, output) for as many calls as
+//! the delivery said, and charged (to the task's tensor budget, by whoever
+//! received it) until the last one takes it. A step that fails before it
+//! takes what was delivered for it leaves it behind: held tensors expire
+//! after [`HOLD_FOR`], and a task holds at most [`MAX_HELD_BYTES`] and
+//! [`MAX_HELD`] of them whatever its budget, so a master or peer that
+//! never comes back cannot make it hold memory for good.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::error::{Code, Error, Result};
+use crate::exec::StepCharges;
+use crate::graph::Output;
+use crate::tensor::Tensor;
+
+/// How long a delivered tensor waits for its step to take it.
+pub const HOLD_FOR: Duration = Duration::from_secs(60);
+/// Bytes of delivered tensors a task holds at most, at once.
+pub const MAX_HELD_BYTES: usize = 4 << 30;
+/// Delivered tensors a task holds at most, at once.
+pub const MAX_HELD: usize = 1 << 16;
+
+/// A delivered tensor's key: the master, its step, and the output (in the
+/// master's graph) it is the value of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HeldKey {
+    /// The master's id.
+    pub master: u64,
+    /// The step's id.
+    pub step: u64,
+    /// The output.
+    pub output: Output,
+}
+
+struct Held {
+    tensor: Tensor,
+    uses: u32,
+    bytes: usize,
+    charges: StepCharges,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct Table {
+    by_key: HashMap<HeldKey, Held>,
+    bytes: usize,
+    /// Keys in the order they were held (so by expiry): some are gone or
+    /// were held again since, which their expiry tells.
+    order: VecDeque<(Instant, HeldKey)>,
+}
+
+/// A task's held deliveries.
+#[derive(Default)]
+pub struct Rendezvous {
+    table: Mutex<Table>,
+}
+
+impl Rendezvous {
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Holds `tensor` under `key` for `uses` calls to take, with `charges`
+    /// (what receiving it was charged) until the last does. A second
+    /// delivery under one key replaces the first. `resource-exhausted` past
+    /// what a task holds.
+    pub fn hold(&self, key: HeldKey, tensor: Tensor, uses: u32, charges: StepCharges) -> Result<()> {
+        let now = Instant::now();
+        let bytes = tensor.byte_length();
+        let mut table = self.table();
+        table.expire(now);
+        if let Some(old) = table.by_key.remove(&key) {
+            table.bytes -= old.bytes;
+        }
+        if table.by_key.len() >= MAX_HELD || table.bytes + bytes > MAX_HELD_BYTES {
+            return Err(Error::status(
+                Code::ResourceExhausted,
+                format!(
+                    "holding output {}:{} for step {:x} of master {:x}: this task already holds {} delivered tensors \
+                 ({} bytes; at most {MAX_HELD} and {MAX_HELD_BYTES} bytes)",
+                    key.output.node,
+                    key.output.index,
+                    key.step,
+                    key.master,
+                    table.by_key.len(),
+                    table.bytes
+                ),
+            ));
+        }
+        table.bytes += bytes;
+        let expires = now + HOLD_FOR;
+        table.by_key.insert(key, Held { tensor, uses: uses.max(1), bytes, charges, expires });
+        table.order.push_back((expires, key));
+        if table.order.len() > 4 * MAX_HELD.max(table.by_key.len()) {
+            // Mostly keys taken already: keep only those still held.
+            let mut held: Vec<(Instant, HeldKey)> = table.by_key.iter().map(|(k, h)| (h.expires, *k)).collect();
+            held.sort_unstable_by_key(|(at, _)| *at);
+            table.order = held.into();
+        }
+        Ok(())
+    }
+
+    /// The tensor held under `key`, for one of its uses. The last use gets
+    /// its charges too (to hold until its step ends); earlier ones leave
+    /// them with the tensor still held.
+    pub fn take(&self, key: &HeldKey) -> Option<(Tensor, Option<StepCharges>)> {
+        let mut table = self.table();
+        table.expire(Instant::now());
+        let held = table.by_key.get_mut(key)?;
+        if held.uses > 1 {
+            held.uses -= 1;
+            return Some((held.tensor.clone(), None));
+        }
+        let held = table.by_key.remove(key).expect("present");
+        table.bytes -= held.bytes;
+        Some((held.tensor, Some(held.charges)))
+    }
+
+    /// Tensors held now, and their bytes.
+    pub fn held(&self) -> (usize, usize) {
+        let mut table = self.table();
+        table.expire(Instant::now());
+        (table.by_key.len(), table.bytes)
+    }
+}
+
+impl Table {
+    /// Drops what expired (and releases its charges).
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(at, key)) = self.order.front().filter(|(at, _)| *at <= now) {
+            self.order.pop_front();
+            if self.by_key.get(&key).is_some_and(|h| h.expires == at) {
+                let gone = self.by_key.remove(&key).expect("present");
+                self.bytes -= gone.bytes;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::ByteBudget;
+    use std::sync::Arc;
+
+    fn key(step: u64) -> HeldKey {
+        HeldKey { master: 7, step, output: Output::of(3) }
+    }
+
+    #[test]
+    fn a_tensor_is_held_for_its_uses_and_charged_until_the_last_one_ends() {
+        let budget = Arc::new(ByteBudget::new("the task's tensors", 1 << 20));
+        let r = Rendezvous::default();
+        let t = Tensor::from_f32(&[4], vec![1.0; 4]).unwrap();
+        let mut charges = StepCharges::default();
+        charges.charge_for(&budget, &"a delivery", 16).unwrap();
+        r.hold(key(1), t.clone(), 2, charges).unwrap();
+        assert_eq!(r.held(), (1, 16));
+        let (first, charge) = r.take(&key(1)).unwrap();
+        assert!(first == t && charge.is_none());
+        assert_eq!(budget.used(), 16, "still held for its second use");
+        let (_, charge) = r.take(&key(1)).unwrap();
+        assert_eq!(budget.used(), 16, "the last use holds the charge");
+        drop(charge);
+        assert_eq!(budget.used(), 0);
+        assert!(r.take(&key(1)).is_none(), "used up");
+        assert!(r.take(&key(2)).is_none(), "another step's key");
+        assert_eq!(r.held(), (0, 0));
+    }
+
+    #[test]
+    fn a_task_holds_a_bounded_number_of_deliveries() {
+        let r = Rendezvous::default();
+        let t = Tensor::scalar_f32(1.0);
+        for step in 0..MAX_HELD as u64 {
+            r.hold(key(step), t.clone(), 1, StepCharges::default()).unwrap();
+        }
+        assert_eq!(r.held().0, MAX_HELD);
+        let e = r.hold(key(u64::MAX), t.clone(), 1, StepCharges::default()).unwrap_err();
+        assert_eq!(e.code(), crate::error::Code::ResourceExhausted, "{e}");
+        // Delivered again under a key it holds: replaced, not added.
+        r.hold(key(0), t, 1, StepCharges::default()).unwrap();
+        assert_eq!(r.held().0, MAX_HELD);
+    }
+
+    #[test]
+    fn what_no_step_took_expires_and_gives_back_its_charge() {
+        let budget = Arc::new(ByteBudget::new("the task's tensors", 1 << 20));
+        let r = Rendezvous::default();
+        let mut charges = StepCharges::default();
+        charges.charge_for(&budget, &"a delivery", 4).unwrap();
+        r.hold(key(1), Tensor::scalar_f32(1.0), 1, charges).unwrap();
+        {
+            let mut table = r.table();
+            let now = Instant::now();
+            table.by_key.get_mut(&key(1)).unwrap().expires = now;
+            table.order[0].0 = now;
+        }
+        assert_eq!(r.held(), (0, 0));
+        assert_eq!(budget.used(), 0);
+    }
+}
