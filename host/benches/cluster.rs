@@ -6,12 +6,14 @@
 //! - cross-task `assign_add` per run, from inside a guest;
 //! - a 64 MiB f32 variable on task 0 fetched into a guest (GB/s);
 //! - `reduce_sum` on task 1 of that variable (GB/s moved between processes);
+//! - worker to worker: `reduce_sum` on task 3 (a second `weft serve`
+//!   process) of that variable, the session on task 1 carrying none of it;
 //! - two worker programs hammering `assign_add` on one variable (total ops/s,
 //!   final value checked).
 //!
 //! `cargo bench -p weft-host --bench cluster -- WORD` runs only the
 //! measurements whose name contains WORD (`assign`, `fetch`, `reduce`,
-//! `hammer`, `memcpy`, `tcp`); `WEFT_BENCH_ROUNDS` changes the 64 MiB rounds (default 7).
+//! `relay`, `hammer`, `memcpy`, `tcp`); `WEFT_BENCH_ROUNDS` changes the 64 MiB rounds (default 7).
 //!
 //! Figures: docs/BENCHMARKS.md.
 
@@ -114,7 +116,7 @@ fn main() -> anyhow::Result<()> {
     let big_rounds = std::env::var("WEFT_BENCH_ROUNDS").unwrap_or_else(|_| "7".into());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
     let wasm = build_component(root.join("tests/fixtures/bench-cluster"))?;
-    let ports: Vec<u16> = (0..3)
+    let ports: Vec<u16> = (0..4)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").map(|l| l.local_addr().unwrap().port()))
         .collect::<Result<_, _>>()?;
     let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
@@ -123,23 +125,30 @@ fn main() -> anyhow::Result<()> {
     let spec_path = dir.join("cluster.json");
     std::fs::write(&spec_path, serde_json::json!({ "local": addresses }).to_string())?;
 
-    let mut server = Kill(
-        Command::new(env!("CARGO_BIN_EXE_weft"))
-            .args(["serve", "--cluster", spec_path.to_str().unwrap(), "--job", "local", "--task", "0"])
-            .stderr(Stdio::piped())
-            .spawn()?,
-    );
-    let mut lines = BufReader::new(server.0.stderr.take().unwrap()).lines();
-    anyhow::ensure!(lines.next().transpose()?.is_some_and(|l| l.contains("serving")), "task 0 did not start");
-    // Keep draining the server's log so it can never block on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    // Tasks 0 and 3 are `weft serve` processes; 1 and 2 live here.
+    let serve = |task: &str| -> anyhow::Result<Kill> {
+        let mut server = Kill(
+            Command::new(env!("CARGO_BIN_EXE_weft"))
+                .args(["serve", "--cluster", spec_path.to_str().unwrap(), "--job", "local", "--task", task])
+                .stderr(Stdio::piped())
+                .spawn()?,
+        );
+        let mut lines = BufReader::new(server.0.stderr.take().unwrap()).lines();
+        anyhow::ensure!(lines.next().transpose()?.is_some_and(|l| l.contains("serving")), "task {task} did not start");
+        // Keep draining the server's log so it can never block on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(server)
+    };
+    let servers = [serve("0")?, serve("3")?];
 
     let spec = ClusterSpec::new(std::collections::BTreeMap::from([("local".to_string(), addresses.clone())]))?;
-    let task = |i: u32| -> anyhow::Result<Arc<Task>> {
-        let t = Task::new(spec.clone(), TaskId::new("local", i))?.with_remote(Arc::new(GrpcRemote::new(spec.clone())));
-        Ok(Arc::new(t))
+    let task = |i: u32| -> anyhow::Result<(Arc<Task>, Arc<GrpcRemote>)> {
+        let remote = Arc::new(GrpcRemote::new(spec.clone()));
+        let t = Task::new(spec.clone(), TaskId::new("local", i))?.with_remote(remote.clone());
+        Ok((Arc::new(t), remote))
     };
-    let (task1, task2) = (task(1)?, task(2)?);
+    let ((task1, remote1), (task2, _)) = (task(1)?, task(2)?);
+    let carried = || remote1.traffic().shared_bytes() + remote1.traffic().streamed_bytes();
     let runtime = Runtime::new(RuntimeConfig::default())?;
     let worker = runtime.load_file(&wasm)?;
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -206,14 +215,26 @@ fn main() -> anyhow::Result<()> {
         }
 
         let bytes = 64.0 * 1024.0 * 1024.0;
-        for (mode, what) in [
-            ("fetch", "fetch a 64 MiB f32 variable from task 0 into a guest on task 1"),
-            ("reduce", "`reduce_sum` on task 1 of the 64 MiB variable on task 0"),
+        for (name, mode, on, what) in [
+            ("fetch", "fetch", "1", "fetch a 64 MiB f32 variable from task 0 into a guest on task 1"),
+            ("reduce", "reduce", "1", "`reduce_sum` on task 1 of the 64 MiB variable on task 0"),
+            (
+                "relay",
+                "reduce",
+                "3",
+                "worker to worker: `reduce_sum` on task 3 (another process) of the 64 MiB variable on task 0, session on task 1",
+            ),
         ] {
-            if !wanted(mode) {
+            if !wanted(name) {
                 continue;
             }
-            let out = run(&runtime, &worker, &task1, &[mode, "64", &big_rounds]).await?;
+            let before = carried();
+            let out = run(&runtime, &worker, &task1, &[mode, "64", &big_rounds, on]).await?;
+            if name == "relay" {
+                // The session's task carried none of the variable.
+                let through = carried() - before;
+                anyhow::ensure!(through < 1 << 20, "{through} bytes went through task 1");
+            }
             let all = values(&out, "seconds ");
             let runs: Vec<String> = all.iter().map(|s| format!("{:.0}", s * 1e3)).collect();
             let secs = median(all);
@@ -242,7 +263,7 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(())
     })?;
-    drop(server);
+    drop(servers);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

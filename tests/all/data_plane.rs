@@ -138,7 +138,7 @@ fn mapped_segments(pid: u32) -> usize {
     maps.lines().filter(|l| l.contains("/memfd:weft-shm-")).count()
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + LIMIT;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
@@ -360,6 +360,6 @@ fn a_ps_that_dies_mid_transfer_is_unavailable_and_leaves_no_segment() {
 }
 
 /// SIGKILL, from another thread than the one holding the child's handle.
-fn sigkill(pid: u32) {
+pub(crate) fn sigkill(pid: u32) {
     let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
 }

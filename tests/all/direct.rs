@@ -1,11 +1,13 @@
 //! Tensors straight between tasks (issue 10, item 1): a tensor that one
 //! task makes and another uses goes from the one to the other, whatever
 //! task the session runs on. Clusters of this process, over real gRPC on
-//! loopback (and, once, by calls in process); the master's traffic
-//! counters show what went through it, each task's delivery counter what
-//! reached it.
+//! loopback (and, once, by calls in process), where each task's delivery
+//! counter shows what reached it; and `weft serve` processes, through
+//! shared memory or TCP. The master's traffic counters show what went
+//! through it.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use weft_host::cluster::{ClusterSpec, TaskId};
 use weft_host::device::DeviceSpec;
@@ -15,7 +17,8 @@ use weft_host::graph::{NodeRequest, OpType, Output};
 use weft_host::local_cluster::LocalCluster;
 use weft_host::rpc::{GrpcRemote, ServedTask};
 
-use crate::data_plane::{LIMIT, big_variable, initialize, master, run, runtime};
+use crate::data_plane::{LIMIT, big_variable, initialize, master, run, runtime, sigkill, wait_until};
+use crate::process::{Spawned, Stream, TempDir, free_ports, weft};
 
 /// 64 MiB of f32.
 const ROWS: usize = 4096;
@@ -145,10 +148,244 @@ fn a_delivery_to_a_task_that_is_gone_fails_naming_it() {
         let err = run(&mut e, v.graph(), req.clone()).await.unwrap_err();
         assert_eq!(err.code(), Code::Unavailable, "{err}");
         assert!(err.message().contains("/job:worker/task:1"), "{err}");
-        assert!(err.message().contains("delivering"), "{err}");
+        assert!(err.message().contains("delivering its outputs to"), "{err}");
         tokio::time::timeout(LIMIT, cluster.restart(&worker1)).await.expect("restarted in time").unwrap();
         let total = run(&mut e, v.graph(), req).await.unwrap().remove(0);
         assert_eq!(total.as_f32_vec().unwrap(), vec![(ROWS * 16) as f32 * 2.0]);
         cluster.shutdown().await;
     });
+}
+
+/// A cluster of a ps and two workers whose ps and worker 1 are `weft serve`
+/// processes (worker 1 with `worker_env`); worker 0 is the test's master.
+struct Processes {
+    _dir: TempDir,
+    ps: Spawned,
+    worker1: Spawned,
+    spec: ClusterSpec,
+}
+
+fn processes(tag: &str, worker_env: &[(&str, &str)]) -> Processes {
+    let dir = TempDir::new(tag);
+    let ports = free_ports(3);
+    let [ps, w0, w1] = [0, 1, 2].map(|i| format!("127.0.0.1:{}", ports[i]));
+    let file = dir.0.join("cluster.json");
+    std::fs::write(&file, format!(r#"{{"ps": ["{ps}"], "worker": ["{w0}", "{w1}"]}}"#)).unwrap();
+    let serve = |job: &str, task: &str, env: &[(&str, &str)]| {
+        let mut cmd = weft(&["serve", "--cluster", file.to_str().unwrap(), "--job", job, "--task", task], &dir.0);
+        cmd.envs(env.iter().copied());
+        let mut s = Spawned::start(cmd);
+        s.expect(Stream::Err, &format!("serving /job:{job}/task:{task}"), LIMIT);
+        s
+    };
+    let (ps_process, worker1) = (serve("ps", "0", &[]), serve("worker", "1", worker_env));
+    let jobs = std::collections::BTreeMap::from([("ps".to_string(), vec![ps]), ("worker".to_string(), vec![w0, w1])]);
+    Processes { _dir: dir, ps: ps_process, worker1, spec: ClusterSpec::new(jobs).unwrap() }
+}
+
+/// Memfds open in process `pid` other than those named `except`.
+fn memfds_of(pid: u32, except: &str) -> usize {
+    let except = format!("/memfd:{except}");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .map(|t| t.to_string_lossy().into_owned())
+                .filter(|t| t.starts_with("/memfd:weft-shm-") && !t.starts_with(&except))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Between two `weft serve` processes the variable goes from the ps to
+/// worker 1 through shared memory, or over TCP when worker 1 has none;
+/// either way the master carries none of it.
+#[test]
+fn between_processes_a_tensor_goes_straight_through_shared_memory_or_tcp() {
+    for worker_env in [&[][..], &[("WEFT_SHM", "0")][..]] {
+        let cluster = processes("direct-processes", worker_env);
+        let remote = Arc::new(GrpcRemote::new(cluster.spec.clone()));
+        let mut e = master(&cluster.spec, &remote);
+        let mut v = big_variable("w", &[ROWS, ROWS]);
+        let read = Output::of(v.var.read);
+        let sum = on(&mut v, "/job:worker/task:1", OpType::Sum, &[read]);
+        runtime().block_on(async {
+            initialize(&mut e, &v, 1.0).await;
+            let t = remote.traffic();
+            let before = t.shared_bytes() + t.streamed_bytes();
+            for _ in 0..3 {
+                let req = RunRequest { fetches: vec![sum], ..Default::default() };
+                let total = run(&mut e, v.graph(), req).await.unwrap().remove(0);
+                assert_eq!(total.as_f32_vec().unwrap(), vec![(ROWS * ROWS) as f32], "{worker_env:?}");
+            }
+            let carried = t.shared_bytes() + t.streamed_bytes() - before;
+            assert!(carried <= 64, "{worker_env:?}: the session's task carried {carried} bytes");
+        });
+        // The ps holds a segment of its own (for worker 1) only when worker 1
+        // shares memory.
+        let (name, _) = runtime().block_on(remote.shared_segments(&TaskId::new("ps", 0))).expect("shared with the ps");
+        let own = memfds_of(cluster.ps.child.0.id(), &name);
+        assert_eq!(own > 0, worker_env.is_empty(), "{worker_env:?}: {own} memfds of the ps's own");
+    }
+}
+
+/// Worker 1, killed while steps deliver to it from the ps through shared
+/// memory (the kill lands mid-delivery or between deliveries),
+/// fails the step `unavailable` naming it; the ps carries on and keeps no
+/// segment for it.
+#[test]
+fn a_task_killed_while_steps_deliver_to_it_is_unavailable_and_the_sender_keeps_no_segment() {
+    let mut cluster = processes("direct-kill", &[]);
+    let remote = Arc::new(GrpcRemote::new(cluster.spec.clone()));
+    let mut e = master(&cluster.spec, &remote);
+    let mut v = big_variable("w", &[ROWS, ROWS]);
+    let read = Output::of(v.var.read);
+    let sum = on(&mut v, "/job:worker/task:1", OpType::Sum, &[read]);
+    let req = RunRequest { fetches: vec![sum], ..Default::default() };
+    let ps_pid = cluster.ps.child.0.id();
+    let err = runtime().block_on(async {
+        initialize(&mut e, &v, 1.0).await;
+        run(&mut e, v.graph(), req.clone()).await.unwrap();
+        let pid = cluster.worker1.child.0.id();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            sigkill(pid);
+        });
+        let deadline = Instant::now() + LIMIT;
+        let err = loop {
+            assert!(Instant::now() < deadline, "steps kept working after worker 1 was killed");
+            if let Err(e) = run(&mut e, v.graph(), req.clone()).await {
+                break e;
+            }
+        };
+        killer.join().unwrap();
+        err
+    });
+    let _ = cluster.worker1.wait(LIMIT);
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.message().contains("/job:worker/task:1"), "{err}");
+    let (name, _) = runtime().block_on(remote.shared_segments(&TaskId::new("ps", 0))).expect("shared with the ps");
+    // The ps notices at its next delivery if not at once: one more step.
+    let again = runtime().block_on(run(&mut e, v.graph(), req));
+    assert_eq!(again.unwrap_err().code(), Code::Unavailable);
+    wait_until("the ps holds no segment for the dead worker", || memfds_of(ps_pid, &name) == 0);
+    // The ps itself is fine.
+    let read_req = RunRequest { fetches: vec![read], ..Default::default() };
+    let value = runtime().block_on(run(&mut e, v.graph(), read_req)).unwrap().remove(0);
+    assert_eq!(value.len(), ROWS * ROWS);
+}
+
+/// What a raw gRPC peer of a `--cluster` host can get wrong about
+/// deliveries, each refused naming what is wrong: a tensor without its key,
+/// more than the task's tensor limit (refused before it is allocated), a
+/// route that does not fit its partition, a delivered input of the wrong
+/// shape, and one nobody delivered. The host then serves a good delivery.
+#[test]
+fn a_raw_peer_gets_each_bad_delivery_refused_and_the_host_carries_on() {
+    use crate::data_plane::ps_process_with;
+    use crate::hardening::{RawClient, register};
+    use weft_host::exec::PartitionDef;
+    use weft_host::graph::{AttrValue, Graph};
+    use weft_host::rpc::{partition_to_pb, pb};
+    use weft_host::tensor::{DType, Tensor, TensorType};
+
+    let cluster = ps_process_with("raw-deliveries", &[], &["--tensor-mib", "64"]);
+    let address = cluster.spec.jobs()["ps"][0].clone();
+    // Neg(x), x an f32[3] delivered by another task.
+    let mut g = Graph::new();
+    let x = g
+        .add(
+            NodeRequest::new(OpType::Placeholder)
+                .attr("dtype", AttrValue::DType(DType::F32))
+                .attr("shape", AttrValue::Ints(vec![3])),
+        )
+        .unwrap();
+    let neg = g.add(NodeRequest::new(OpType::Neg).inputs([Output::of(x)])).unwrap();
+    let def = PartitionDef {
+        nodes: vec![g.node(neg).unwrap().clone()],
+        inputs: vec![Output::of(x)],
+        input_types: vec![TensorType::known(DType::F32, &[3])],
+        outputs: vec![Output::of(neg)],
+    };
+    let key = Some(pb::OutputRef { node: x, index: 0 });
+    let meta = |shape: &[u64]| pb::TensorMeta {
+        dtype: 1,
+        shape: shape.to_vec(),
+        byte_length: 4 * shape.iter().product::<u64>(),
+    };
+    let tensor = |step: u64, shape: &[u64], with_key: bool| {
+        let n = shape.iter().product::<u64>() as usize;
+        let data: Vec<u8> = (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        pb::DeliverTensorsRequest {
+            master: 7,
+            step,
+            key: key.filter(|_| with_key),
+            uses: 1,
+            meta: Some(meta(shape)),
+            data: data.into(),
+            ..Default::default()
+        }
+    };
+    let deliver = |client: &RawClient, m: pb::DeliverTensorsRequest| {
+        let mut client = client.clone();
+        async move { client.deliver_tensors(futures_util::stream::iter([m])).await.map(drop) }
+    };
+    let run_step = |client: &RawClient, step: u64, delivered: Vec<u32>| {
+        let mut client = client.clone();
+        async move {
+            let first = pb::RunPartitionRequest {
+                master: 7,
+                partition_id: 1,
+                step,
+                delivered_inputs: delivered,
+                ..Default::default()
+            };
+            let mut stream = client.run_partition(futures_util::stream::iter([first])).await?.into_inner();
+            let mut data = Vec::new();
+            while let Some(chunk) = stream.message().await? {
+                data.extend_from_slice(&chunk.data);
+            }
+            Ok::<_, tonic::Status>(data)
+        }
+    };
+    runtime().block_on(async {
+        let connect = pb::task_service_client::TaskServiceClient::connect(format!("http://{address}"));
+        let client = tokio::time::timeout(LIMIT, connect).await.unwrap().unwrap();
+        register(&mut client.clone(), 1, prost::Message::encode_to_vec(&partition_to_pb(&def))).await.unwrap();
+
+        let keyless = within(deliver(&client, tensor(1, &[3], false))).await.unwrap_err();
+        assert_eq!(keyless.code(), tonic::Code::InvalidArgument, "{keyless:?}");
+        assert!(keyless.message().contains("without its key"), "{keyless:?}");
+
+        let huge = pb::DeliverTensorsRequest { data: Default::default(), ..tensor(1, &[1 << 25], true) };
+        let refused = within(deliver(&client, huge)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+        assert!(
+            refused.message().contains("delivered for output") && refused.message().contains("67108864"),
+            "{refused:?}"
+        );
+
+        let past = within(run_step(&client, 1, vec![4])).await.unwrap_err();
+        assert_eq!(past.code(), tonic::Code::InvalidArgument, "{past:?}");
+        assert!(past.message().contains("route of partition 1"), "{past:?}");
+
+        within(deliver(&client, tensor(2, &[4], true))).await.unwrap();
+        let misshapen = within(run_step(&client, 2, vec![0])).await.unwrap_err();
+        assert_eq!(misshapen.code(), tonic::Code::InvalidArgument, "{misshapen:?}");
+        assert!(misshapen.message().contains("partition 1"), "{misshapen:?}");
+
+        let missing = within(run_step(&client, 3, vec![0])).await.unwrap_err();
+        assert_eq!(missing.code(), tonic::Code::FailedPrecondition, "{missing:?}");
+        assert!(missing.message().contains("was not delivered to /job:ps/task:0"), "{missing:?}");
+
+        within(deliver(&client, tensor(4, &[3], true))).await.unwrap();
+        let out = within(run_step(&client, 4, vec![0])).await.unwrap();
+        let values: Vec<f32> = out.chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        assert_eq!(values, vec![-0.0, -1.0, -2.0], "the host carries on");
+        let again = within(run_step(&client, 4, vec![0])).await.unwrap_err();
+        assert_eq!(again.code(), tonic::Code::FailedPrecondition, "a delivery is taken once: {again:?}");
+    });
+}
+
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(LIMIT, f).await.expect("answered in time")
 }

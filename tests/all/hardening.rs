@@ -426,11 +426,11 @@ fn a_stopped_peer_fails_a_run_without_a_timeout_and_the_session_works_once_it_re
     });
 }
 
-type RawClient = weft_host::rpc::pb::task_service_client::TaskServiceClient<tonic::transport::Channel>;
+pub(crate) type RawClient = weft_host::rpc::pb::task_service_client::TaskServiceClient<tonic::transport::Channel>;
 
 /// Registers `encoded` (a `PartitionDef`) as master 7's partition `id`, in
 /// pieces of 1 MiB as hosts do.
-async fn register(client: &mut RawClient, id: u64, encoded: Vec<u8>) -> Result<(), tonic::Status> {
+pub(crate) async fn register(client: &mut RawClient, id: u64, encoded: Vec<u8>) -> Result<(), tonic::Status> {
     use weft_host::rpc::pb;
     let encoded = bytes::Bytes::from(encoded);
     let pieces: Vec<pb::RegisterPartitionRequest> = (0..encoded.len().max(1))

@@ -24,6 +24,7 @@ use tonic::transport::Channel;
 
 use super::auth::Credentials;
 use super::convert::{error_from_status, partition_to_pb, route_to_pb, stats_from_pb};
+use super::deliveries::DELIVERING;
 use super::frames::{CHUNK_BYTES, FrameReader, frames};
 use super::service::{NOT_REGISTERED, SEGMENT_UNKNOWN, ServedTask};
 use super::shared::{SharedCall, static_output_sizes};
@@ -551,12 +552,7 @@ impl Peer {
                         && attempt == 0 =>
                 {
                     share_memory = false;
-                    let mut st = self.state.lock().await;
-                    if let (Some(now), Some(used)) = (&st.shm, &pool)
-                        && Arc::ptr_eq(now, used)
-                    {
-                        st.shm = Some(Pool::new(used.socket()));
-                    }
+                    self.renew_pool(pool.as_ref()).await;
                 }
                 Err(s) => {
                     let mut st = self.state.lock().await;
@@ -619,31 +615,76 @@ impl Peer {
             }
             return served.hold_delivered(master, step, tensors);
         }
-        let mut client = self.connect().await?;
         let all: Vec<Tensor> = tensors.iter().map(|d| d.tensor.clone()).collect();
         let bytes: u64 = all.iter().map(|t| t.byte_length() as u64).sum();
-        let mut keyed = tensors.iter();
-        let mut messages: Vec<pb::DeliverTensorsRequest> = Vec::new();
-        for f in frames(&all) {
-            let mut m = pb::DeliverTensorsRequest { data: f.data, ..Default::default() };
-            if let Some(meta) = f.meta {
-                let d = keyed.next().expect("a frame with a meta per tensor");
-                m.key = Some(pb::OutputRef { node: d.key.node, index: d.key.index });
-                m.uses = d.uses;
-                m.meta = Some(meta);
+        let mut share_memory = true;
+        for attempt in 0..2 {
+            let mut client = self.connect().await?;
+            // Co-located: the tensors into a shared segment, which the task
+            // copies out of before it answers.
+            let pool = self.state.lock().await.shm.clone().filter(|_| share_memory);
+            let shared = pool
+                .clone()
+                .zip(SharedCall::bytes_needed(&all, &[]))
+                .and_then(|(pool, bytes)| SharedCall::lease(&pool, bytes))
+                .and_then(|lease| SharedCall::place(lease, &all, &[]));
+            let frames = match &shared {
+                Some(call) => call.input_frames(&all),
+                None => frames(&all),
+            };
+            let mut keyed = tensors.iter();
+            let mut messages: Vec<pb::DeliverTensorsRequest> = Vec::new();
+            for f in frames {
+                let mut m = pb::DeliverTensorsRequest { data: f.data, shared: f.shared, ..Default::default() };
+                if let Some(meta) = f.meta {
+                    let d = keyed.next().expect("a frame with a meta per tensor");
+                    m.key = Some(pb::OutputRef { node: d.key.node, index: d.key.index });
+                    m.uses = d.uses;
+                    m.meta = Some(meta);
+                }
+                messages.push(m);
             }
-            messages.push(m);
+            if let Some(first) = messages.first_mut() {
+                (first.master, first.step) = (master, step);
+                first.segment = shared.as_ref().map(SharedCall::key).unwrap_or_default();
+            }
+            match &shared {
+                Some(_) => self.traffic.add(bytes, 0),
+                None => self.traffic.add(0, bytes),
+            }
+            // As a registration: one more second per 16 MiB on a slow link.
+            let bound = self.peer_timeout + Duration::from_secs(bytes >> 24);
+            let call = client.deliver_tensors(self.request(futures_util::stream::iter(messages))?);
+            match self.bounded("a delivery", bound, call).await {
+                Ok(_) => {
+                    if let Some(call) = &shared {
+                        call.completed();
+                    }
+                    return Ok(());
+                }
+                // The host no longer holds the segment: once more, streamed.
+                Err(s)
+                    if s.code() == tonic::Code::FailedPrecondition
+                        && s.message().contains(SEGMENT_UNKNOWN)
+                        && attempt == 0 =>
+                {
+                    share_memory = false;
+                    self.renew_pool(pool.as_ref()).await;
+                }
+                Err(s) => return Err(self.failed(&mut *self.state.lock().await, &s)),
+            }
         }
-        if let Some(first) = messages.first_mut() {
-            (first.master, first.step) = (master, step);
-        }
-        self.traffic.add(0, bytes);
-        // As a registration: one more second per 16 MiB on a slow link.
-        let bound = self.peer_timeout + Duration::from_secs(bytes >> 24);
-        let call = client.deliver_tensors(self.request(futures_util::stream::iter(messages))?);
-        match self.bounded("a delivery", bound, call).await {
-            Ok(_) => Ok(()),
-            Err(s) => Err(self.failed(&mut *self.state.lock().await, &s)),
+        Err(Error::internal(format!("a delivery to {} neither went through nor failed", self.task)))
+    }
+
+    /// A fresh pool for the task's host in place of `used`, which it no
+    /// longer holds segments of (unless another call replaced it already).
+    async fn renew_pool(&self, used: Option<&Arc<Pool>>) {
+        let mut st = self.state.lock().await;
+        if let (Some(now), Some(used)) = (&st.shm, used)
+            && Arc::ptr_eq(now, used)
+        {
+            st.shm = Some(Pool::new(used.socket()));
         }
     }
 
@@ -717,7 +758,11 @@ impl Peer {
         // tonic reports a connection torn down mid-stream (the peer stopped)
         // as an internal "h2 protocol error": that is the transport, not the peer's answer.
         let torn = s.code() == tonic::Code::Internal && s.message().starts_with("h2 protocol error");
-        if torn || matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled) {
+        // A task that could not deliver to another answered, itself.
+        let answered = s.message().contains(DELIVERING);
+        if !answered
+            && (torn || matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled))
+        {
             st.client = None;
             st.shm = None;
             return self.unavailable(transport_why(s));

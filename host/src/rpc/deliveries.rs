@@ -24,6 +24,10 @@ use crate::exec::{Delivered, MAX_USES, PartitionDef, Route, StepCharges};
 use crate::graph::Output;
 use crate::tensor::Tensor;
 
+/// What the error of a call whose delivery failed says: the task that
+/// answered is fine, so its master keeps its connection to it.
+pub const DELIVERING: &str = "delivering its outputs to";
+
 impl ServedTask {
     /// The inputs of partition `id` for a call of step `step` of `master`:
     /// `sent` (what the master sent, in order) with the inputs `route` has
@@ -103,7 +107,10 @@ impl ServedTask {
                     remote.deliver(task, master, step, tensors).await
                 };
                 sent.map_err(|e| {
-                    Error::status(e.code(), format!("partition {id} delivering to {task}: {}", e.message()))
+                    Error::status(
+                        e.code(),
+                        format!("partition {id} on {}, {DELIVERING} {task}: {}", self.task().id(), e.message()),
+                    )
                 })
             });
             futures_util::future::try_join_all(sends).await?;
@@ -149,10 +156,11 @@ pub(super) async fn receive(
     let mut reader = FrameReader::new(MAX_MESSAGE_BYTES);
     let mut keys: Vec<(Output, u32, StepCharges)> = Vec::new();
     let mut step_of = None;
+    let mut segment = None;
     while let Some(m) = stream.message().await? {
-        let (master, step) = *step_of.get_or_insert((m.master, m.step));
-        if (m.master, m.step) != (master, step) && (m.master, m.step) != (0, 0) {
-            return Err(broken("its messages name different steps".into()));
+        if step_of.is_none() {
+            step_of = Some((m.master, m.step));
+            segment = super::service::segment_of(&m.segment)?;
         }
         if let Some(meta) = &m.meta {
             let key = m.key.as_ref().ok_or_else(|| broken("a tensor without its key".into()))?;
@@ -167,7 +175,16 @@ pub(super) async fn receive(
             }
             keys.push((Output { node: key.node, index: key.index }, m.uses, charges));
         }
-        reader.push(m.meta, &m.data).map_err(broken)?;
+        match (m.shared, &segment) {
+            // Copied out at once: the sender reuses the segment once answered.
+            (Some(r), Some(seg)) => {
+                let len = usize::try_from(r.length).unwrap_or(usize::MAX);
+                seg.read(r.offset, len, |bytes| reader.push(m.meta, bytes)).and_then(|pushed| pushed)
+            }
+            (Some(_), None) => Err("a shared range without a segment".to_string()),
+            (None, _) => reader.push(m.meta, &m.data),
+        }
+        .map_err(broken)?;
     }
     let (master, step) = step_of.ok_or_else(|| broken("an empty stream".into()))?;
     let tensors = reader.finish().map_err(broken)?;

@@ -405,13 +405,13 @@ fn chunks(
     Ok(out)
 }
 
-/// The segment a call's first message names, if any.
-fn segment_of(first: &pb::RunPartitionRequest) -> Result<Option<Arc<Mapping>>, Status> {
-    if first.segment.is_empty() {
+/// The segment a call's first message names (by `key`), if any.
+pub(super) fn segment_of(key: &[u8]) -> Result<Option<Arc<Mapping>>, Status> {
+    if key.is_empty() {
         return Ok(None);
     }
     crate::shm::registry()
-        .and_then(|r| r.segment(&first.segment))
+        .and_then(|r| r.segment(key))
         .map(Some)
         .ok_or_else(|| Status::failed_precondition(format!("the call {SEGMENT_UNKNOWN} (closed, or never given)")))
 }
@@ -526,7 +526,7 @@ impl pb::task_service_server::TaskService for TaskService {
         let route = route_from_pb(&req)
             .checked(&part.def)
             .map_err(|e| Status::invalid_argument(format!("the route of partition {id}: {}", e.message())))?;
-        let segment = segment_of(&req)?;
+        let segment = segment_of(&req.segment)?;
         let output_space = std::mem::take(&mut req.output_space);
         let allowance = (req.cpu_allowance_micros > 0).then(|| Duration::from_micros(req.cpu_allowance_micros));
         let device = served.task.device().clone();
