@@ -286,7 +286,7 @@ fn a_raw_peer_gets_each_bad_delivery_refused_and_the_host_carries_on() {
     use weft_host::exec::PartitionDef;
     use weft_host::graph::{AttrValue, Graph};
     use weft_host::rpc::{partition_to_pb, pb};
-    use weft_host::tensor::{DType, Tensor, TensorType};
+    use weft_host::tensor::{DType, TensorType};
 
     let cluster = ps_process_with("raw-deliveries", &[], &["--tensor-mib", "64"]);
     let address = cluster.spec.jobs()["ps"][0].clone();
