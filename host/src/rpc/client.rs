@@ -620,8 +620,8 @@ impl Peer {
         let mut share_memory = true;
         for attempt in 0..2 {
             let mut client = self.connect().await?;
-            // Co-located: the tensors into a shared segment, which the task
-            // copies out of before it answers.
+            // Co-located: the tensors into a shared segment, lent to the
+            // task until it is done with them.
             let pool = self.state.lock().await.shm.clone().filter(|_| share_memory);
             let shared = pool
                 .clone()
@@ -658,7 +658,9 @@ impl Peer {
             match self.bounded("a delivery", bound, call).await {
                 Ok(_) => {
                     if let Some(call) = &shared {
-                        call.completed();
+                        // The task may keep the tensors where they lie: the
+                        // segment is free again once it says so.
+                        call.lent();
                     }
                     return Ok(());
                 }

@@ -160,7 +160,7 @@ pub(super) async fn receive(
     while let Some(m) = stream.message().await? {
         if step_of.is_none() {
             step_of = Some((m.master, m.step));
-            segment = super::service::segment_of(&m.segment)?;
+            segment = borrowed(&m.segment)?;
         }
         if let Some(meta) = &m.meta {
             let key = m.key.as_ref().ok_or_else(|| broken("a tensor without its key".into()))?;
@@ -176,11 +176,8 @@ pub(super) async fn receive(
             keys.push((Output { node: key.node, index: key.index }, m.uses, charges));
         }
         match (m.shared, &segment) {
-            // Copied out at once: the sender reuses the segment once answered.
-            (Some(r), Some(seg)) => {
-                let len = usize::try_from(r.length).unwrap_or(usize::MAX);
-                seg.read(r.offset, len, |bytes| reader.push(m.meta, bytes)).and_then(|pushed| pushed)
-            }
+            // Big floats stay where they lie, holding the loan until dropped.
+            (Some(r), Some(seg)) => reader.push_shared(m.meta, seg, r.offset, r.length),
             (Some(_), None) => Err("a shared range without a segment".to_string()),
             (None, _) => reader.push(m.meta, &m.data),
         }
@@ -193,4 +190,20 @@ pub(super) async fn receive(
         served.rendezvous.hold(HeldKey { master, step, output }, tensor, uses, charges).map_err(status_from_error)?;
     }
     Ok(())
+}
+
+/// The segment a delivery's first message names (by `key`), lent to this
+/// host for as long as the tensors read in place from it live: the sender
+/// writes to it again only once they are dropped ([`crate::shm::Loan`]).
+fn borrowed(key: &[u8]) -> std::result::Result<Option<std::sync::Arc<dyn crate::tensor::SharedMemory>>, Status> {
+    if key.is_empty() {
+        return Ok(None);
+    }
+    let loan = crate::shm::registry().and_then(|r| r.borrow(key)).ok_or_else(|| {
+        Status::failed_precondition(format!(
+            "the delivery {} (closed, or never given)",
+            super::service::SEGMENT_UNKNOWN
+        ))
+    })?;
+    Ok(Some(loan))
 }

@@ -93,6 +93,12 @@ impl SharedCall {
         self.lease.completed();
     }
 
+    /// Says the host answered and was lent the segment (a delivery's
+    /// tensors lie in it until it is done with them).
+    pub fn lent(&self) {
+        self.lease.lent();
+    }
+
     /// The segment's key, for the call's first message.
     pub fn key(&self) -> Vec<u8> {
         self.lease.key().to_vec()

@@ -21,7 +21,7 @@ mod registry;
 
 pub use mapping::Mapping;
 pub use pool::{Lease, Pool};
-pub use registry::{Registry, registry};
+pub use registry::{Loan, Registry, registry};
 
 use std::sync::OnceLock;
 

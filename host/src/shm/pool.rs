@@ -59,6 +59,9 @@ pub struct Pool {
     /// Names this pool's memfds (`weft-shm-<id>`), so they can be counted.
     id: u64,
     free: Mutex<Vec<Segment>>,
+    /// Segments lent to the host (a delivery's tensors lie there), free
+    /// again once it says the loan ended.
+    lent: Mutex<Vec<Segment>>,
     live: AtomicUsize,
     /// Set when the host refused a segment or could not be reached: until
     /// then this pool offers none, and calls go over TCP.
@@ -75,6 +78,7 @@ pub struct Lease {
     segment: Option<Segment>,
     pool: Arc<Pool>,
     completed: AtomicBool,
+    lent: AtomicBool,
 }
 
 impl Lease {
@@ -82,6 +86,18 @@ impl Lease {
     /// segment again for it.
     pub fn completed(&self) {
         self.completed.store(true, Ordering::Release);
+    }
+
+    /// Says the host answered and keeps what lies in the segment until it
+    /// says otherwise ([`super::Loan`]): dropped, the lease leaves the
+    /// segment lent, not free.
+    pub fn lent(&self) {
+        self.lent.store(true, Ordering::Release);
+        self.completed();
+    }
+
+    fn new(segment: Segment, pool: Arc<Pool>) -> Lease {
+        Lease { segment: Some(segment), pool, completed: AtomicBool::new(false), lent: AtomicBool::new(false) }
     }
 }
 
@@ -103,7 +119,9 @@ impl std::ops::Deref for Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(s) = self.segment.take() {
-            if self.completed.load(Ordering::Acquire) {
+            if self.lent.load(Ordering::Acquire) {
+                Pool::lend(&self.pool, s);
+            } else if self.completed.load(Ordering::Acquire) {
                 self.pool.free.lock().unwrap_or_else(|p| p.into_inner()).push(s);
             } else {
                 drop(s);
@@ -120,6 +138,7 @@ impl Pool {
             socket: socket.into(),
             id: rand::random(),
             free: Mutex::default(),
+            lent: Mutex::default(),
             live: AtomicUsize::new(0),
             refused_until: Mutex::new(None),
         })
@@ -145,7 +164,61 @@ impl Pool {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         let i = free.iter().position(|s| s.mapping.len() >= bytes)?;
         let segment = free.swap_remove(i);
-        Some(Lease { segment: Some(segment), pool: self.clone(), completed: AtomicBool::new(false) })
+        Some(Lease::new(segment, self.clone()))
+    }
+
+    /// Segments lent to the host now.
+    pub fn lent(&self) -> usize {
+        self.lent.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Keeps `segment` lent until the host says the loan ended (then it is
+    /// free again) or its connection ends or says anything else (then it is
+    /// closed): a thread waits on the connection, so a host that dies
+    /// holding a loan leaves no segment behind.
+    fn lend(pool: &Arc<Pool>, segment: Segment) {
+        let key = segment.key;
+        let watched = match segment._registration.try_clone() {
+            Ok(conn) => conn,
+            Err(_) => {
+                drop(segment);
+                pool.live.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+        };
+        pool.lent.lock().unwrap_or_else(|p| p.into_inner()).push(segment);
+        let weak = Arc::downgrade(pool);
+        let spawned = std::thread::Builder::new().name("weft-shm-loan".into()).stack_size(64 << 10).spawn(move || {
+            let mut byte = [0u8; 1];
+            let said = loop {
+                match (&watched).read(&mut byte) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            };
+            drop(watched);
+            if let Some(pool) = weak.upgrade() {
+                pool.loan_ended(&key, matches!(said, Ok(1)) && byte[0] == super::registry::RELEASED);
+            }
+        });
+        if spawned.is_err() {
+            pool.loan_ended(&key, false);
+        }
+    }
+
+    /// The loan of segment `key` ended: free again if the host said so
+    /// (`released`), else closed.
+    fn loan_ended(&self, key: &Key, released: bool) {
+        let mut lent = self.lent.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(i) = lent.iter().position(|s| &s.key == key) else { return };
+        let segment = lent.swap_remove(i);
+        drop(lent);
+        if released {
+            self.free.lock().unwrap_or_else(|p| p.into_inner()).push(segment);
+        } else {
+            drop(segment);
+            self.live.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     /// A segment of at least `bytes`, or `None` (the call then goes over
@@ -173,9 +246,7 @@ impl Pool {
         }
         let size = bytes.next_power_of_two().clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
         match self.register(size) {
-            Ok(segment) => {
-                Some(Lease { segment: Some(segment), pool: self.clone(), completed: AtomicBool::new(false) })
-            }
+            Ok(segment) => Some(Lease::new(segment, self.clone())),
             Err(e) => {
                 self.live.fetch_sub(1, Ordering::SeqCst);
                 *self.refused_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + RETRY_AFTER);

@@ -34,7 +34,8 @@ pub const HELLO_BYTES: usize = 16 + 8;
 #[derive(Debug)]
 pub struct Registry {
     address: String,
-    segments: Mutex<HashMap<Key, Arc<Mapping>>>,
+    /// Each with its connection, on which loans say they ended.
+    segments: Mutex<HashMap<Key, (Arc<Mapping>, Arc<UnixStream>)>>,
     /// Open connections (each a thread): handshakes and held segments.
     connections: AtomicUsize,
 }
@@ -77,10 +78,19 @@ impl Registry {
     /// The segment registered under `key`.
     pub fn segment(&self, key: &[u8]) -> Option<Arc<Mapping>> {
         let key: Key = key.try_into().ok()?;
-        self.lock().get(&key).cloned()
+        self.lock().get(&key).map(|(m, _)| m.clone())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Mapping>>> {
+    /// The segment registered under `key`, lent to this host until the
+    /// loan is dropped: its master does not write to it meanwhile, so
+    /// tensors delivered in it can stay there ([`Loan`]).
+    pub fn borrow(&self, key: &[u8]) -> Option<Arc<Loan>> {
+        let key: Key = key.try_into().ok()?;
+        let (mapping, conn) = self.lock().get(&key).cloned()?;
+        Some(Arc::new(Loan { mapping, conn }))
+    }
+
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (Arc<Mapping>, Arc<UnixStream>)>> {
         self.segments.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -119,7 +129,7 @@ impl Registry {
     fn serve(&self, mut conn: UnixStream) {
         let key = match self.register(&conn) {
             Ok(key) => {
-                let _ = conn.write_all(&[0]);
+                let _ = conn.write_all(&[ACCEPTED]);
                 key
             }
             Err(why) => {
@@ -153,6 +163,7 @@ impl Registry {
             .filter(|&l| l > 0 && l <= super::MAX_SEGMENT_BYTES)
             .ok_or_else(|| format!("a segment has 1 to {} bytes, not {len}", super::MAX_SEGMENT_BYTES))?;
         let mapping = Arc::new(Mapping::open(fd, len)?);
+        let writer = Arc::new(conn.try_clone().map_err(|e| format!("keeping the connection: {e}"))?);
         let mut segments = self.lock();
         if segments.len() >= MAX_SEGMENTS {
             return Err(format!("this host holds {MAX_SEGMENTS} segments already"));
@@ -160,8 +171,45 @@ impl Registry {
         if segments.contains_key(&key) {
             return Err("a segment with this key is registered already".into());
         }
-        segments.insert(key, mapping);
+        segments.insert(key, (mapping, writer));
         Ok(key)
+    }
+}
+
+/// What the host answers a registration it took.
+const ACCEPTED: u8 = 0;
+/// What it sends on a segment's connection when a loan of it ends.
+pub const RELEASED: u8 = 0xAA;
+
+/// A segment its master lent this host (a delivery's tensors lie in it):
+/// the master leaves it alone until the loan is dropped, which tells it so.
+/// A master that writes to it anyway garbles only the floats read in place
+/// from it ([`crate::tensor::SharedMemory`]).
+#[derive(Debug)]
+pub struct Loan {
+    mapping: Arc<Mapping>,
+    conn: Arc<UnixStream>,
+}
+
+impl Drop for Loan {
+    fn drop(&mut self) {
+        // A master that went away needs no word.
+        let _ = (&*self.conn).write_all(&[RELEASED]);
+    }
+}
+
+// SAFETY: the loan holds the mapping, which stays mapped at one address
+// until it drops.
+unsafe impl crate::tensor::SharedMemory for Loan {
+    fn bytes(&self) -> &[u8] {
+        self.mapping.bytes()
+    }
+}
+
+impl Loan {
+    /// Its memory.
+    pub fn mapping(&self) -> &Mapping {
+        &self.mapping
     }
 }
 

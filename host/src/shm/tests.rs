@@ -166,3 +166,45 @@ fn a_tensor_read_in_place_keeps_its_segment_from_the_pool_until_it_is_dropped() 
     drop(t);
     assert_eq!(pool.lease_free(1).map(|l| *l.key()), Some(key), "back in the pool once the tensor is gone");
 }
+
+#[test]
+fn a_lent_segment_is_reused_only_once_its_loan_ends() {
+    let registry = registry().expect("shared memory here");
+    let pool = Pool::new(registry.address());
+    let lease = pool.lease(1 << 20).expect("a segment");
+    let key = *lease.key();
+    lease.mapping().write(0, b"delivered").unwrap();
+    // The host takes a loan of it, then its master hears the call went through.
+    let loan = registry.borrow(&key).expect("registered");
+    lease.lent();
+    drop(lease);
+    assert_eq!((pool.lent(), pool.segments()), (1, 1));
+    let other = pool.lease(1 << 20).expect("a second segment");
+    assert_ne!(*other.key(), key, "not the lent one, while the loan lasts");
+    other.completed();
+    drop(other);
+    assert_eq!(loan.mapping().read(0, 9, |b| b.to_vec()).unwrap(), b"delivered");
+    drop(loan);
+    // Once the host says so, the segment is free again.
+    wait_until("the ended loan freed the segment", || pool.lent() == 0);
+    let free: Vec<Lease> = std::iter::from_fn(|| pool.lease_free(1 << 20)).take(2).collect();
+    assert!(free.iter().any(|l| *l.key() == key), "the lent segment is free again");
+    assert_eq!(pool.segments(), 2);
+}
+
+#[test]
+fn a_lent_segment_whose_host_dropped_it_is_closed_not_reused() {
+    let registry = registry().expect("shared memory here");
+    let pool = Pool::new(registry.address());
+    let lease = pool.lease(1 << 20).expect("a segment");
+    let key = *lease.key();
+    lease.lent();
+    drop(lease);
+    // The host says something other than that the loan ended: the pool
+    // trusts the segment no more.
+    let (_, conn) = registry.lock().get(&key).cloned().expect("registered");
+    std::io::Write::write_all(&mut &*conn, &[0x01]).unwrap();
+    wait_until("the pool closed the segment", || pool.segments() == 0);
+    assert_eq!(pool.lent(), 0);
+    wait_until("the registry dropped it", || registry.segment(&key).is_none());
+}
