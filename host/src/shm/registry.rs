@@ -30,12 +30,15 @@ const HANDSHAKE: Duration = Duration::from_secs(2);
 /// The registration message: key, then length (little-endian u64).
 pub const HELLO_BYTES: usize = 16 + 8;
 
+/// Registered segments by key, each with its connection.
+pub(super) type Segments = HashMap<Key, (Arc<Mapping>, Arc<UnixStream>)>;
+
 /// The segments masters gave this host, and the socket they come in on.
 #[derive(Debug)]
 pub struct Registry {
     address: String,
     /// Each with its connection, on which loans say they ended.
-    segments: Mutex<HashMap<Key, (Arc<Mapping>, Arc<UnixStream>)>>,
+    segments: Mutex<Segments>,
     /// Open connections (each a thread): handshakes and held segments.
     connections: AtomicUsize,
 }
@@ -90,7 +93,7 @@ impl Registry {
         Some(Arc::new(Loan { mapping, conn }))
     }
 
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (Arc<Mapping>, Arc<UnixStream>)>> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Segments> {
         self.segments.lock().unwrap_or_else(|p| p.into_inner())
     }
 
