@@ -144,11 +144,16 @@ fn a_delivery_to_a_task_that_is_gone_fails_naming_it() {
         let req = RunRequest { fetches: vec![sum], ..Default::default() };
         run(&mut e, v.graph(), req.clone()).await.unwrap();
         let worker1 = TaskId::new("worker", 1);
+        let ps = TaskId::new("ps", 0);
+        let pool_before = remote.shared_segments(&ps).await.expect("memory shared with the ps").0;
         tokio::time::timeout(LIMIT, cluster.stop(&worker1)).await.expect("stopped in time").unwrap();
         let err = run(&mut e, v.graph(), req.clone()).await.unwrap_err();
         assert_eq!(err.code(), Code::Unavailable, "{err}");
         assert!(err.message().contains("/job:worker/task:1"), "{err}");
-        assert!(err.message().contains("delivering its outputs to"), "{err}");
+        assert!(err.message().contains("/job:ps/task:0, delivering its outputs to"), "{err}");
+        // The ps answered: its master keeps its connection (and memory) to it.
+        let pool_after = remote.shared_segments(&ps).await.map(|(name, _)| name);
+        assert_eq!(pool_after, Some(pool_before), "the master kept what it shares with the ps");
         tokio::time::timeout(LIMIT, cluster.restart(&worker1)).await.expect("restarted in time").unwrap();
         let total = run(&mut e, v.graph(), req).await.unwrap().remove(0);
         assert_eq!(total.as_f32_vec().unwrap(), vec![(ROWS * 16) as f32 * 2.0]);
@@ -244,9 +249,11 @@ fn a_task_killed_while_steps_deliver_to_it_is_unavailable_and_the_sender_keeps_n
     let ps_pid = cluster.ps.child.0.id();
     // One runtime throughout: the master's channels live on it.
     let rt = runtime();
-    let err = rt.block_on(async {
+    let (err, name) = rt.block_on(async {
         initialize(&mut e, &v, 1.0).await;
         run(&mut e, v.graph(), req.clone()).await.unwrap();
+        let (name, _) = remote.shared_segments(&TaskId::new("ps", 0)).await.expect("shared with the ps");
+        assert!(memfds_of(ps_pid, &name) > 0, "the ps delivers to worker 1 through shared memory");
         let pid = cluster.worker1.child.0.id();
         let killer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(150));
@@ -260,12 +267,11 @@ fn a_task_killed_while_steps_deliver_to_it_is_unavailable_and_the_sender_keeps_n
             }
         };
         killer.join().unwrap();
-        err
+        (err, name)
     });
     let _ = cluster.worker1.wait(LIMIT);
     assert_eq!(err.code(), Code::Unavailable, "{err}");
     assert!(err.message().contains("/job:worker/task:1"), "{err}");
-    let (name, _) = rt.block_on(remote.shared_segments(&TaskId::new("ps", 0))).expect("shared with the ps");
     // Without another step: the ps notices the dead worker's connections.
     wait_until("the ps holds no segment for the dead worker", || memfds_of(ps_pid, &name) == 0);
     // The ps itself is fine.
@@ -388,4 +394,71 @@ fn a_raw_peer_gets_each_bad_delivery_refused_and_the_host_carries_on() {
 
 async fn within<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(LIMIT, f).await.expect("answered in time")
+}
+
+/// A variable whose output is read on another task and also used by a
+/// later partition of its own task (which repeats it) is delivered from
+/// its own partition, the one that runs first.
+#[test]
+fn a_variable_read_elsewhere_and_used_again_at_home_in_one_step() {
+    runtime().block_on(async {
+        let cluster = cluster(true).await;
+        let spec = cluster.spec().clone();
+        let remote = Arc::new(GrpcRemote::new(spec.clone()).in_process(false));
+        let mut e = master(&spec, &remote);
+        let mut v = big_variable("w", &[ROWS, 16]);
+        let var = Output::of(v.var.var);
+        let there = on(&mut v, "/job:worker/task:1", OpType::Sum, &[var]);
+        let scaled = on(&mut v, "/job:ps/task:0", OpType::Mul, &[var, there]);
+        let total = on(&mut v, "/job:ps/task:0", OpType::Sum, &[scaled]);
+        initialize(&mut e, &v, 1.0).await;
+        let req = RunRequest { fetches: vec![total], ..Default::default() };
+        let out = run(&mut e, v.graph(), req).await.unwrap().remove(0);
+        let n = (ROWS * 16) as f32;
+        assert_eq!(out.as_f32_vec().unwrap(), vec![n * n]);
+        cluster.shutdown().await;
+    });
+}
+
+/// A big input the ps reads where it lies in its master's segment, passed
+/// on by an Identity and kept for two later partitions of the ps, is a copy
+/// by then: the master's next call writes into that segment.
+#[test]
+fn an_input_read_in_place_and_kept_for_later_stages_is_a_copy() {
+    use weft_host::graph::{AttrValue, Graph};
+    use weft_host::tensor::{DType, Tensor};
+
+    let cluster = processes("direct-kept", &[]);
+    let remote = Arc::new(GrpcRemote::new(cluster.spec.clone()));
+    let mut e = master(&cluster.spec, &remote);
+    let n = 256 << 10; // 1 MiB of f32
+    let mut g = Graph::new();
+    let ps = DeviceSpec::parse("/job:ps/task:0").unwrap();
+    let w1 = DeviceSpec::parse("/job:worker/task:1").unwrap();
+    let add = |g: &mut Graph, device: &DeviceSpec, req: NodeRequest| {
+        g.push_device_scope(device).unwrap();
+        let id = g.add(req).unwrap();
+        g.pop_device_scope().unwrap();
+        Output::of(id)
+    };
+    let x = add(
+        &mut g,
+        &ps,
+        NodeRequest::new(OpType::Placeholder)
+            .attr("dtype", AttrValue::DType(DType::F32))
+            .attr("shape", AttrValue::Ints(vec![n as i64])),
+    );
+    let y = add(&mut g, &ps, NodeRequest::new(OpType::Identity).inputs([x]));
+    let two = NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(Tensor::scalar_f32(2.0)));
+    let b = add(&mut g, &w1, two);
+    let z1 = add(&mut g, &ps, NodeRequest::new(OpType::Add).inputs([y, b]));
+    let c = add(&mut g, &w1, NodeRequest::new(OpType::Neg).inputs([z1]));
+    let z2 = add(&mut g, &ps, NodeRequest::new(OpType::Add).inputs([y, c]));
+    let feed = Tensor::from_f32(&[n], vec![1.0; n]).unwrap();
+    let req = RunRequest { fetches: vec![z1, z2], feeds: vec![(x, feed)], ..Default::default() };
+    let out = runtime().block_on(run(&mut e, &g, req)).unwrap();
+    let wrong = |t: &Tensor, want: f32| t.as_f32_vec().unwrap().iter().filter(|&&v| v != want).count();
+    assert_eq!(wrong(&out[0], 3.0), 0, "z1 = x + 2");
+    assert_eq!(wrong(&out[1], -2.0), 0, "z2 = y - z1: y is still x, not what was written over it");
+    assert!(remote.traffic().shared_bytes() > 0, "the calls went through shared memory");
 }

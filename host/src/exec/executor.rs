@@ -175,23 +175,35 @@ impl Executor {
             let mut spawned = InFlight(Vec::new());
             if let Some(remote) = remote {
                 let run = |part: &Arc<RemotePartition>| {
-                    let inputs: Vec<Tensor> = part.route.sent(&part.def).map(|o| values[&o].clone()).collect();
-                    remote.run_partition(part.clone(), step, inputs, req.trace, timeout, req.meter.clone())
+                    let inputs =
+                        part.route.sent(&part.def).map(|o| computed(&values, o)).collect::<Result<Vec<_>>>()?;
+                    Ok::<_, Error>(remote.run_partition(
+                        part.clone(),
+                        step,
+                        inputs,
+                        req.trace,
+                        timeout,
+                        req.meter.clone(),
+                    ))
                 };
                 match (stage.remote.as_slice(), &stage.local) {
                     // One remote partition alone (a read or an update of a
                     // variable on another task): awaited right here, with no
                     // task to spawn and hand its result back.
-                    ([part], None) => results.push(run(part).await?),
+                    ([part], None) => results.push(run(part)?.await?),
                     // Spawned, so remote partitions run while the local one does.
-                    (parts, _) => spawned.0 = parts.iter().map(|part| tokio::spawn(run(part))).collect(),
+                    (parts, _) => {
+                        for part in parts {
+                            spawned.0.push(tokio::spawn(run(part)?));
+                        }
+                    }
                 }
             }
             if let Some(local) = &stage.local {
                 // Only the partition's declared inputs: its own nodes (such as a
                 // repeated variable) must not be shadowed by earlier stages' values.
                 let inputs: HashMap<Output, Tensor> =
-                    local.def.inputs.iter().map(|o| (*o, values[o].clone())).collect();
+                    local.def.inputs.iter().map(|&o| Ok((o, computed(&values, o)?))).collect::<Result<_>>()?;
                 let rngs = &mut self.rngs;
                 let outputs = super::run_blocking(|| {
                     let meter = req.meter.as_deref();
@@ -227,6 +239,15 @@ impl Executor {
         let step = self.prepare(graph, req.clone())?;
         self.execute(step, None).await
     }
+}
+
+/// The value of `o` this step has so far; a plan that reads a value before
+/// it is computed is a bug, reported instead of panicking the master.
+fn computed(values: &HashMap<Output, Tensor>, o: Output) -> Result<Tensor> {
+    values
+        .get(&o)
+        .cloned()
+        .ok_or_else(|| Error::internal(format!("the plan uses output {}:{} before it is computed", o.node, o.index)))
 }
 
 /// Feeds are checked on every run: plans are cached by which outputs are

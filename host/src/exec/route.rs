@@ -103,16 +103,19 @@ impl Route {
     }
 }
 
-/// The routes of a step's partitions, each given as the task it runs on
-/// (`None`: this process) and its definition; `fetched` are the step's
-/// fetches. An output of a remote partition goes to each other remote task
-/// that consumes it (once per task) and back to the master only if this
-/// process consumes it or the step fetches it.
+/// The routes of a step's partitions, in stage order, each given as the
+/// task it runs on (`None`: this process) and its definition; `fetched` are
+/// the step's fetches. An output of a remote partition goes to each remote
+/// task that consumes it (once per task, its own task included) and back
+/// to the master only if this process consumes it or the step fetches it.
 pub(super) fn routes(parts: &[(Option<&TaskId>, &PartitionDef)], fetched: &HashSet<Output>) -> Vec<Route> {
+    // A variable repeated into several partitions of its task is an output
+    // of each; the first (in stage order: the variable's own partition,
+    // which runs before any partition that reads it elsewhere) provides it.
     let mut producer: HashMap<Output, (usize, usize)> = HashMap::new();
     for (p, (_, def)) in parts.iter().enumerate() {
         for (i, o) in def.outputs.iter().enumerate() {
-            producer.insert(*o, (p, i));
+            producer.entry(*o).or_insert((p, i));
         }
     }
     let mut routes = vec![Route::default(); parts.len()];
@@ -196,6 +199,23 @@ mod tests {
         assert_eq!(r[4], Route::default(), "this process's partition gets everything from the master");
         assert_eq!(r[1].returned(&tower0).collect::<Vec<_>>(), vec![Output::of(2)]);
         assert_eq!(r[3].sent(&tower1_again).count(), 0);
+    }
+
+    #[test]
+    fn a_variable_repeated_into_later_partitions_is_delivered_from_its_own() {
+        let (ps, w) = (TaskId::new("ps", 0), TaskId::new("worker", 0));
+        // Variable 1 on the ps: its own partition (stage 0, it is read on the
+        // worker), and repeated into the ps's update at stage 2, whose
+        // outputs list it too.
+        let own = def(&[], &[1]);
+        let read_there = def(&[1], &[2]);
+        let update = def(&[2], &[1, 3]);
+        let parts = [(Some(&ps), &own), (Some(&w), &read_there), (Some(&ps), &update)];
+        let r = routes(&parts, &HashSet::from([Output::of(3)]));
+        assert_eq!(r[0].deliveries, vec![Delivery { output: 0, task: w.clone(), uses: 1 }]);
+        assert_eq!(r[2].deliveries, vec![], "the later copy delivers nothing");
+        assert_eq!(r[2].unreturned, vec![0], "nor is it needed here");
+        assert_eq!(r[2].delivered_inputs, vec![0]);
     }
 
     #[test]

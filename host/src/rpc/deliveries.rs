@@ -99,7 +99,7 @@ impl ServedTask {
                     self.hold_delivered(master, step, tensors)
                 } else {
                     let remote = self.task().remote().ok_or_else(|| {
-                        Error::unavailable(format!(
+                        Error::precondition(format!(
                             "{} reaches no other task, so it cannot deliver to {task}",
                             self.task().id()
                         ))
@@ -126,13 +126,18 @@ impl ServedTask {
     pub fn hold_delivered(&self, master: u64, step: u64, tensors: Vec<Delivered>) -> Result<()> {
         let budget = self.task().device().tensor_budget().cloned();
         for Delivered { key, uses, tensor } in tensors {
+            // A big float input a call reads where it lies in its master's
+            // segment (and an Identity passed on) is the master's again once
+            // the call answers: held past it, it must be a copy.
+            let tensor = tensor.materialize();
             let mut charges = StepCharges::default();
             if let Some(b) = &budget {
                 let what = format!("a tensor delivered for output {}:{}", key.node, key.index);
                 charges.charge_for(b, &what, tensor.byte_length())?;
             }
-            self.delivered_bytes.fetch_add(tensor.byte_length() as u64, Ordering::Relaxed);
+            let bytes = tensor.byte_length() as u64;
             self.rendezvous.hold(HeldKey { master, step, output: key }, tensor, uses, charges)?;
+            self.delivered_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -186,8 +191,9 @@ pub(super) async fn receive(
     let (master, step) = step_of.ok_or_else(|| broken("an empty stream".into()))?;
     let tensors = reader.finish().map_err(broken)?;
     for ((output, uses, charges), tensor) in keys.into_iter().zip(tensors) {
-        served.delivered_bytes.fetch_add(tensor.byte_length() as u64, Ordering::Relaxed);
+        let bytes = tensor.byte_length() as u64;
         served.rendezvous.hold(HeldKey { master, step, output }, tensor, uses, charges).map_err(status_from_error)?;
+        served.delivered_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
     Ok(())
 }

@@ -72,12 +72,14 @@ impl Rendezvous {
     pub fn hold(&self, key: HeldKey, tensor: Tensor, uses: u32, charges: StepCharges) -> Result<()> {
         let now = Instant::now();
         let bytes = tensor.byte_length();
+        // Declared before the lock, so dropped after it: what goes is
+        // dropped unlocked (a tensor lent by another host says so on a
+        // socket when dropped).
+        let mut gone = Vec::new();
         let mut table = self.table();
-        table.expire(now);
-        if let Some(old) = table.by_key.remove(&key) {
-            table.bytes -= old.bytes;
-        }
-        if table.by_key.len() >= MAX_HELD || table.bytes + bytes > MAX_HELD_BYTES {
+        gone.extend(table.expire(now));
+        let replaced = table.by_key.get(&key).map_or((0, 0), |old| (1, old.bytes));
+        if table.by_key.len() - replaced.0 >= MAX_HELD || table.bytes - replaced.1 + bytes > MAX_HELD_BYTES {
             return Err(Error::status(
                 Code::ResourceExhausted,
                 format!(
@@ -91,6 +93,10 @@ impl Rendezvous {
                     table.bytes
                 ),
             ));
+        }
+        if let Some(old) = table.by_key.remove(&key) {
+            table.bytes -= old.bytes;
+            gone.push(old);
         }
         table.bytes += bytes;
         let expires = now + HOLD_FOR;
@@ -109,8 +115,9 @@ impl Rendezvous {
     /// its charges too (to hold until its step ends); earlier ones leave
     /// them with the tensor still held.
     pub fn take(&self, key: &HeldKey) -> Option<(Tensor, Option<StepCharges>)> {
+        let mut gone = Vec::new();
         let mut table = self.table();
-        table.expire(Instant::now());
+        gone.extend(table.expire(Instant::now()));
         let held = table.by_key.get_mut(key)?;
         if held.uses > 1 {
             held.uses -= 1;
@@ -123,22 +130,28 @@ impl Rendezvous {
 
     /// Tensors held now, and their bytes.
     pub fn held(&self) -> (usize, usize) {
+        let mut gone = Vec::new();
         let mut table = self.table();
-        table.expire(Instant::now());
+        gone.extend(table.expire(Instant::now()));
         (table.by_key.len(), table.bytes)
     }
 }
 
 impl Table {
-    /// Drops what expired (and releases its charges).
-    fn expire(&mut self, now: Instant) {
+    /// Takes out what expired, for the caller to drop (releasing its
+    /// charges) once the table is unlocked.
+    #[must_use]
+    fn expire(&mut self, now: Instant) -> Vec<Held> {
+        let mut gone = Vec::new();
         while let Some(&(at, key)) = self.order.front().filter(|(at, _)| *at <= now) {
             self.order.pop_front();
             if self.by_key.get(&key).is_some_and(|h| h.expires == at) {
-                let gone = self.by_key.remove(&key).expect("present");
-                self.bytes -= gone.bytes;
+                let held = self.by_key.remove(&key).expect("present");
+                self.bytes -= held.bytes;
+                gone.push(held);
             }
         }
+        gone
     }
 }
 

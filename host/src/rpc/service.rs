@@ -406,7 +406,7 @@ fn chunks(
 }
 
 /// The segment a call's first message names (by `key`), if any.
-pub(super) fn segment_of(key: &[u8]) -> Result<Option<Arc<Mapping>>, Status> {
+fn segment_of(key: &[u8]) -> Result<Option<Arc<Mapping>>, Status> {
     if key.is_empty() {
         return Ok(None);
     }

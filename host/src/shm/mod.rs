@@ -10,6 +10,13 @@
 //! as long as it lives; when it closes (the master dropped it, or died), the
 //! host unmaps it. Guests never see any of it.
 //!
+//! A task delivering tensors straight to another task of the machine
+//! ([`crate::exec::Route`]) is that task's master for the delivery: it
+//! writes them into a segment and lends it ([`Lease::lent`]); the receiver
+//! reads big floats in place for as long as it holds them ([`Loan`]) and
+//! then says so on the segment's connection, and only then is the segment
+//! used again.
+//!
 //! A host knows another is on its machine by the kernel's boot id in
 //! `GetStatus`; hosts in different network namespaces cannot reach each
 //! other's abstract sockets, and fall back to TCP. `WEFT_SHM=0` turns the

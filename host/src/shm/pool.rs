@@ -15,7 +15,8 @@ use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 
 use super::{Key, MAX_SEGMENT_BYTES, Mapping};
 
-/// Segments one master keeps with one host at most (one per call in flight).
+/// Segments one master keeps with one host at most (one per call in flight,
+/// or lent to the host).
 pub const MAX_SEGMENTS_PER_PEER: usize = 8;
 /// The smallest segment made.
 const MIN_SEGMENT_BYTES: usize = 1 << 20;

@@ -3,8 +3,9 @@
 //!
 //! Each connection carries one segment: a message of its key and length
 //! with the memfd attached, answered with one status byte (0 accepted,
-//! otherwise followed by why not). The segment lives until the connection
-//! closes. One registry serves the whole process (every task it hosts), on
+//! otherwise followed by why not); later, a [`RELEASED`] byte each time a
+//! loan of the segment ends ([`Loan`]). The segment lives until the
+//! connection closes. One registry serves the whole process (every task it hosts), on
 //! its own thread, so it outlives any one async runtime.
 
 use std::collections::HashMap;
@@ -13,7 +14,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -30,8 +31,9 @@ const HANDSHAKE: Duration = Duration::from_secs(2);
 /// The registration message: key, then length (little-endian u64).
 pub const HELLO_BYTES: usize = 16 + 8;
 
-/// Registered segments by key, each with its connection.
-pub(super) type Segments = HashMap<Key, (Arc<Mapping>, Arc<UnixStream>)>;
+/// Registered segments by key, each with its connection and whether it is
+/// lent to this host now.
+pub(super) type Segments = HashMap<Key, (Arc<Mapping>, Arc<UnixStream>, Arc<AtomicBool>)>;
 
 /// The segments masters gave this host, and the socket they come in on.
 #[derive(Debug)]
@@ -81,16 +83,21 @@ impl Registry {
     /// The segment registered under `key`.
     pub fn segment(&self, key: &[u8]) -> Option<Arc<Mapping>> {
         let key: Key = key.try_into().ok()?;
-        self.lock().get(&key).map(|(m, _)| m.clone())
+        self.lock().get(&key).map(|(m, _, _)| m.clone())
     }
 
     /// The segment registered under `key`, lent to this host until the
     /// loan is dropped: its master does not write to it meanwhile, so
-    /// tensors delivered in it can stay there ([`Loan`]).
+    /// tensors delivered in it can stay there ([`Loan`]). `None` also while
+    /// it is lent already: one loan at a time, so the one byte that ends a
+    /// loan never ends a later one.
     pub fn borrow(&self, key: &[u8]) -> Option<Arc<Loan>> {
         let key: Key = key.try_into().ok()?;
-        let (mapping, conn) = self.lock().get(&key).cloned()?;
-        Some(Arc::new(Loan { mapping, conn }))
+        let (mapping, conn, lent) = self.lock().get(&key).cloned()?;
+        if lent.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        Some(Arc::new(Loan { mapping, conn, lent }))
     }
 
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Segments> {
@@ -174,7 +181,7 @@ impl Registry {
         if segments.contains_key(&key) {
             return Err("a segment with this key is registered already".into());
         }
-        segments.insert(key, (mapping, writer));
+        segments.insert(key, (mapping, writer, Arc::default()));
         Ok(key)
     }
 }
@@ -192,12 +199,16 @@ pub const RELEASED: u8 = 0xAA;
 pub struct Loan {
     mapping: Arc<Mapping>,
     conn: Arc<UnixStream>,
+    lent: Arc<AtomicBool>,
 }
 
 impl Drop for Loan {
     fn drop(&mut self) {
-        // A master that went away needs no word.
-        let _ = (&*self.conn).write_all(&[RELEASED]);
+        self.lent.store(false, Ordering::Release);
+        // Never blocks, nor raises SIGPIPE: a master that went away, or
+        // reads nothing, needs no word.
+        let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
+        let _ = rustix::net::send(&*self.conn, &[RELEASED], flags);
     }
 }
 

@@ -176,6 +176,7 @@ fn a_lent_segment_is_reused_only_once_its_loan_ends() {
     lease.mapping().write(0, b"delivered").unwrap();
     // The host takes a loan of it, then its master hears the call went through.
     let loan = registry.borrow(&key).expect("registered");
+    assert!(registry.borrow(&key).is_none(), "one loan at a time");
     lease.lent();
     drop(lease);
     assert_eq!((pool.lent(), pool.segments()), (1, 1));
@@ -202,7 +203,7 @@ fn a_lent_segment_whose_host_dropped_it_is_closed_not_reused() {
     drop(lease);
     // The host says something other than that the loan ended: the pool
     // trusts the segment no more.
-    let (_, conn) = registry.lock().get(&key).cloned().expect("registered");
+    let (_, conn, _) = registry.lock().get(&key).cloned().expect("registered");
     std::io::Write::write_all(&mut &*conn, &[0x01]).unwrap();
     wait_until("the pool closed the segment", || pool.segments() == 0);
     assert_eq!(pool.lent(), 0);
