@@ -233,13 +233,20 @@ fn between_processes_a_tensor_goes_straight_through_shared_memory_or_tcp() {
     }
 }
 
-/// Worker 1, killed while steps deliver to it from the ps through shared
-/// memory (the kill lands mid-delivery or between deliveries),
-/// fails the step `unavailable` naming it; the ps carries on and keeps no
-/// segment for it.
+/// Worker 1, killed while steps deliver to it from the ps (the kill lands
+/// mid-delivery or between deliveries), through shared memory and, with
+/// worker 1 offering none, over TCP: the step fails `unavailable` naming
+/// it; the ps carries on and keeps no segment for it.
 #[test]
 fn a_task_killed_while_steps_deliver_to_it_is_unavailable_and_the_sender_keeps_no_segment() {
-    let mut cluster = processes("direct-kill", &[]);
+    for worker_env in [&[][..], &[("WEFT_SHM", "0")][..]] {
+        killed_while_steps_deliver(worker_env);
+    }
+}
+
+fn killed_while_steps_deliver(worker_env: &[(&str, &str)]) {
+    let shared = worker_env.is_empty();
+    let mut cluster = processes("direct-kill", worker_env);
     let remote = Arc::new(GrpcRemote::new(cluster.spec.clone()));
     let mut e = master(&cluster.spec, &remote);
     let mut v = big_variable("w", &[ROWS, ROWS]);
@@ -253,7 +260,8 @@ fn a_task_killed_while_steps_deliver_to_it_is_unavailable_and_the_sender_keeps_n
         initialize(&mut e, &v, 1.0).await;
         run(&mut e, v.graph(), req.clone()).await.unwrap();
         let (name, _) = remote.shared_segments(&TaskId::new("ps", 0)).await.expect("shared with the ps");
-        assert!(memfds_of(ps_pid, &name) > 0, "the ps delivers to worker 1 through shared memory");
+        let own = memfds_of(ps_pid, &name);
+        assert_eq!(own > 0, shared, "{worker_env:?}: the ps delivers to worker 1 through shared memory or not");
         let pid = cluster.worker1.child.0.id();
         let killer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(150));
@@ -270,8 +278,8 @@ fn a_task_killed_while_steps_deliver_to_it_is_unavailable_and_the_sender_keeps_n
         (err, name)
     });
     let _ = cluster.worker1.wait(LIMIT);
-    assert_eq!(err.code(), Code::Unavailable, "{err}");
-    assert!(err.message().contains("/job:worker/task:1"), "{err}");
+    assert_eq!(err.code(), Code::Unavailable, "{worker_env:?}: {err}");
+    assert!(err.message().contains("/job:worker/task:1"), "{worker_env:?}: {err}");
     // Without another step: the ps notices the dead worker's connections.
     wait_until("the ps holds no segment for the dead worker", || memfds_of(ps_pid, &name) == 0);
     // The ps itself is fine.
