@@ -428,6 +428,34 @@ fn a_variable_read_elsewhere_and_used_again_at_home_in_one_step() {
     });
 }
 
+/// A variable updated on its task mid-step and read on another task after
+/// the update gets the updated value (what it would get through the
+/// master): from the latest partition holding it before the reader.
+#[test]
+fn a_variable_read_after_its_update_in_the_same_step_is_the_updated_value() {
+    use weft_host::graph::Operand;
+    runtime().block_on(async {
+        let cluster = cluster(true).await;
+        let spec = cluster.spec().clone();
+        let remote = Arc::new(GrpcRemote::new(spec.clone()).in_process(false));
+        let mut e = master(&spec, &remote);
+        let mut v = big_variable("small", &[4]);
+        let var = Output::of(v.var.var);
+        let s = on(&mut v, "/job:worker/task:1", OpType::Sum, &[var]); // 4, stage 1
+        let m = on(&mut v, "/job:ps/task:0", OpType::Mul, &[var, s]); // [4; 4], stage 2
+        let node = v.var.var;
+        let upd = v.graph_mut().assign_op(OpType::AssignAdd, node, Operand::Node(m)).unwrap(); // var = [5; 4]
+        let c = on(&mut v, "/job:ps/task:0", OpType::Sum, &[upd]); // 20, stage 2
+        let r = on(&mut v, "/job:worker/task:1", OpType::Mul, &[var, c]); // stage 3
+        let total = on(&mut v, "/job:worker/task:1", OpType::Sum, &[r]);
+        initialize(&mut e, &v, 1.0).await;
+        let req = RunRequest { fetches: vec![total], ..Default::default() };
+        let out = run(&mut e, v.graph(), req).await.unwrap().remove(0);
+        assert_eq!(out.as_f32_vec().unwrap(), vec![400.0], "5 x 20, four times");
+        cluster.shutdown().await;
+    });
+}
+
 /// A big input the ps reads where it lies in its master's segment, passed
 /// on by an Identity and kept for two later partitions of the ps, is a copy
 /// by then: the master's next call writes into that segment.

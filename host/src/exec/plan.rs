@@ -301,11 +301,11 @@ impl Plan {
         // Tensors between two remote tasks go straight, when they can.
         let direct = placement.remote.as_ref().is_some_and(|r| r.delivers_directly());
         let mut routed = if direct {
-            let located: Vec<(Option<&TaskId>, &PartitionDef)> = parts
+            let located: Vec<(usize, Option<&TaskId>, &PartitionDef)> = parts
                 .iter()
-                .map(|(_, loc, def, _)| match loc {
-                    Location::Local => (None, def),
-                    Location::Remote(task) => (Some(task), def),
+                .map(|(s, loc, def, _)| match loc {
+                    Location::Local => (*s, None, def),
+                    Location::Remote(task) => (*s, Some(task), def),
                 })
                 .collect();
             routes(&located, &fetched)

@@ -103,19 +103,21 @@ impl Route {
     }
 }
 
-/// The routes of a step's partitions, in stage order, each given as the
-/// task it runs on (`None`: this process) and its definition; `fetched` are
-/// the step's fetches. An output of a remote partition goes to each remote
-/// task that consumes it (once per task, its own task included) and back
-/// to the master only if this process consumes it or the step fetches it.
-pub(super) fn routes(parts: &[(Option<&TaskId>, &PartitionDef)], fetched: &HashSet<Output>) -> Vec<Route> {
-    // A variable repeated into several partitions of its task is an output
-    // of each; the first (in stage order: the variable's own partition,
-    // which runs before any partition that reads it elsewhere) provides it.
-    let mut producer: HashMap<Output, (usize, usize)> = HashMap::new();
-    for (p, (_, def)) in parts.iter().enumerate() {
+/// The routes of a step's partitions, each given as its stage, the task it
+/// runs on (`None`: this process) and its definition; `fetched` are the
+/// step's fetches. An output of a remote partition goes to each remote task
+/// that consumes it (once per task, its own task included) and back to the
+/// master only if this process consumes it or the step fetches it.
+///
+/// A variable repeated into several partitions of its task is an output of
+/// each (read when that partition ends). A consumer gets it from the latest
+/// of them in a stage before its own: the value it would get through the
+/// master, whose later outputs replace earlier ones.
+pub(super) fn routes(parts: &[(usize, Option<&TaskId>, &PartitionDef)], fetched: &HashSet<Output>) -> Vec<Route> {
+    let mut producers: HashMap<Output, Vec<(usize, usize)>> = HashMap::new();
+    for (p, (_, _, def)) in parts.iter().enumerate() {
         for (i, o) in def.outputs.iter().enumerate() {
-            producer.entry(*o).or_insert((p, i));
+            producers.entry(*o).or_default().push((p, i));
         }
     }
     let mut routes = vec![Route::default(); parts.len()];
@@ -123,11 +125,15 @@ pub(super) fn routes(parts: &[(Option<&TaskId>, &PartitionDef)], fetched: &HashS
     // and whether this process does.
     let mut remote_uses: BTreeMap<(usize, usize), BTreeMap<&TaskId, u32>> = BTreeMap::new();
     let mut used_here: HashSet<(usize, usize)> = HashSet::new();
-    for (c, (task, def)) in parts.iter().enumerate() {
+    for (c, &(stage, task, def)) in parts.iter().enumerate() {
         for (i, o) in def.inputs.iter().enumerate() {
             // Inputs no partition produces are fed: the master sends them.
-            let Some(&(p, j)) = producer.get(o) else { continue };
-            match (parts[p].0, task) {
+            let Some(made) = producers.get(o) else { continue };
+            let Some(&(p, j)) = made.iter().filter(|(p, _)| parts[*p].0 < stage).max_by_key(|(p, _)| parts[*p].0)
+            else {
+                continue;
+            };
+            match (parts[p].1, task) {
                 (Some(_), Some(to)) => {
                     *remote_uses.entry((p, j)).or_default().entry(to).or_default() += 1;
                     routes[c].delivered_inputs.push(i);
@@ -143,7 +149,7 @@ pub(super) fn routes(parts: &[(Option<&TaskId>, &PartitionDef)], fetched: &HashS
             routes[p].deliveries.push(Delivery { output: j, task: task.clone(), uses });
         }
     }
-    for (p, (task, def)) in parts.iter().enumerate() {
+    for (p, &(_, task, def)) in parts.iter().enumerate() {
         if task.is_none() {
             continue;
         }
@@ -177,14 +183,19 @@ mod tests {
     fn a_tensor_between_two_remote_tasks_goes_straight_and_only_what_the_master_needs_comes_back() {
         let (ps, w0, w1) = (TaskId::new("ps", 0), TaskId::new("worker", 0), TaskId::new("worker", 1));
         // Stage 0: the ps reads w (node 1). Stage 1: each worker uses it
-        // (nodes 2, 3); worker 1 twice over two stages. Stage 2: here sums.
+        // (nodes 2, 3); worker 1 again at stage 2. Stage 3: here sums.
         let read = def(&[], &[1]);
         let tower0 = def(&[1], &[2]);
         let tower1 = def(&[1], &[3]);
         let tower1_again = def(&[1, 3], &[4]);
         let sum = def(&[2, 4], &[5]);
-        let parts =
-            [(Some(&ps), &read), (Some(&w0), &tower0), (Some(&w1), &tower1), (Some(&w1), &tower1_again), (None, &sum)];
+        let parts = [
+            (0, Some(&ps), &read),
+            (1, Some(&w0), &tower0),
+            (1, Some(&w1), &tower1),
+            (2, Some(&w1), &tower1_again),
+            (3, None, &sum),
+        ];
         let fetched = HashSet::from([Output::of(5), Output::of(2)]);
         let r = routes(&parts, &fetched);
         assert_eq!(
@@ -202,20 +213,22 @@ mod tests {
     }
 
     #[test]
-    fn a_variable_repeated_into_later_partitions_is_delivered_from_its_own() {
+    fn a_variable_repeated_into_later_partitions_is_delivered_from_the_latest_before_its_reader() {
         let (ps, w) = (TaskId::new("ps", 0), TaskId::new("worker", 0));
         // Variable 1 on the ps: its own partition (stage 0, it is read on the
-        // worker), and repeated into the ps's update at stage 2, whose
-        // outputs list it too.
+        // worker at stage 1), and repeated into the ps's update at stage 2,
+        // whose outputs list it too; the worker reads it again at stage 3.
         let own = def(&[], &[1]);
         let read_there = def(&[1], &[2]);
         let update = def(&[2], &[1, 3]);
-        let parts = [(Some(&ps), &own), (Some(&w), &read_there), (Some(&ps), &update)];
-        let r = routes(&parts, &HashSet::from([Output::of(3)]));
-        assert_eq!(r[0].deliveries, vec![Delivery { output: 0, task: w.clone(), uses: 1 }]);
-        assert_eq!(r[2].deliveries, vec![], "the later copy delivers nothing");
-        assert_eq!(r[2].unreturned, vec![0], "nor is it needed here");
-        assert_eq!(r[2].delivered_inputs, vec![0]);
+        let read_again = def(&[1], &[4]);
+        let parts =
+            [(0, Some(&ps), &own), (1, Some(&w), &read_there), (2, Some(&ps), &update), (3, Some(&w), &read_again)];
+        let r = routes(&parts, &HashSet::from([Output::of(3), Output::of(4)]));
+        assert_eq!(r[0].deliveries, vec![Delivery { output: 0, task: w.clone(), uses: 1 }], "before the update");
+        assert_eq!(r[2].deliveries, vec![Delivery { output: 0, task: w.clone(), uses: 1 }], "after it");
+        assert_eq!((r[0].unreturned.clone(), r[2].unreturned.clone()), (vec![0], vec![0]));
+        assert_eq!((r[2].delivered_inputs.clone(), r[3].delivered_inputs.clone()), (vec![0], vec![0]));
     }
 
     #[test]

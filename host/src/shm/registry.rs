@@ -208,7 +208,11 @@ impl Drop for Loan {
         // Never blocks, nor raises SIGPIPE: a master that went away, or
         // reads nothing, needs no word.
         let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
-        let _ = rustix::net::send(&*self.conn, &[RELEASED], flags);
+        if rustix::net::send(&*self.conn, &[RELEASED], flags) != Ok(1) {
+            // The word is lost: end the segment instead, so its master closes
+            // it rather than waiting for it for good.
+            let _ = self.conn.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 
