@@ -125,6 +125,8 @@ impl ServedTask {
     /// `master`, charging each to this task's tensor budget.
     pub fn hold_delivered(&self, master: u64, step: u64, tensors: Vec<Delivered>) -> Result<()> {
         let budget = self.task().device().tensor_budget().cloned();
+        let mut entries = Vec::with_capacity(tensors.len());
+        let mut bytes = 0u64;
         for Delivered { key, uses, tensor } in tensors {
             // A big float input a call reads where it lies in its master's
             // segment (and an Identity passed on) is the master's again once
@@ -135,10 +137,11 @@ impl ServedTask {
                 let what = format!("a tensor delivered for output {}:{}", key.node, key.index);
                 charges.charge_for(b, &what, tensor.byte_length())?;
             }
-            let bytes = tensor.byte_length() as u64;
-            self.rendezvous.hold(HeldKey { master, step, output: key }, tensor, uses, charges)?;
-            self.delivered_bytes.fetch_add(bytes, Ordering::Relaxed);
+            bytes += tensor.byte_length() as u64;
+            entries.push((HeldKey { master, step, output: key }, tensor, uses, charges));
         }
+        self.rendezvous.hold_all(entries)?;
+        self.delivered_bytes.fetch_add(bytes, Ordering::Relaxed);
         Ok(())
     }
 
@@ -190,11 +193,14 @@ pub(super) async fn receive(
     }
     let (master, step) = step_of.ok_or_else(|| broken("an empty stream".into()))?;
     let tensors = reader.finish().map_err(broken)?;
-    for ((output, uses, charges), tensor) in keys.into_iter().zip(tensors) {
-        let bytes = tensor.byte_length() as u64;
-        served.rendezvous.hold(HeldKey { master, step, output }, tensor, uses, charges).map_err(status_from_error)?;
-        served.delivered_bytes.fetch_add(bytes, Ordering::Relaxed);
-    }
+    let bytes: u64 = tensors.iter().map(|t| t.byte_length() as u64).sum();
+    let entries = keys
+        .into_iter()
+        .zip(tensors)
+        .map(|((output, uses, charges), tensor)| (HeldKey { master, step, output }, tensor, uses, charges))
+        .collect();
+    served.rendezvous.hold_all(entries).map_err(status_from_error)?;
+    served.delivered_bytes.fetch_add(bytes, Ordering::Relaxed);
     Ok(())
 }
 

@@ -111,6 +111,32 @@ impl Rendezvous {
         Ok(())
     }
 
+    /// Holds every one of `entries` ([`Rendezvous::hold`]), or none: past
+    /// what a task holds, those held already are taken out again, and the
+    /// error names the one that did not fit.
+    pub fn hold_all(&self, entries: Vec<(HeldKey, Tensor, u32, StepCharges)>) -> Result<()> {
+        let mut held = Vec::with_capacity(entries.len());
+        for (key, tensor, uses, charges) in entries {
+            if let Err(e) = self.hold(key, tensor, uses, charges) {
+                for key in &held {
+                    drop(self.remove(key));
+                }
+                return Err(e);
+            }
+            held.push(key);
+        }
+        Ok(())
+    }
+
+    /// Takes out what is held under `key`, whatever its uses left.
+    fn remove(&self, key: &HeldKey) -> Option<Tensor> {
+        let mut table = self.table();
+        let held = table.by_key.remove(key)?;
+        table.bytes -= held.bytes;
+        drop(table);
+        Some(held.tensor)
+    }
+
     /// The tensor held under `key`, for one of its uses. The last use gets
     /// its charges too (to hold until its step ends); earlier ones leave
     /// them with the tensor still held.
@@ -199,6 +225,25 @@ mod tests {
         // Delivered again under a key it holds: replaced, not added.
         r.hold(key(0), t, 1, StepCharges::default()).unwrap();
         assert_eq!(r.held().0, MAX_HELD);
+    }
+
+    #[test]
+    fn a_delivery_is_held_whole_or_not_at_all() {
+        let budget = Arc::new(ByteBudget::new("the task's tensors", 1 << 20));
+        let r = Rendezvous::default();
+        for step in 0..MAX_HELD as u64 - 1 {
+            r.hold(key(step), Tensor::scalar_f32(1.0), 1, StepCharges::default()).unwrap();
+        }
+        let mut charges = StepCharges::default();
+        charges.charge_for(&budget, &"the first of two", 4).unwrap();
+        let two = vec![
+            (key(u64::MAX), Tensor::scalar_f32(1.0), 1, charges),
+            (key(u64::MAX - 1), Tensor::scalar_f32(2.0), 1, StepCharges::default()),
+        ];
+        let e = r.hold_all(two).unwrap_err();
+        assert_eq!(e.code(), crate::error::Code::ResourceExhausted, "{e}");
+        assert!(r.take(&key(u64::MAX)).is_none(), "the first was taken out again");
+        assert_eq!((r.held().0, budget.used()), (MAX_HELD - 1, 0));
     }
 
     #[test]
