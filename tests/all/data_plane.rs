@@ -74,15 +74,17 @@ impl BigVariable {
     }
 }
 
+/// A placeholder of `dtype` and `shape` (-1 for an unknown dimension).
+pub(crate) fn placeholder(dtype: DType, shape: &[i64]) -> NodeRequest {
+    NodeRequest::new(OpType::Placeholder)
+        .attr("dtype", AttrValue::DType(dtype))
+        .attr("shape", AttrValue::Ints(shape.to_vec()))
+}
+
 pub(crate) fn big_variable(name: &str, shape: &[usize]) -> BigVariable {
     let mut graph = Graph::new();
-    let x = graph
-        .add(
-            NodeRequest::new(OpType::Placeholder)
-                .attr("dtype", AttrValue::DType(DType::F32))
-                .attr("shape", AttrValue::Ints(shape.iter().map(|&d| d as i64).collect())),
-        )
-        .unwrap();
+    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    let x = graph.add(placeholder(DType::F32, &dims)).unwrap();
     let decl = VariableDecl {
         name: Some(name.into()),
         device: Some(DeviceSpec::parse("/job:ps/task:0").unwrap()),
@@ -174,14 +176,7 @@ fn big_tensors_between_colocated_processes_go_through_shared_memory() {
         // on the ps) is streamed the first time; the calls after offer the
         // space it took.
         let mut v = known;
-        let rows = v
-            .graph
-            .add(
-                NodeRequest::new(OpType::Placeholder)
-                    .attr("dtype", AttrValue::DType(DType::I32))
-                    .attr("shape", AttrValue::Ints(vec![-1])),
-            )
-            .unwrap();
+        let rows = v.graph.add(placeholder(DType::I32, &[-1])).unwrap();
         let mut gather = NodeRequest::new(OpType::Gather).inputs([Output::of(v.var.read), Output::of(rows)]);
         gather.device = Some(DeviceSpec::parse("/job:ps/task:0").unwrap());
         let gather = Output::of(v.graph.add(gather).unwrap());

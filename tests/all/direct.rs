@@ -17,7 +17,7 @@ use weft_host::graph::{NodeRequest, OpType, Output};
 use weft_host::local_cluster::LocalCluster;
 use weft_host::rpc::{GrpcRemote, ServedTask};
 
-use crate::data_plane::{LIMIT, big_variable, initialize, master, run, runtime, sigkill, wait_until};
+use crate::data_plane::{LIMIT, big_variable, initialize, master, placeholder, run, runtime, sigkill, wait_until};
 use crate::process::{Spawned, Stream, TempDir, free_ports, weft};
 
 /// 64 MiB of f32.
@@ -298,7 +298,7 @@ fn a_raw_peer_gets_each_bad_delivery_refused_and_the_host_carries_on() {
     use crate::data_plane::ps_process_with;
     use crate::hardening::{RawClient, register};
     use weft_host::exec::PartitionDef;
-    use weft_host::graph::{AttrValue, Graph};
+    use weft_host::graph::Graph;
     use weft_host::rpc::{partition_to_pb, pb};
     use weft_host::tensor::{DType, TensorType};
 
@@ -306,13 +306,7 @@ fn a_raw_peer_gets_each_bad_delivery_refused_and_the_host_carries_on() {
     let address = cluster.spec.jobs()["ps"][0].clone();
     // Neg(x), x an f32[3] delivered by another task.
     let mut g = Graph::new();
-    let x = g
-        .add(
-            NodeRequest::new(OpType::Placeholder)
-                .attr("dtype", AttrValue::DType(DType::F32))
-                .attr("shape", AttrValue::Ints(vec![3])),
-        )
-        .unwrap();
+    let x = g.add(placeholder(DType::F32, &[3])).unwrap();
     let neg = g.add(NodeRequest::new(OpType::Neg).inputs([Output::of(x)])).unwrap();
     let def = PartitionDef {
         nodes: vec![g.node(neg).unwrap().clone()],
@@ -477,13 +471,7 @@ fn an_input_read_in_place_and_kept_for_later_stages_is_a_copy() {
         g.pop_device_scope().unwrap();
         Output::of(id)
     };
-    let x = add(
-        &mut g,
-        &ps,
-        NodeRequest::new(OpType::Placeholder)
-            .attr("dtype", AttrValue::DType(DType::F32))
-            .attr("shape", AttrValue::Ints(vec![n as i64])),
-    );
+    let x = add(&mut g, &ps, placeholder(DType::F32, &[n as i64]));
     let y = add(&mut g, &ps, NodeRequest::new(OpType::Identity).inputs([x]));
     let two = NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(Tensor::scalar_f32(2.0)));
     let b = add(&mut g, &w1, two);

@@ -519,13 +519,7 @@ fn a_raw_peer_cannot_register_a_partition_the_op_catalogue_and_inference_refuse(
     let address = cluster.spec.jobs()["ps"][0].clone();
     // x (fed, f32[4]) + 1, as a partition whose input is x.
     let mut g = Graph::new();
-    let x = g
-        .add(
-            NodeRequest::new(OpType::Placeholder)
-                .attr("dtype", AttrValue::DType(DType::F32))
-                .attr("shape", AttrValue::Ints(vec![4])),
-        )
-        .unwrap();
+    let x = g.add(crate::data_plane::placeholder(DType::F32, &[4])).unwrap();
     let one = g.add(NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(Tensor::scalar_f32(1.0)))).unwrap();
     let sum = g.add(NodeRequest::new(OpType::Add).inputs([Output::of(x), Output::of(one)])).unwrap();
     let good = PartitionDef {

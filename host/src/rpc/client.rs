@@ -294,6 +294,12 @@ fn transport_why(s: &tonic::Status) -> String {
     why
 }
 
+/// Whether the host answered that it no longer holds the call's segment
+/// (it restarted, or dropped it): the caller retries once over the stream.
+fn segment_unknown(s: &tonic::Status) -> bool {
+    s.code() == tonic::Code::FailedPrecondition && s.message().contains(SEGMENT_UNKNOWN)
+}
+
 /// The shared-memory socket of a task whose status says it is on this
 /// machine and offers one.
 fn shared_memory_with(status: &pb::GetStatusResponse) -> Option<String> {
@@ -472,11 +478,7 @@ impl Peer {
             };
             // Co-located: inputs into a shared segment, with room for the
             // outputs expected.
-            let shared = pool
-                .clone()
-                .zip(SharedCall::bytes_needed(&inputs, &expected))
-                .and_then(|(pool, bytes)| SharedCall::lease(&pool, bytes))
-                .and_then(|lease| SharedCall::place(lease, &inputs, &expected));
+            let shared = SharedCall::offer(pool.as_ref(), &inputs, &expected);
             let (frames, streamed) = match &shared {
                 Some(call) => (call.input_frames(&inputs), 0),
                 None => (frames(&inputs), inputs.iter().map(|t| t.byte_length() as u64).sum()),
@@ -546,11 +548,7 @@ impl Peer {
                 }
                 // The host no longer holds the call's segment (it restarted, or
                 // dropped it): retry once over the stream, with a fresh pool.
-                Err(s)
-                    if s.code() == tonic::Code::FailedPrecondition
-                        && s.message().contains(SEGMENT_UNKNOWN)
-                        && attempt == 0 =>
-                {
+                Err(s) if segment_unknown(&s) && attempt == 0 => {
                     share_memory = false;
                     self.renew_pool(pool.as_ref()).await;
                 }
@@ -623,11 +621,7 @@ impl Peer {
             // Co-located: the tensors into a shared segment, lent to the
             // task until it is done with them.
             let pool = self.state.lock().await.shm.clone().filter(|_| share_memory);
-            let shared = pool
-                .clone()
-                .zip(SharedCall::bytes_needed(&all, &[]))
-                .and_then(|(pool, bytes)| SharedCall::lease(&pool, bytes))
-                .and_then(|lease| SharedCall::place(lease, &all, &[]));
+            let shared = SharedCall::offer(pool.as_ref(), &all, &[]);
             let frames = match &shared {
                 Some(call) => call.input_frames(&all),
                 None => frames(&all),
@@ -665,11 +659,7 @@ impl Peer {
                     return Ok(());
                 }
                 // The host no longer holds the segment: once more, streamed.
-                Err(s)
-                    if s.code() == tonic::Code::FailedPrecondition
-                        && s.message().contains(SEGMENT_UNKNOWN)
-                        && attempt == 0 =>
-                {
+                Err(s) if segment_unknown(&s) && attempt == 0 => {
                     share_memory = false;
                     self.renew_pool(pool.as_ref()).await;
                 }

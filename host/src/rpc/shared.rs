@@ -52,7 +52,7 @@ impl std::fmt::Debug for SharedCall {
 impl SharedCall {
     /// Bytes a segment needs for `inputs` and outputs of `expected_outputs`
     /// bytes, or `None` when that is too little to be worth one.
-    pub fn bytes_needed(inputs: &[Tensor], expected_outputs: &[usize]) -> Option<usize> {
+    fn bytes_needed(inputs: &[Tensor], expected_outputs: &[usize]) -> Option<usize> {
         let total: usize =
             inputs.iter().map(Tensor::byte_length).chain(expected_outputs.iter().copied()).map(aligned).sum();
         (total >= MIN_SHARED_BYTES).then_some(total)
@@ -60,16 +60,25 @@ impl SharedCall {
 
     /// A segment of `bytes` from `pool`: one it holds free at once, else a
     /// new one (registering it blocks briefly, so off the async threads).
-    pub fn lease(pool: &Arc<Pool>, bytes: usize) -> Option<Lease> {
+    fn lease(pool: &Arc<Pool>, bytes: usize) -> Option<Lease> {
         if let Some(lease) = pool.lease_free(bytes) {
             return Some(lease);
         }
         crate::exec::run_blocking(|| pool.lease(bytes))
     }
 
+    /// A segment of `pool` (if any) holding `inputs` with room for outputs
+    /// of `expected_outputs` bytes, or `None` when the call is too small for
+    /// one or no segment is to be had (the call then streams its tensors).
+    pub fn offer(pool: Option<&Arc<Pool>>, inputs: &[Tensor], expected_outputs: &[usize]) -> Option<SharedCall> {
+        let bytes = Self::bytes_needed(inputs, expected_outputs)?;
+        let lease = Self::lease(pool?, bytes)?;
+        Self::place(lease, inputs, expected_outputs)
+    }
+
     /// Writes `inputs` into `lease` with room after them for outputs of
     /// `expected_outputs` bytes.
-    pub fn place(lease: Lease, inputs: &[Tensor], expected_outputs: &[usize]) -> Option<SharedCall> {
+    fn place(lease: Lease, inputs: &[Tensor], expected_outputs: &[usize]) -> Option<SharedCall> {
         let mut offset = 0usize;
         let mut range = |length: usize| {
             let r = pb::SharedBytes { offset: offset as u64, length: length as u64 };
