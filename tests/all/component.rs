@@ -50,6 +50,20 @@ fn own_task_sessions_share_variables() {
     assert_eq!(host.variable("var").unwrap().as_f32_vec().unwrap(), vec![5.0]);
 }
 
+/// Big tensors go into the guest straight from the host's memory (one copy,
+/// no byte vector first): every value arrives, of f32 and of i64 alike, and
+/// a fetched tensor is the guest's own, unchanged by a later update.
+#[test]
+fn big_fetches_arrive_whole_and_stay_as_fetched() {
+    let host = TestHost::new().unwrap();
+    let out = host.run(fixture("api-tour"), &["big", "300000"]).unwrap();
+    assert!(out.status.success(), "{:?}\n{}", out.status, out.stderr);
+    assert_eq!(
+        out.stdout,
+        "before: 300000 values, 0 wrong\nafter: 300000 values, 0 wrong\ni64: 300000 values, 0 wrong\n"
+    );
+}
+
 /// S8's building block: report-uninitialized-variables names them until the
 /// initializer runs.
 #[test]

@@ -1,6 +1,12 @@
 //! The one `bindgen!` of the host: Rust types for the WIT package
-//! `weft:runtime`, with the host types behind its resources. Generated types
+//! `weft:runtime`, with the host types behind its resources and the
+//! hand-written `types` interface ([`wit_types`]). Generated types
 //! stay inside `runtime`.
+
+/// Written by hand; see its docs (a child of this module so that the
+/// generated `pub use` of it stays inside `runtime`).
+#[path = "wit_types.rs"]
+pub mod wit_types;
 
 wasmtime::component::bindgen!({
     world: "task-worker",
@@ -8,6 +14,7 @@ wasmtime::component::bindgen!({
     imports: { default: async | trappable },
     exports: { default: async },
     with: {
+        "weft:runtime/types": wit_types,
         "weft:runtime/graph.graph": super::resources::GraphResource,
         "weft:runtime/variable.variable": super::resources::VariableResource,
         "weft:runtime/session.session": super::resources::SessionResource,

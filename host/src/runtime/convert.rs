@@ -43,9 +43,14 @@ pub fn tensor_from_wit(t: &wt::Tensor) -> Result<Tensor> {
     Tensor::from_le_bytes(t.dtype.into(), &shape, &t.data)
 }
 
-/// A host tensor into the WIT form.
+/// A host tensor into the WIT form, sharing its memory: lowering it into a
+/// guest is the one copy.
 pub fn tensor_to_wit(t: &Tensor) -> wt::Tensor {
-    wt::Tensor { dtype: t.dtype().into(), shape: t.shape().iter().map(|&d| d as u64).collect(), data: t.to_le_bytes() }
+    wt::Tensor {
+        dtype: t.dtype().into(),
+        shape: t.shape().iter().map(|&d| d as u64).collect(),
+        data: wt::TensorBytes::Host(t.to_shared_bytes()),
+    }
 }
 
 /// The WIT `error` for a host error: same code, same message.
