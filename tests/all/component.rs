@@ -51,10 +51,10 @@ fn own_task_sessions_share_variables() {
 }
 
 /// Big tensors go into the guest straight from the host's memory (one copy,
-/// no byte vector first): every value arrives, of f32 and of i64 alike, and
-/// a fetched tensor is the guest's own, unchanged by a later update.
+/// no byte vector first): every value of f32 and of i64 tensors arrives, in
+/// order, before and after an update of the variable they come from.
 #[test]
-fn big_fetches_arrive_whole_and_stay_as_fetched() {
+fn big_fetches_arrive_whole_value_by_value() {
     let host = TestHost::new().unwrap();
     let out = host.run(fixture("api-tour"), &["big", "300000"]).unwrap();
     assert!(out.status.success(), "{:?}\n{}", out.status, out.stderr);

@@ -15,6 +15,7 @@ use weft_host::error::Code;
 use weft_host::exec::{Executor, RunRequest};
 use weft_host::graph::{AttrValue, Graph, NodeRequest, OpType, Operand, Output, VariableDecl, VariableNodes};
 use weft_host::rpc::GrpcRemote;
+use weft_host::runtime::{Runtime, RuntimeConfig};
 use weft_host::task::Task;
 use weft_host::tensor::{DType, Tensor};
 
@@ -229,6 +230,29 @@ fn big_tensors_between_colocated_processes_go_through_shared_memory() {
     drop(e);
     drop(remote);
     wait_until("the ps unmapped the segments", || mapped_segments(pid) == 0);
+}
+
+/// A guest on the worker fetches big tensors of a ps served by another
+/// process: they come back through shared memory and are lowered into the
+/// guest from the segment they lie in, every value intact.
+#[test]
+fn a_guest_fetches_big_tensors_of_a_colocated_process_through_shared_memory() {
+    let cluster = ps_process("guest-shm", &[]);
+    let remote = Arc::new(GrpcRemote::new(cluster.spec.clone()));
+    let task = Task::new(cluster.spec.clone(), TaskId::new("worker", 0)).unwrap().with_remote(remote.clone());
+    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let worker = rt.load_file(&weft_tests::fixture("api-tour")).unwrap();
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let args = vec!["big".to_string(), "300000".to_string()];
+    let out = tokio.block_on(async { tokio::time::timeout(LIMIT, rt.run(&worker, Arc::new(task), args, None)).await });
+    let out = out.expect("the guest finished in time").unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout, "before: 300000 values, 0 wrong\nafter: 300000 values, 0 wrong\ni64: 300000 values, 0 wrong\n");
+    // Two f32 fetches and an i64 one came back (the initial value is a
+    // constant placed with the variable on the ps, so it never travels).
+    let shared = remote.traffic().shared_bytes();
+    assert!(shared >= 4 * 1_200_000, "only {shared} bytes went through shared memory");
 }
 
 #[test]

@@ -49,7 +49,7 @@ pub fn tensor_to_wit(t: &Tensor) -> wt::Tensor {
     wt::Tensor {
         dtype: t.dtype().into(),
         shape: t.shape().iter().map(|&d| d as u64).collect(),
-        data: wt::TensorBytes::Host(t.to_shared_bytes()),
+        data: t.to_shared_bytes(),
     }
 }
 

@@ -1,23 +1,20 @@
 //! The WIT interface `weft:runtime/types`, written here instead of generated
 //! by `bindgen!` (which is told so through its `with` key), for one reason:
-//! a tensor going into a guest is lowered straight from the host tensor's
-//! own memory (or the shared-memory segment it lies in), so a fetch costs
-//! one copy, into the guest's linear memory. Generated bindings would want a
-//! `Vec<u8>` of its bytes first, a second copy of every fetched tensor.
+//! a tensor's bytes are a [`bytes::Bytes`], not a `Vec<u8>`. Going into a
+//! guest, they are the host tensor's own memory (or the shared-memory
+//! segment it lies in), lowered by wasmtime (its `component-model-bytes`
+//! feature) with one copy, into the guest's linear memory; generated
+//! bindings would want a `Vec<u8>` of them first, a second copy of every
+//! fetched tensor. Tensors under 64 KiB, bools, strings and tensors whose
+//! elements are not contiguous are still copied out first (cheaper than
+//! sharing, or there is nothing to share). Coming from a guest, the lifted
+//! `Vec<u8>` becomes the `Bytes` without a copy.
 //!
-//! The records and variants derive their component-model traits as the
-//! generated ones do; only [`TensorBytes`] implements them by hand, by
-//! handing each call to wasmtime's own `list<u8>` implementation. Those trait
-//! methods are hidden in wasmtime's docs and not covered by its stability
-//! promise, which is one reason the workspace pins wasmtime to one release.
-//! The sizes and alignments are checked against the WIT by `bindgen!`'s
-//! assertions when the interfaces that use these types are generated, and
-//! the field names by wasmtime's type check when a component is linked.
+//! The types derive their component-model traits as the generated ones do.
+//! Sizes and alignments are checked against the WIT by `bindgen!`'s
+//! assertions where the interfaces that use them are generated, and names
+//! and cases by wasmtime's type check when a component is linked.
 
-use std::mem::MaybeUninit;
-use std::ops::Deref;
-
-use wasmtime::component::__internal::{CanonicalAbiInfo, InstanceType, InterfaceType, LiftContext, LowerContext};
 use wasmtime::component::{ComponentType, HasData, Lift, Linker, Lower};
 
 /// Element type of a tensor.
@@ -55,75 +52,10 @@ pub struct Tensor {
     /// Dimensions, outermost first; empty for a scalar.
     #[component(name = "shape")]
     pub shape: Vec<u64>,
-    /// Row-major elements, little-endian.
+    /// Row-major elements, little-endian: a guest's, or those of a host
+    /// tensor, shared with it ([`crate::Tensor::to_shared_bytes`]).
     #[component(name = "data")]
-    pub data: TensorBytes,
-}
-
-/// A tensor's little-endian bytes: those a guest sent, or a host tensor's,
-/// shared with it rather than copied (see [`crate::Tensor::to_shared_bytes`]).
-#[derive(Clone, Debug)]
-pub enum TensorBytes {
-    /// Lifted out of a guest's memory.
-    Guest(Vec<u8>),
-    /// The memory of a host tensor, lowered into a guest without another copy.
-    Host(bytes::Bytes),
-}
-
-impl Deref for TensorBytes {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            TensorBytes::Guest(v) => v,
-            TensorBytes::Host(b) => b,
-        }
-    }
-}
-
-// SAFETY: every item is `[u8]`'s own (a `list<u8>`), and every call below
-// is handed to `[u8]`'s or `Vec<u8>`'s implementation with the same
-// arguments, so the lowered form and the ABI are exactly theirs.
-unsafe impl ComponentType for TensorBytes {
-    type Lower = <[u8] as ComponentType>::Lower;
-
-    const ABI: CanonicalAbiInfo = <[u8] as ComponentType>::ABI;
-
-    fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
-        <[u8] as ComponentType>::typecheck(ty, types)
-    }
-}
-
-// SAFETY: see the `ComponentType` implementation.
-unsafe impl Lower for TensorBytes {
-    fn linear_lower_to_flat<T>(
-        &self,
-        cx: &mut LowerContext<'_, T>,
-        ty: InterfaceType,
-        dst: &mut MaybeUninit<Self::Lower>,
-    ) -> wasmtime::Result<()> {
-        <[u8] as Lower>::linear_lower_to_flat(self, cx, ty, dst)
-    }
-
-    fn linear_lower_to_memory<T>(
-        &self,
-        cx: &mut LowerContext<'_, T>,
-        ty: InterfaceType,
-        offset: usize,
-    ) -> wasmtime::Result<()> {
-        <[u8] as Lower>::linear_lower_to_memory(self, cx, ty, offset)
-    }
-}
-
-// SAFETY: see the `ComponentType` implementation.
-unsafe impl Lift for TensorBytes {
-    fn linear_lift_from_flat(cx: &mut LiftContext<'_>, ty: InterfaceType, src: &Self::Lower) -> wasmtime::Result<Self> {
-        <Vec<u8> as Lift>::linear_lift_from_flat(cx, ty, src).map(TensorBytes::Guest)
-    }
-
-    fn linear_lift_from_memory(cx: &mut LiftContext<'_>, ty: InterfaceType, bytes: &[u8]) -> wasmtime::Result<Self> {
-        <Vec<u8> as Lift>::linear_lift_from_memory(cx, ty, bytes).map(TensorBytes::Guest)
-    }
+    pub data: bytes::Bytes,
 }
 
 /// An error a program can act on, with a TensorFlow/gRPC status code; each
