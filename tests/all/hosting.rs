@@ -29,6 +29,7 @@ fn run_test<F: Future<Output = ()>>(body: F) {
 /// A host serving experiments only, on a free loopback port.
 struct Host {
     address: String,
+    hosting: Arc<Hosting>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -60,9 +61,10 @@ async fn start_host_with_files(data_root: Option<std::path::PathBuf>, files: wef
     };
     let hosting = Arc::new(tokio::task::spawn_blocking(move || Hosting::new(config, None)).await.unwrap().unwrap());
     let services = HostServices::hosting(&hosting, None);
+    let hosting = hosting.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move { serve_host(listener, services, "test host", async move { drop(stopped.await) }).await });
-    Host { address, _stop: stop }
+    Host { address, hosting, _stop: stop }
 }
 
 /// A tenant: a client of one host, acting for one experiment: the typed
@@ -523,5 +525,43 @@ fn the_memory_limit_covers_every_instance_of_a_component_together() {
         // The host carries on: the first module runs again.
         let p = start(&m, &fine, ("local", 0), &[]).await.unwrap();
         assert_eq!(finish(&m, p.id).await.0.state, pb::ProgramState::Succeeded as i32);
+    });
+}
+
+/// An experiment's tasks deliver to each other directly, as a cluster's
+/// do: over three hosts, a program on task 1 sums on task 2 a variable of
+/// task 0, and task 2 received it from task 0 (through task 1, the star, it
+/// would have received nothing).
+#[test]
+fn an_experiments_tasks_deliver_tensors_to_each_other_directly() {
+    run_test(async {
+        let hosts = [start_host().await, start_host().await, start_host().await];
+        let addresses = hosts.iter().map(|h| h.address.clone()).collect::<Vec<_>>();
+        let cluster = HashMap::from([("local".to_string(), pb::Job { addresses })]);
+        let token = "token-of-direct-0123456789";
+        let mut tenants = Vec::new();
+        for (index, host) in hosts.iter().enumerate() {
+            let create = pb::CreateExperimentRequest {
+                name: "direct".into(),
+                token: token.into(),
+                cluster: cluster.clone(),
+                tasks: vec![pb::TaskRef { job: "local".into(), index: index as u32 }],
+                limits: Some(pb::Limits::default()),
+                data_dir: String::new(),
+            };
+            let mut control = ControlClient::connect(&host.address, None, Credentials::default()).await.unwrap();
+            control.create_experiment(create).await.unwrap();
+            let credentials = Credentials::experiment("direct", token);
+            let client = ControlServiceClient::connect(format!("http://{}", host.address)).await.unwrap();
+            tenants.push(Tenant { control: control.acting_as(credentials.clone()), client, credentials });
+        }
+        let sha = upload(&tenants[1], &read(fixture("bench-cluster"))).await.unwrap();
+        let info = start(&tenants[1], &sha, ("local", 1), &["reduce", "4", "2", "2"]).await.unwrap();
+        let (end, out) = finish(&tenants[1], info.id).await;
+        assert_eq!(end.state, pb::ProgramState::Succeeded as i32, "{end:?}\n{out}");
+        assert_eq!(out.lines().filter(|l| l.starts_with("seconds ")).count(), 2, "{out}");
+        let receiver = hosts[2].hosting.experiment("direct").unwrap().served(&TaskId::new("local", 2)).unwrap();
+        let (delivered, _) = receiver.deliveries();
+        assert!(delivered >= 2 * (4 << 20), "task 2 was delivered only {delivered} bytes");
     });
 }

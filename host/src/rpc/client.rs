@@ -252,12 +252,18 @@ impl RemoteTasks for GrpcRemote {
     }
 
     fn delivers_directly(&self) -> bool {
-        // Tasks of experiments (credentials, TLS) deliver nothing to each
-        // other yet: a delivery would need the program's credentials.
+        // A producer delivers with its own task's client. The tasks of an
+        // experiment share one, with the experiment's credentials and the
+        // host's TLS, so its masters (its programs) can count on that. Any
+        // other client with credentials or TLS (a `weft` command with a
+        // token or `--tls`) may reach tasks whose own clients have neither,
+        // so its steps go through it.
         direct_enabled()
-            && self.tls.is_none()
-            && self.credentials.experiment.is_none()
-            && self.credentials.admin.is_none()
+            && match (&self.credentials.experiment, &self.credentials.admin) {
+                (Some(_), None) => true,
+                (None, None) => self.tls.is_none(),
+                _ => false,
+            }
     }
 
     fn deliver(
