@@ -486,3 +486,52 @@ fn an_input_read_in_place_and_kept_for_later_stages_is_a_copy() {
     assert_eq!(wrong(&out[1], -2.0), 0, "z2 = y - z1: y is still x, not what was written over it");
     assert!(remote.traffic().shared_bytes() > 0, "the calls went through shared memory");
 }
+
+/// A step that fails after a tensor was delivered for a later stage of it:
+/// the master tells the receiver to forget the step, which drops what it
+/// held for it (and its charge) at once instead of a minute later.
+#[test]
+fn a_failed_steps_deliveries_are_dropped_at_once() {
+    runtime().block_on(async {
+        let cluster = cluster(true).await;
+        let spec = cluster.spec().clone();
+        let remote = Arc::new(GrpcRemote::new(spec.clone()).in_process(false));
+        let mut e = master(&spec, &remote);
+        let mut v = big_variable("w", &[ROWS, ROWS]);
+        let read = Output::of(v.var.read);
+        // Stage 1: the ps sums the variable (and delivers it to worker 1).
+        // Stage 2: the session's task adds that sum to `u`, which was never
+        // initialized, and fails. Stage 3, on worker 1, never runs.
+        let ps_sum = on(&mut v, "/job:ps/task:0", OpType::Sum, &[read]);
+        let decl = weft_host::graph::VariableDecl {
+            name: Some("u".into()),
+            device: Some(DeviceSpec::parse("/job:worker/task:0").unwrap()),
+            trainable: false,
+        };
+        let literal = weft_host::graph::Operand::Literal(weft_host::tensor::Tensor::scalar_f32(0.0));
+        let u = v.graph_mut().declare_variable(literal, decl).unwrap();
+        // Read only once the ps's sum is in (a control input), so in stage 2.
+        let g = v.graph_mut();
+        g.push_device_scope(&DeviceSpec::parse("/job:worker/task:0").unwrap()).unwrap();
+        let mut late_read = NodeRequest::new(OpType::Identity).inputs([Output::of(u.var)]);
+        late_read.control_inputs = vec![ps_sum.node];
+        let late_read = g.add(late_read).unwrap();
+        g.pop_device_scope().unwrap();
+        let shifted = on(&mut v, "/job:worker/task:0", OpType::Add, &[Output::of(late_read), ps_sum]);
+        let moved = on(&mut v, "/job:worker/task:1", OpType::Add, &[read, shifted]);
+        let total = on(&mut v, "/job:worker/task:1", OpType::Sum, &[moved]);
+        initialize(&mut e, &v, 1.0).await;
+        let worker1 = TaskId::new("worker", 1);
+        let req = RunRequest { fetches: vec![total], ..Default::default() };
+        let err = run(&mut e, v.graph(), req).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+        assert!(err.message().contains('u'), "{err}");
+        assert_eq!(delivered(&spec, &worker1), BYTES64, "worker 1 was delivered the variable in stage 1");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while served(&spec, &worker1).deliveries().1 != (0, 0) {
+            assert!(Instant::now() < deadline, "worker 1 still holds {:?}", served(&spec, &worker1).deliveries().1);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cluster.shutdown().await;
+    });
+}

@@ -165,61 +165,78 @@ impl Executor {
         let mut values: HashMap<Output, Tensor> = req.feeds.iter().cloned().collect();
         // Names this step's tensors that tasks deliver to each other.
         let step: u64 = rand::random();
-        for stage in &plan.stages {
-            let remote = match (&self.placement.remote, stage.remote.is_empty()) {
-                (_, true) => None,
-                (Some(remote), false) => Some(remote),
-                (None, false) => return Err(Error::internal("plan has remote partitions but no remote tasks")),
-            };
-            let mut results = Vec::with_capacity(stage.remote.len());
-            let mut spawned = InFlight(Vec::new());
-            if let Some(remote) = remote {
-                let run = |part: &Arc<RemotePartition>| {
-                    let inputs =
-                        part.route.sent(&part.def).map(|o| computed(&values, o)).collect::<Result<Vec<_>>>()?;
-                    Ok::<_, Error>(remote.run_partition(
-                        part.clone(),
-                        step,
-                        inputs,
-                        req.trace,
-                        timeout,
-                        req.meter.clone(),
-                    ))
+        let stages = async {
+            for stage in &plan.stages {
+                let remote = match (&self.placement.remote, stage.remote.is_empty()) {
+                    (_, true) => None,
+                    (Some(remote), false) => Some(remote),
+                    (None, false) => return Err(Error::internal("plan has remote partitions but no remote tasks")),
                 };
-                match (stage.remote.as_slice(), &stage.local) {
-                    // One remote partition alone (a read or an update of a
-                    // variable on another task): awaited right here, with no
-                    // task to spawn and hand its result back.
-                    ([part], None) => results.push(run(part)?.await?),
-                    // Spawned, so remote partitions run while the local one does.
-                    (parts, _) => {
-                        for part in parts {
-                            spawned.0.push(tokio::spawn(run(part)?));
+                let mut results = Vec::with_capacity(stage.remote.len());
+                let mut spawned = InFlight(Vec::new());
+                if let Some(remote) = remote {
+                    let run = |part: &Arc<RemotePartition>| {
+                        let inputs =
+                            part.route.sent(&part.def).map(|o| computed(&values, o)).collect::<Result<Vec<_>>>()?;
+                        Ok::<_, Error>(remote.run_partition(
+                            part.clone(),
+                            step,
+                            inputs,
+                            req.trace,
+                            timeout,
+                            req.meter.clone(),
+                        ))
+                    };
+                    match (stage.remote.as_slice(), &stage.local) {
+                        // One remote partition alone (a read or an update of a
+                        // variable on another task): awaited right here, with no
+                        // task to spawn and hand its result back.
+                        ([part], None) => results.push(run(part)?.await?),
+                        // Spawned, so remote partitions run while the local one does.
+                        (parts, _) => {
+                            for part in parts {
+                                spawned.0.push(tokio::spawn(run(part)?));
+                            }
                         }
                     }
                 }
-            }
-            if let Some(local) = &stage.local {
-                // Only the partition's declared inputs: its own nodes (such as a
-                // repeated variable) must not be shadowed by earlier stages' values.
-                let inputs: HashMap<Output, Tensor> =
-                    local.def.inputs.iter().map(|&o| Ok((o, computed(&values, o)?))).collect::<Result<_>>()?;
-                let rngs = &mut self.rngs;
-                let outputs = super::run_blocking(|| {
-                    let meter = req.meter.as_deref();
-                    run_partition(&local.def, &plan.devices, &local.node_device, &inputs, rngs, trace.as_mut(), meter)
-                })?;
-                values.extend(local.def.outputs.iter().copied().zip(outputs));
-            }
-            for handle in spawned.0.iter_mut() {
-                results.push(handle.await.map_err(|e| Error::internal(format!("remote partition task failed: {e}")))??);
-            }
-            for (part, result) in stage.remote.iter().zip(results) {
-                if let Some(t) = trace.as_mut() {
-                    t.merge(result.stats);
+                if let Some(local) = &stage.local {
+                    // Only the partition's declared inputs: its own nodes (such as a
+                    // repeated variable) must not be shadowed by earlier stages' values.
+                    let inputs: HashMap<Output, Tensor> =
+                        local.def.inputs.iter().map(|&o| Ok((o, computed(&values, o)?))).collect::<Result<_>>()?;
+                    let rngs = &mut self.rngs;
+                    let outputs = super::run_blocking(|| {
+                        let meter = req.meter.as_deref();
+                        run_partition(
+                            &local.def,
+                            &plan.devices,
+                            &local.node_device,
+                            &inputs,
+                            rngs,
+                            trace.as_mut(),
+                            meter,
+                        )
+                    })?;
+                    values.extend(local.def.outputs.iter().copied().zip(outputs));
                 }
-                values.extend(part.route.returned(&part.def).zip(result.outputs));
+                for handle in spawned.0.iter_mut() {
+                    results.push(
+                        handle.await.map_err(|e| Error::internal(format!("remote partition task failed: {e}")))??,
+                    );
+                }
+                for (part, result) in stage.remote.iter().zip(results) {
+                    if let Some(t) = trace.as_mut() {
+                        t.merge(result.stats);
+                    }
+                    values.extend(part.route.returned(&part.def).zip(result.outputs));
+                }
             }
+            Ok::<(), Error>(())
+        };
+        if let Err(e) = stages.await {
+            self.forget_deliveries(&plan, step);
+            return Err(e);
         }
         let fetched = req
             .fetches
@@ -232,6 +249,33 @@ impl Executor {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(RunResult { values: fetched, step_stats: trace.map(Trace::finish).unwrap_or_default() })
+    }
+
+    /// After step `step` of `plan` failed: tells every task the plan routes
+    /// deliveries to to forget the step, in the background (the error goes
+    /// back at once), so what they hold for it is dropped now rather than
+    /// when it expires.
+    fn forget_deliveries(&self, plan: &Plan, step: u64) {
+        let (Some(remote), Ok(runtime)) = (&self.placement.remote, tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let receivers: std::collections::BTreeSet<&crate::cluster::TaskId> = plan
+            .stages
+            .iter()
+            .flat_map(|s| &s.remote)
+            .flat_map(|p| p.route.deliveries.iter().map(|d| &d.task))
+            .collect();
+        if receivers.is_empty() {
+            return;
+        }
+        let forgets: Vec<_> = receivers.into_iter().map(|task| remote.forget_step(task, step)).collect();
+        runtime.spawn(async move {
+            for forget in futures_util::future::join_all(forgets).await {
+                if let Err(e) = forget {
+                    tracing::debug!("a failed step's deliveries stay until they expire: {e}");
+                }
+            }
+        });
     }
 
     /// Prepares and runs one step, holding `graph` throughout.

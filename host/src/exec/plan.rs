@@ -84,6 +84,15 @@ pub trait RemoteTasks: Send + Sync + std::fmt::Debug {
         let task = task.clone();
         Box::pin(async move { Err(Error::unavailable(format!("this host cannot deliver tensors to {task}"))) })
     }
+
+    /// Tells `task` that step `step` of this master failed: it drops what
+    /// was delivered to it for the step and refuses what still arrives.
+    /// Best effort (the default does nothing): what is not forgotten
+    /// expires.
+    fn forget_step(&self, task: &TaskId, step: u64) -> BoxFuture<'static, Result<()>> {
+        let _ = (task, step);
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A tensor one task delivers to another for a step: the output it is

@@ -145,6 +145,12 @@ impl ServedTask {
         Ok(())
     }
 
+    /// Forgets step `step` of `master`, which failed ([`Rendezvous::forget`](super::rendezvous::Rendezvous::forget)):
+    /// how many held tensors it dropped.
+    pub fn forget_step(&self, master: u64, step: u64) -> usize {
+        self.rendezvous.forget(master, step)
+    }
+
     /// Bytes of tensors delivered to this task since it started, and the
     /// tensors (and bytes) it holds for steps that have yet to take them.
     pub fn deliveries(&self) -> (u64, (usize, usize)) {

@@ -3,13 +3,16 @@
 //!
 //! Each tensor is held under (master, step, output) for as many calls as
 //! the delivery said, and charged (to the task's tensor budget, by whoever
-//! received it) until the last one takes it. A step that fails before it
-//! takes what was delivered for it leaves it behind: held tensors expire
-//! after [`HOLD_FOR`], and a task holds at most [`MAX_HELD_BYTES`] and
+//! received it) until the last one takes it. A master whose step fails
+//! tells the tasks it routed deliveries to to forget the step
+//! ([`Rendezvous::forget`]): what was held for it goes at once, and what
+//! still arrives for it (from a call the failure cut short) is refused.
+//! What no one forgets (a master that died mid-step) expires after
+//! [`HOLD_FOR`], and a task holds at most [`MAX_HELD_BYTES`] and
 //! [`MAX_HELD`] of them whatever its budget, so a master or peer that
 //! never comes back cannot make it hold memory for good.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,9 @@ pub const HOLD_FOR: Duration = Duration::from_secs(60);
 pub const MAX_HELD_BYTES: usize = 4 << 30;
 /// Delivered tensors a task holds at most, at once.
 pub const MAX_HELD: usize = 1 << 16;
+/// Forgotten steps a task remembers (for [`HOLD_FOR`] each) so that late
+/// deliveries for them are refused; the oldest go first past this.
+pub const MAX_FORGOTTEN: usize = 1 << 12;
 
 /// A delivered tensor's key: the master, its step, and the output (in the
 /// master's graph) it is the value of.
@@ -52,6 +58,10 @@ struct Table {
     /// Keys in the order they were held (so by expiry): some are gone or
     /// were held again since, which their expiry tells.
     order: VecDeque<(Instant, HeldKey)>,
+    /// Steps (master, step) forgotten, refused until they expire.
+    forgotten: HashSet<(u64, u64)>,
+    /// The same, in the order they were forgotten, with their expiry.
+    forgotten_order: VecDeque<(Instant, (u64, u64))>,
 }
 
 /// A task's held deliveries.
@@ -78,6 +88,16 @@ impl Rendezvous {
         let mut gone = Vec::new();
         let mut table = self.table();
         gone.extend(table.expire(now));
+        if table.forgotten.contains(&(key.master, key.step)) {
+            return Err(Error::status(
+                Code::Aborted,
+                format!(
+                    "output {}:{} was delivered for step {:x} of master {:x}, which failed: its master told \
+                     this task to forget it",
+                    key.output.node, key.output.index, key.step, key.master
+                ),
+            ));
+        }
         let replaced = table.by_key.get(&key).map_or((0, 0), |old| (1, old.bytes));
         if table.by_key.len() - replaced.0 >= MAX_HELD || table.bytes - replaced.1 + bytes > MAX_HELD_BYTES {
             return Err(Error::status(
@@ -154,6 +174,32 @@ impl Rendezvous {
         Some((held.tensor, Some(held.charges)))
     }
 
+    /// Forgets step `step` of `master`, which failed: drops what is held
+    /// for it (and so its charges) and refuses what still arrives for it,
+    /// for [`HOLD_FOR`]. Returns how many tensors it dropped.
+    pub fn forget(&self, master: u64, step: u64) -> usize {
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        let mut table = self.table();
+        gone.extend(table.expire(now));
+        let keys: Vec<HeldKey> =
+            table.by_key.keys().filter(|k| (k.master, k.step) == (master, step)).copied().collect();
+        for key in &keys {
+            let held = table.by_key.remove(key).expect("present");
+            table.bytes -= held.bytes;
+            gone.push(held);
+        }
+        if table.forgotten.insert((master, step)) {
+            table.forgotten_order.push_back((now + HOLD_FOR, (master, step)));
+            if table.forgotten_order.len() > MAX_FORGOTTEN {
+                let (_, oldest) = table.forgotten_order.pop_front().expect("not empty");
+                table.forgotten.remove(&oldest);
+            }
+        }
+        drop(table);
+        keys.len()
+    }
+
     /// Tensors held now, and their bytes.
     pub fn held(&self) -> (usize, usize) {
         let mut gone = Vec::new();
@@ -169,6 +215,10 @@ impl Table {
     #[must_use]
     fn expire(&mut self, now: Instant) -> Vec<Held> {
         let mut gone = Vec::new();
+        while let Some(&(_, step)) = self.forgotten_order.front().filter(|(at, _)| *at <= now) {
+            self.forgotten_order.pop_front();
+            self.forgotten.remove(&step);
+        }
         while let Some(&(at, key)) = self.order.front().filter(|(at, _)| *at <= now) {
             self.order.pop_front();
             if self.by_key.get(&key).is_some_and(|h| h.expires == at) {
@@ -244,6 +294,31 @@ mod tests {
         assert_eq!(e.code(), crate::error::Code::ResourceExhausted, "{e}");
         assert!(r.take(&key(u64::MAX)).is_none(), "the first was taken out again");
         assert_eq!((r.held().0, budget.used()), (MAX_HELD - 1, 0));
+    }
+
+    #[test]
+    fn a_forgotten_step_drops_what_it_held_and_refuses_what_comes_late() {
+        let budget = Arc::new(ByteBudget::new("the task's tensors", 1 << 20));
+        let r = Rendezvous::default();
+        let mut charges = StepCharges::default();
+        charges.charge_for(&budget, &"a delivery", 4).unwrap();
+        r.hold(key(1), Tensor::scalar_f32(1.0), 2, charges).unwrap();
+        r.hold(key(2), Tensor::scalar_f32(2.0), 1, StepCharges::default()).unwrap();
+        let other_master = HeldKey { master: 8, ..key(1) };
+        r.hold(other_master, Tensor::scalar_f32(3.0), 1, StepCharges::default()).unwrap();
+        assert_eq!(r.forget(7, 1), 1);
+        assert_eq!((r.held().0, budget.used()), (2, 0), "step 1 of master 7 and its charge are gone");
+        assert!(r.take(&key(2)).is_some() && r.take(&other_master).is_some(), "other steps keep theirs");
+        let e = r.hold(key(1), Tensor::scalar_f32(1.0), 1, StepCharges::default()).unwrap_err();
+        assert_eq!(e.code(), crate::error::Code::Aborted, "{e}");
+        assert!(e.message().contains("forget"), "{e}");
+        assert_eq!(r.forget(7, 1), 0, "forgetting again drops nothing");
+        // Past the bound, the oldest forgotten step is remembered no more.
+        for step in 100..100 + MAX_FORGOTTEN as u64 {
+            r.forget(7, step);
+        }
+        r.hold(key(1), Tensor::scalar_f32(1.0), 1, StepCharges::default()).unwrap();
+        assert!(r.hold(key(100), Tensor::scalar_f32(1.0), 1, StepCharges::default()).is_err());
     }
 
     #[test]

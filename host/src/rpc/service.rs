@@ -551,6 +551,16 @@ impl pb::task_service_server::TaskService for TaskService {
         super::deliveries::receive(&served, &mut request.into_inner()).await?;
         Ok(Response::new(pb::DeliverTensorsResponse {}))
     }
+
+    async fn forget_step(
+        &self,
+        request: Request<pb::ForgetStepRequest>,
+    ) -> Result<Response<pb::ForgetStepResponse>, Status> {
+        let served = self.served(&request)?;
+        let r = request.into_inner();
+        let forgotten = served.forget_step(r.master, r.step);
+        Ok(Response::new(pb::ForgetStepResponse { forgotten: u32::try_from(forgotten).unwrap_or(u32::MAX) }))
+    }
 }
 
 #[cfg(test)]
