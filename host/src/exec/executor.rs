@@ -2,13 +2,14 @@
 //! local partition of each stage here and the remote ones through
 //! [`RemoteTasks`], and gathers fetches and step stats.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::plan::{Plan, PlanKey};
+use super::plan::{Plan, PlanKey, RemoteTasks, Stage};
 use super::{Placement, RemotePartition, RunRequest, RunResult, Trace, run_partition};
 use crate::budget::ByteBudget;
+use crate::cluster::TaskId;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Output};
 use crate::tensor::Tensor;
@@ -165,8 +166,10 @@ impl Executor {
         let mut values: HashMap<Output, Tensor> = req.feeds.iter().cloned().collect();
         // Names this step's tensors that tasks deliver to each other.
         let step: u64 = rand::random();
+        let mut unfinished = Unfinished { remote: self.placement.remote.clone(), step, receivers: BTreeSet::new() };
         let stages = async {
             for stage in &plan.stages {
+                unfinished.started(stage);
                 let remote = match (&self.placement.remote, stage.remote.is_empty()) {
                     (_, true) => None,
                     (Some(remote), false) => Some(remote),
@@ -234,10 +237,8 @@ impl Executor {
             }
             Ok::<(), Error>(())
         };
-        if let Err(e) = stages.await {
-            self.forget_deliveries(&plan, step);
-            return Err(e);
-        }
+        stages.await?;
+        unfinished.finished();
         let fetched = req
             .fetches
             .iter()
@@ -251,24 +252,46 @@ impl Executor {
         Ok(RunResult { values: fetched, step_stats: trace.map(Trace::finish).unwrap_or_default() })
     }
 
-    /// After step `step` of `plan` failed: tells every task the plan routes
-    /// deliveries to to forget the step, in the background (the error goes
-    /// back at once), so what they hold for it is dropped now rather than
-    /// when it expires.
-    fn forget_deliveries(&self, plan: &Plan, step: u64) {
-        let (Some(remote), Ok(runtime)) = (&self.placement.remote, tokio::runtime::Handle::try_current()) else {
-            return;
-        };
-        let receivers: std::collections::BTreeSet<&crate::cluster::TaskId> = plan
-            .stages
-            .iter()
-            .flat_map(|s| &s.remote)
-            .flat_map(|p| p.route.deliveries.iter().map(|d| &d.task))
-            .collect();
-        if receivers.is_empty() {
+    /// Prepares and runs one step, holding `graph` throughout.
+    pub async fn run(&mut self, graph: &Graph, req: &RunRequest) -> Result<RunResult> {
+        let step = self.prepare(graph, req.clone())?;
+        self.execute(step, None).await
+    }
+}
+
+/// A step under way, as far as its deliveries go: dropped before
+/// [`Unfinished::finished`] (the step failed, or its future was dropped: a
+/// timeout or a stop from outside), it tells every task that a stage it
+/// started delivers to to forget the step, in the background, so what they
+/// hold for it goes now rather than when it expires.
+struct Unfinished {
+    remote: Option<Arc<dyn RemoteTasks>>,
+    step: u64,
+    receivers: BTreeSet<TaskId>,
+}
+
+impl Unfinished {
+    /// Notes that `stage` is starting.
+    fn started(&mut self, stage: &Stage) {
+        let tasks = stage.remote.iter().flat_map(|p| p.route.deliveries.iter().map(|d| &d.task));
+        self.receivers.extend(tasks.cloned());
+    }
+
+    /// The step finished: its deliveries were all taken.
+    fn finished(mut self) {
+        self.receivers.clear();
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if self.receivers.is_empty() {
             return;
         }
-        let forgets: Vec<_> = receivers.into_iter().map(|task| remote.forget_step(task, step)).collect();
+        let (Some(remote), Ok(runtime)) = (&self.remote, tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let forgets: Vec<_> = self.receivers.iter().map(|task| remote.forget_step(task, self.step)).collect();
         runtime.spawn(async move {
             for forget in futures_util::future::join_all(forgets).await {
                 if let Err(e) = forget {
@@ -276,12 +299,6 @@ impl Executor {
                 }
             }
         });
-    }
-
-    /// Prepares and runs one step, holding `graph` throughout.
-    pub async fn run(&mut self, graph: &Graph, req: &RunRequest) -> Result<RunResult> {
-        let step = self.prepare(graph, req.clone())?;
-        self.execute(step, None).await
     }
 }
 

@@ -173,6 +173,8 @@ pub(super) async fn receive(
     let mut segment = None;
     while let Some(m) = stream.message().await? {
         if step_of.is_none() {
+            // Refused before anything is read or charged: its step failed.
+            served.rendezvous.check_not_forgotten(m.master, m.step).map_err(status_from_error)?;
             step_of = Some((m.master, m.step));
             segment = borrowed(&m.segment)?;
         }

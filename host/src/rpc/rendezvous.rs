@@ -89,14 +89,7 @@ impl Rendezvous {
         let mut table = self.table();
         gone.extend(table.expire(now));
         if table.forgotten.contains(&(key.master, key.step)) {
-            return Err(Error::status(
-                Code::Aborted,
-                format!(
-                    "output {}:{} was delivered for step {:x} of master {:x}, which failed: its master told \
-                     this task to forget it",
-                    key.output.node, key.output.index, key.step, key.master
-                ),
-            ));
+            return Err(forgotten(key.master, key.step));
         }
         let replaced = table.by_key.get(&key).map_or((0, 0), |old| (1, old.bytes));
         if table.by_key.len() - replaced.0 >= MAX_HELD || table.bytes - replaced.1 + bytes > MAX_HELD_BYTES {
@@ -174,6 +167,18 @@ impl Rendezvous {
         Some((held.tensor, Some(held.charges)))
     }
 
+    /// `aborted` if step `step` of `master` was forgotten (it failed), so
+    /// what is delivered for it is refused.
+    pub fn check_not_forgotten(&self, master: u64, step: u64) -> Result<()> {
+        let mut gone = Vec::new();
+        let mut table = self.table();
+        gone.extend(table.expire(Instant::now()));
+        match table.forgotten.contains(&(master, step)) {
+            true => Err(forgotten(master, step)),
+            false => Ok(()),
+        }
+    }
+
     /// Forgets step `step` of `master`, which failed: drops what is held
     /// for it (and so its charges) and refuses what still arrives for it,
     /// for [`HOLD_FOR`]. Returns how many tensors it dropped.
@@ -207,6 +212,16 @@ impl Rendezvous {
         gone.extend(table.expire(Instant::now()));
         (table.by_key.len(), table.bytes)
     }
+}
+
+/// The error for a delivery to step `step` of `master`, forgotten.
+fn forgotten(master: u64, step: u64) -> Error {
+    Error::status(
+        Code::Aborted,
+        format!(
+            "a delivery for step {step:x} of master {master:x}, which failed: its master told this task to forget it"
+        ),
+    )
 }
 
 impl Table {
@@ -312,6 +327,8 @@ mod tests {
         let e = r.hold(key(1), Tensor::scalar_f32(1.0), 1, StepCharges::default()).unwrap_err();
         assert_eq!(e.code(), crate::error::Code::Aborted, "{e}");
         assert!(e.message().contains("forget"), "{e}");
+        assert_eq!(r.check_not_forgotten(7, 1).unwrap_err().code(), crate::error::Code::Aborted);
+        assert!(r.check_not_forgotten(7, 2).is_ok() && r.check_not_forgotten(8, 1).is_ok());
         assert_eq!(r.forget(7, 1), 0, "forgetting again drops nothing");
         // Past the bound, the oldest forgotten step is remembered no more.
         for step in 100..100 + MAX_FORGOTTEN as u64 {
