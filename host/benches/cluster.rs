@@ -9,11 +9,15 @@
 //! - worker to worker: `reduce_sum` on task 3 (a second `weft serve`
 //!   process) of that variable, the session on task 1 carrying none of it;
 //! - two worker programs hammering `assign_add` on one variable (total ops/s,
-//!   final value checked).
+//!   final value checked);
+//! - yardsticks measured in the same run: `memcpy` and loopback TCP for
+//!   64 MiB, and round trips (a 1-byte TCP ping-pong, a unary gRPC call
+//!   to task 0) under `assign_add`'s.
 //!
 //! `cargo bench -p weft-host --bench cluster -- WORD` runs only the
 //! measurements whose name contains WORD (`assign`, `fetch`, `reduce`,
-//! `relay`, `hammer`, `memcpy`, `tcp`); `WEFT_BENCH_ROUNDS` changes the 64 MiB rounds (default 7).
+//! `relay`, `hammer`, `memcpy`, `tcp`, `rtt`); `WEFT_BENCH_ROUNDS` changes
+//! the 64 MiB rounds (default 7).
 //!
 //! Figures: docs/BENCHMARKS.md.
 
@@ -98,6 +102,73 @@ fn loopback_tcp_seconds() -> anyhow::Result<f64> {
     Ok(median(times))
 }
 
+/// Round trips timed per round (mean µs of `iters`), `rounds` rounds.
+const RTT_ROUNDS: usize = 15;
+const RTT_ITERS: usize = 500;
+
+/// Median µs of a 1-byte ping-pong over loopback TCP between two threads:
+/// the floor under any RPC on this machine.
+fn tcp_ping_pong_micros() -> anyhow::Result<f64> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
+    let (mut server, _) = listener.accept()?;
+    client.set_nodelay(true)?;
+    server.set_nodelay(true)?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut b = [0u8; 1];
+        for _ in 0..(RTT_ROUNDS * RTT_ITERS + 100) {
+            server.read_exact(&mut b)?;
+            server.write_all(&b)?;
+        }
+        Ok(())
+    });
+    let mut b = [0u8; 1];
+    for _ in 0..100 {
+        client.write_all(&b)?;
+        client.read_exact(&mut b)?;
+    }
+    let mut rounds = Vec::new();
+    for _ in 0..RTT_ROUNDS {
+        let start = std::time::Instant::now();
+        for _ in 0..RTT_ITERS {
+            client.write_all(&b)?;
+            client.read_exact(&mut b)?;
+        }
+        rounds.push(start.elapsed().as_secs_f64() * 1e6 / RTT_ITERS as f64);
+    }
+    echo.join().map_err(|_| anyhow::anyhow!("echo thread panicked"))??;
+    Ok(median(rounds))
+}
+
+/// Median µs of a unary `GetStatus` from this process to task 0 (a `weft
+/// serve` process) on a tonic channel: what gRPC itself costs per call.
+async fn grpc_round_trip_micros(address: &str) -> anyhow::Result<f64> {
+    use weft_host::rpc::pb::{GetStatusRequest, task_service_client::TaskServiceClient};
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{address}"))?.tcp_nodelay(true).connect().await?;
+    let mut client = TaskServiceClient::new(channel);
+    let task = TaskId::new("local", 0);
+    let mut call = async || -> anyhow::Result<()> {
+        let mut request = tonic::Request::new(GetStatusRequest::default());
+        weft_host::rpc::Credentials::default().attach(&mut request, Some(&task))?;
+        client.get_status(request).await?;
+        Ok(())
+    };
+    for _ in 0..100 {
+        call().await?;
+    }
+    let mut rounds = Vec::new();
+    for _ in 0..RTT_ROUNDS {
+        let start = std::time::Instant::now();
+        for _ in 0..RTT_ITERS {
+            call().await?;
+        }
+        rounds.push(start.elapsed().as_secs_f64() * 1e6 / RTT_ITERS as f64);
+    }
+    Ok(median(rounds))
+}
+
 fn values(stdout: &str, key: &str) -> Vec<f64> {
     stdout.lines().filter_map(|l| l.strip_prefix(key)).map(|v| v.trim().parse().expect("a number")).collect()
 }
@@ -172,7 +243,19 @@ fn main() -> anyhow::Result<()> {
             secs * 1e3
         );
     }
+    if wanted("rtt") {
+        println!(
+            "| yardstick: 1-byte ping-pong over loopback TCP between two threads | {:.1} µs | {RTT_ROUNDS} rounds x {RTT_ITERS} |",
+            tcp_ping_pong_micros()?
+        );
+    }
     tokio.block_on(async {
+        if wanted("rtt") {
+            println!(
+                "| yardstick: unary gRPC `GetStatus` to task 0 (another process), tonic channel | {:.1} µs | {RTT_ROUNDS} rounds x {RTT_ITERS} |",
+                grpc_round_trip_micros(&addresses[0]).await?
+            );
+        }
         if wanted("assign") {
             let (rounds, iters) = (15, 500);
             let out = run(&runtime, &worker, &task1, &["assign-add", &rounds.to_string(), &iters.to_string()]).await?;
