@@ -453,3 +453,66 @@ fn a_stopped_program_stops_while_its_graph_is_planned() {
     assert_eq!(err.code(), crate::error::Code::Aborted, "{err}");
     assert!(err.to_string().contains("killed by its owner"), "{err}");
 }
+
+/// A stand-in for other processes whose calls never answer; it delivers
+/// directly and records the steps it is told to forget.
+#[derive(Debug, Default)]
+struct Stalled {
+    forgotten: std::sync::Mutex<Vec<(TaskId, u64)>>,
+}
+
+impl RemoteTasks for Stalled {
+    fn run_partition(
+        &self,
+        _part: Arc<RemotePartition>,
+        _step: u64,
+        _inputs: Vec<Tensor>,
+        _trace: bool,
+        _timeout: Option<std::time::Duration>,
+        _meter: Option<Arc<ComputeMeter>>,
+    ) -> futures_util::future::BoxFuture<'static, Result<PartitionResult>> {
+        Box::pin(std::future::pending())
+    }
+
+    fn delivers_directly(&self) -> bool {
+        true
+    }
+
+    fn forget_step(&self, task: &TaskId, step: u64) -> futures_util::future::BoxFuture<'static, Result<()>> {
+        self.forgotten.lock().unwrap().push((task.clone(), step));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A step whose future is dropped mid-way (a timeout or a stop from
+/// outside, not an error) still tells the tasks its started stages deliver
+/// to to forget it: here `var` goes from t0 straight to t1, the session
+/// on t2, and t0's call never answers.
+#[test]
+fn a_step_dropped_midway_tells_its_receivers_to_forget_it() {
+    let addresses = vec!["a".to_string(), "b".into(), "c".into()];
+    let cluster = ClusterSpec::new(BTreeMap::from([("local".to_string(), addresses)])).unwrap();
+    let (t1, t2) = (TaskId::new("local", 1), TaskId::new("local", 2));
+    let remote = Arc::new(Stalled::default());
+    let placement = Placement {
+        cluster: cluster.clone(),
+        default_task: cluster.default_task(),
+        devices: Arc::new(LocalDevices::new([t2.clone()])),
+        remote: Some(remote.clone()),
+    };
+    let mut e = Executor::new(t2.cpu_device(), placement);
+    let mut g = Graph::new();
+    let v = scalar_var(&mut g, "var");
+    g.push_device_scope(&DeviceSpec::parse("/job:local/task:1").unwrap()).unwrap();
+    let two = g.add(NodeRequest::new(OpType::Const).attr("value", AttrValue::Tensor(Tensor::scalar_f32(2.0)))).unwrap();
+    let doubled = g.add(NodeRequest::new(OpType::Mul).inputs([Output::of(v.read), Output::of(two)])).unwrap();
+    g.pop_device_scope().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let step = e.prepare(&g, RunRequest { fetches: vec![Output::of(doubled)], ..Default::default() }).unwrap();
+        let run = tokio::time::timeout(std::time::Duration::from_millis(50), e.execute(step, None)).await;
+        assert!(run.is_err(), "a step whose calls never answer cannot finish");
+    });
+    let forgotten = remote.forgotten.lock().unwrap().clone();
+    assert_eq!(forgotten.iter().map(|(t, _)| t).collect::<Vec<_>>(), vec![&t1], "{forgotten:?}");
+}
