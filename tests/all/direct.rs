@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use weft_host::cluster::{ClusterSpec, TaskId};
 use weft_host::device::DeviceSpec;
 use weft_host::error::Code;
-use weft_host::exec::{HostFiles, RunRequest};
+use weft_host::exec::{Executor, HostFiles, RunRequest};
 use weft_host::graph::{NodeRequest, OpType, Output};
 use weft_host::local_cluster::LocalCluster;
 use weft_host::rpc::{GrpcRemote, ServedTask};
@@ -36,6 +36,15 @@ async fn cluster(over_grpc: bool) -> LocalCluster {
     tokio::time::timeout(LIMIT, start).await.expect("started in time").unwrap()
 }
 
+/// [`cluster`] over gRPC, and a master on worker 0 that reaches the other
+/// tasks over the network.
+async fn grpc_cluster_and_master() -> (LocalCluster, Arc<GrpcRemote>, Executor) {
+    let cluster = cluster(true).await;
+    let remote = Arc::new(GrpcRemote::new(cluster.spec().clone()).in_process(false));
+    let e = master(cluster.spec(), &remote);
+    (cluster, remote, e)
+}
+
 /// The served task `id` of `spec` (served in this process).
 fn served(spec: &ClusterSpec, id: &TaskId) -> Arc<ServedTask> {
     weft_host::rpc::in_process::find(spec.address(id), id).expect("served in this process")
@@ -48,9 +57,14 @@ fn delivered(spec: &ClusterSpec, id: &TaskId) -> u64 {
 
 /// Adds `op` of `input` on `device`, returning its output.
 fn on(v: &mut crate::data_plane::BigVariable, device: &str, op: OpType, inputs: &[Output]) -> Output {
+    place(v, device, NodeRequest::new(op).inputs(inputs.iter().copied()))
+}
+
+/// Adds the node `req` asks for on `device`, returning its output.
+fn place(v: &mut crate::data_plane::BigVariable, device: &str, req: NodeRequest) -> Output {
     let g = v.graph_mut();
     g.push_device_scope(&DeviceSpec::parse(device).unwrap()).unwrap();
-    let node = g.add(NodeRequest::new(op).inputs(inputs.iter().copied())).unwrap();
+    let node = g.add(req).unwrap();
     g.pop_device_scope().unwrap();
     Output::of(node)
 }
@@ -133,10 +147,7 @@ fn in_graph_replication_moves_each_tensor_once() {
 #[test]
 fn a_delivery_to_a_task_that_is_gone_fails_naming_it() {
     runtime().block_on(async {
-        let mut cluster = cluster(true).await;
-        let spec = cluster.spec().clone();
-        let remote = Arc::new(GrpcRemote::new(spec.clone()).in_process(false));
-        let mut e = master(&spec, &remote);
+        let (mut cluster, remote, mut e) = grpc_cluster_and_master().await;
         let mut v = big_variable("w", &[ROWS, 16]);
         let read = Output::of(v.var.read);
         let sum = on(&mut v, "/job:worker/task:1", OpType::Sum, &[read]);
@@ -404,10 +415,7 @@ async fn within<F: std::future::Future>(f: F) -> F::Output {
 #[test]
 fn a_variable_read_elsewhere_and_used_again_at_home_in_one_step() {
     runtime().block_on(async {
-        let cluster = cluster(true).await;
-        let spec = cluster.spec().clone();
-        let remote = Arc::new(GrpcRemote::new(spec.clone()).in_process(false));
-        let mut e = master(&spec, &remote);
+        let (cluster, _, mut e) = grpc_cluster_and_master().await;
         let mut v = big_variable("w", &[ROWS, 16]);
         let var = Output::of(v.var.var);
         let there = on(&mut v, "/job:worker/task:1", OpType::Sum, &[var]);
@@ -429,10 +437,7 @@ fn a_variable_read_elsewhere_and_used_again_at_home_in_one_step() {
 fn a_variable_read_after_its_update_in_the_same_step_is_the_updated_value() {
     use weft_host::graph::Operand;
     runtime().block_on(async {
-        let cluster = cluster(true).await;
-        let spec = cluster.spec().clone();
-        let remote = Arc::new(GrpcRemote::new(spec.clone()).in_process(false));
-        let mut e = master(&spec, &remote);
+        let (cluster, _, mut e) = grpc_cluster_and_master().await;
         let mut v = big_variable("small", &[4]);
         let var = Output::of(v.var.var);
         let s = on(&mut v, "/job:worker/task:1", OpType::Sum, &[var]); // 4, stage 1
@@ -493,10 +498,8 @@ fn an_input_read_in_place_and_kept_for_later_stages_is_a_copy() {
 #[test]
 fn a_failed_steps_deliveries_are_dropped_at_once() {
     runtime().block_on(async {
-        let cluster = cluster(true).await;
+        let (cluster, _, mut e) = grpc_cluster_and_master().await;
         let spec = cluster.spec().clone();
-        let remote = Arc::new(GrpcRemote::new(spec.clone()).in_process(false));
-        let mut e = master(&spec, &remote);
         let mut v = big_variable("w", &[ROWS, ROWS]);
         let read = Output::of(v.var.read);
         // Stage 1: the ps sums the variable (and delivers it to worker 1).
@@ -511,13 +514,10 @@ fn a_failed_steps_deliveries_are_dropped_at_once() {
         let literal = weft_host::graph::Operand::Literal(weft_host::tensor::Tensor::scalar_f32(0.0));
         let u = v.graph_mut().declare_variable(literal, decl).unwrap();
         // Read only once the ps's sum is in (a control input), so in stage 2.
-        let g = v.graph_mut();
-        g.push_device_scope(&DeviceSpec::parse("/job:worker/task:0").unwrap()).unwrap();
         let mut late_read = NodeRequest::new(OpType::Identity).inputs([Output::of(u.var)]);
         late_read.control_inputs = vec![ps_sum.node];
-        let late_read = g.add(late_read).unwrap();
-        g.pop_device_scope().unwrap();
-        let shifted = on(&mut v, "/job:worker/task:0", OpType::Add, &[Output::of(late_read), ps_sum]);
+        let late_read = place(&mut v, "/job:worker/task:0", late_read);
+        let shifted = on(&mut v, "/job:worker/task:0", OpType::Add, &[late_read, ps_sum]);
         let moved = on(&mut v, "/job:worker/task:1", OpType::Add, &[read, shifted]);
         let total = on(&mut v, "/job:worker/task:1", OpType::Sum, &[moved]);
         initialize(&mut e, &v, 1.0).await;

@@ -105,14 +105,23 @@ async fn try_tenant(
     let data_dir = data_dir.into();
     let create =
         pb::CreateExperimentRequest { name: name.into(), token: token.clone(), cluster, tasks, limits, data_dir };
+    create_tenant(host, create, client).await
+}
+
+/// Creates the experiment `create` asks for on `host`, and its tenant there.
+async fn create_tenant(
+    host: &Host,
+    create: pb::CreateExperimentRequest,
+    client: ControlServiceClient<Channel>,
+) -> Result<Tenant, Status> {
     // Only the admin grants a data directory.
     let creator = match create.data_dir.is_empty() {
         true => Credentials::default(),
         false => Credentials { admin: Some(ADMIN.into()), ..Default::default() },
     };
+    let credentials = Credentials::experiment(&create.name, &create.token);
     let mut control = ControlClient::connect(&host.address, None, creator).await.unwrap();
     control.create_experiment(create).await.map_err(status_from_error)?;
-    let credentials = Credentials::experiment(name, token);
     Ok(Tenant { control: control.acting_as(credentials.clone()), client, credentials })
 }
 
@@ -549,11 +558,8 @@ fn an_experiments_tasks_deliver_tensors_to_each_other_directly() {
                 limits: Some(pb::Limits::default()),
                 data_dir: String::new(),
             };
-            let mut control = ControlClient::connect(&host.address, None, Credentials::default()).await.unwrap();
-            control.create_experiment(create).await.unwrap();
-            let credentials = Credentials::experiment("direct", token);
             let client = ControlServiceClient::connect(format!("http://{}", host.address)).await.unwrap();
-            tenants.push(Tenant { control: control.acting_as(credentials.clone()), client, credentials });
+            tenants.push(create_tenant(host, create, client).await.unwrap());
         }
         let sha = upload(&tenants[1], &read(fixture("bench-cluster"))).await.unwrap();
         let info = start(&tenants[1], &sha, ("local", 1), &["reduce", "4", "2", "2"]).await.unwrap();

@@ -166,78 +166,66 @@ impl Executor {
         let mut values: HashMap<Output, Tensor> = req.feeds.iter().cloned().collect();
         // Names this step's tensors that tasks deliver to each other.
         let step: u64 = rand::random();
+        // Dropped unfinished (an error returns, or the step's future is
+        // dropped), it tells the receivers of the stages begun to forget.
         let mut unfinished = Unfinished { remote: self.placement.remote.clone(), step, receivers: BTreeSet::new() };
-        let stages = async {
-            for stage in &plan.stages {
-                unfinished.started(stage);
-                let remote = match (&self.placement.remote, stage.remote.is_empty()) {
-                    (_, true) => None,
-                    (Some(remote), false) => Some(remote),
-                    (None, false) => return Err(Error::internal("plan has remote partitions but no remote tasks")),
+        for stage in &plan.stages {
+            unfinished.started(stage);
+            let remote = match (&self.placement.remote, stage.remote.is_empty()) {
+                (_, true) => None,
+                (Some(remote), false) => Some(remote),
+                (None, false) => return Err(Error::internal("plan has remote partitions but no remote tasks")),
+            };
+            let mut results = Vec::with_capacity(stage.remote.len());
+            let mut spawned = InFlight(Vec::new());
+            if let Some(remote) = remote {
+                let run = |part: &Arc<RemotePartition>| {
+                    let inputs =
+                        part.route.sent(&part.def).map(|o| computed(&values, o)).collect::<Result<Vec<_>>>()?;
+                    Ok::<_, Error>(remote.run_partition(
+                        part.clone(),
+                        step,
+                        inputs,
+                        req.trace,
+                        timeout,
+                        req.meter.clone(),
+                    ))
                 };
-                let mut results = Vec::with_capacity(stage.remote.len());
-                let mut spawned = InFlight(Vec::new());
-                if let Some(remote) = remote {
-                    let run = |part: &Arc<RemotePartition>| {
-                        let inputs =
-                            part.route.sent(&part.def).map(|o| computed(&values, o)).collect::<Result<Vec<_>>>()?;
-                        Ok::<_, Error>(remote.run_partition(
-                            part.clone(),
-                            step,
-                            inputs,
-                            req.trace,
-                            timeout,
-                            req.meter.clone(),
-                        ))
-                    };
-                    match (stage.remote.as_slice(), &stage.local) {
-                        // One remote partition alone (a read or an update of a
-                        // variable on another task): awaited right here, with no
-                        // task to spawn and hand its result back.
-                        ([part], None) => results.push(run(part)?.await?),
-                        // Spawned, so remote partitions run while the local one does.
-                        (parts, _) => {
-                            for part in parts {
-                                spawned.0.push(tokio::spawn(run(part)?));
-                            }
+                match (stage.remote.as_slice(), &stage.local) {
+                    // One remote partition alone (a read or an update of a
+                    // variable on another task): awaited right here, with no
+                    // task to spawn and hand its result back.
+                    ([part], None) => results.push(run(part)?.await?),
+                    // Spawned, so remote partitions run while the local one does.
+                    (parts, _) => {
+                        for part in parts {
+                            spawned.0.push(tokio::spawn(run(part)?));
                         }
                     }
                 }
-                if let Some(local) = &stage.local {
-                    // Only the partition's declared inputs: its own nodes (such as a
-                    // repeated variable) must not be shadowed by earlier stages' values.
-                    let inputs: HashMap<Output, Tensor> =
-                        local.def.inputs.iter().map(|&o| Ok((o, computed(&values, o)?))).collect::<Result<_>>()?;
-                    let rngs = &mut self.rngs;
-                    let outputs = super::run_blocking(|| {
-                        let meter = req.meter.as_deref();
-                        run_partition(
-                            &local.def,
-                            &plan.devices,
-                            &local.node_device,
-                            &inputs,
-                            rngs,
-                            trace.as_mut(),
-                            meter,
-                        )
-                    })?;
-                    values.extend(local.def.outputs.iter().copied().zip(outputs));
-                }
-                for handle in spawned.0.iter_mut() {
-                    results.push(
-                        handle.await.map_err(|e| Error::internal(format!("remote partition task failed: {e}")))??,
-                    );
-                }
-                for (part, result) in stage.remote.iter().zip(results) {
-                    if let Some(t) = trace.as_mut() {
-                        t.merge(result.stats);
-                    }
-                    values.extend(part.route.returned(&part.def).zip(result.outputs));
-                }
             }
-            Ok::<(), Error>(())
-        };
-        stages.await?;
+            if let Some(local) = &stage.local {
+                // Only the partition's declared inputs: its own nodes (such as a
+                // repeated variable) must not be shadowed by earlier stages' values.
+                let inputs: HashMap<Output, Tensor> =
+                    local.def.inputs.iter().map(|&o| Ok((o, computed(&values, o)?))).collect::<Result<_>>()?;
+                let rngs = &mut self.rngs;
+                let outputs = super::run_blocking(|| {
+                    let meter = req.meter.as_deref();
+                    run_partition(&local.def, &plan.devices, &local.node_device, &inputs, rngs, trace.as_mut(), meter)
+                })?;
+                values.extend(local.def.outputs.iter().copied().zip(outputs));
+            }
+            for handle in spawned.0.iter_mut() {
+                results.push(handle.await.map_err(|e| Error::internal(format!("remote partition task failed: {e}")))??);
+            }
+            for (part, result) in stage.remote.iter().zip(results) {
+                if let Some(t) = trace.as_mut() {
+                    t.merge(result.stats);
+                }
+                values.extend(part.route.returned(&part.def).zip(result.outputs));
+            }
+        }
         unfinished.finished();
         let fetched = req
             .fetches

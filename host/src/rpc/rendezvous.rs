@@ -70,9 +70,24 @@ pub struct Rendezvous {
     table: Mutex<Table>,
 }
 
+/// The table, locked, with what expired at `now` taken out: what goes
+/// (`gone`) is dropped only after the lock is released, since a tensor lent
+/// by another host says so on a socket when dropped.
+struct Locked<'a> {
+    table: std::sync::MutexGuard<'a, Table>,
+    /// Declared after `table`, so dropped after it.
+    gone: Vec<Held>,
+}
+
 impl Rendezvous {
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn locked(&self, now: Instant) -> Locked<'_> {
+        let mut table = self.table();
+        let gone = table.expire(now);
+        Locked { table, gone }
     }
 
     /// Holds `tensor` under `key` for `uses` calls to take, with `charges`
@@ -82,12 +97,8 @@ impl Rendezvous {
     pub fn hold(&self, key: HeldKey, tensor: Tensor, uses: u32, charges: StepCharges) -> Result<()> {
         let now = Instant::now();
         let bytes = tensor.byte_length();
-        // Declared before the lock, so dropped after it: what goes is
-        // dropped unlocked (a tensor lent by another host says so on a
-        // socket when dropped).
-        let mut gone = Vec::new();
-        let mut table = self.table();
-        gone.extend(table.expire(now));
+        let mut locked = self.locked(now);
+        let table = &mut locked.table;
         if table.forgotten.contains(&(key.master, key.step)) {
             return Err(forgotten(key.master, key.step));
         }
@@ -109,7 +120,7 @@ impl Rendezvous {
         }
         if let Some(old) = table.by_key.remove(&key) {
             table.bytes -= old.bytes;
-            gone.push(old);
+            locked.gone.push(old);
         }
         table.bytes += bytes;
         let expires = now + HOLD_FOR;
@@ -132,7 +143,7 @@ impl Rendezvous {
         for (key, tensor, uses, charges) in entries {
             if let Err(e) = self.hold(key, tensor, uses, charges) {
                 for key in &held {
-                    drop(self.remove(key));
+                    self.remove(key);
                 }
                 return Err(e);
             }
@@ -141,22 +152,21 @@ impl Rendezvous {
         Ok(())
     }
 
-    /// Takes out what is held under `key`, whatever its uses left.
-    fn remove(&self, key: &HeldKey) -> Option<Tensor> {
-        let mut table = self.table();
-        let held = table.by_key.remove(key)?;
-        table.bytes -= held.bytes;
-        drop(table);
-        Some(held.tensor)
+    /// Drops what is held under `key`, whatever its uses left.
+    fn remove(&self, key: &HeldKey) {
+        let mut locked = self.locked(Instant::now());
+        if let Some(held) = locked.table.by_key.remove(key) {
+            locked.table.bytes -= held.bytes;
+            locked.gone.push(held);
+        }
     }
 
     /// The tensor held under `key`, for one of its uses. The last use gets
     /// its charges too (to hold until its step ends); earlier ones leave
     /// them with the tensor still held.
     pub fn take(&self, key: &HeldKey) -> Option<(Tensor, Option<StepCharges>)> {
-        let mut gone = Vec::new();
-        let mut table = self.table();
-        gone.extend(table.expire(Instant::now()));
+        let mut locked = self.locked(Instant::now());
+        let table = &mut locked.table;
         let held = table.by_key.get_mut(key)?;
         if held.uses > 1 {
             held.uses -= 1;
@@ -170,10 +180,7 @@ impl Rendezvous {
     /// `aborted` if step `step` of `master` was forgotten (it failed), so
     /// what is delivered for it is refused.
     pub fn check_not_forgotten(&self, master: u64, step: u64) -> Result<()> {
-        let mut gone = Vec::new();
-        let mut table = self.table();
-        gone.extend(table.expire(Instant::now()));
-        match table.forgotten.contains(&(master, step)) {
+        match self.locked(Instant::now()).table.forgotten.contains(&(master, step)) {
             true => Err(forgotten(master, step)),
             false => Ok(()),
         }
@@ -184,15 +191,14 @@ impl Rendezvous {
     /// for [`HOLD_FOR`]. Returns how many tensors it dropped.
     pub fn forget(&self, master: u64, step: u64) -> usize {
         let now = Instant::now();
-        let mut gone = Vec::new();
-        let mut table = self.table();
-        gone.extend(table.expire(now));
+        let mut locked = self.locked(now);
+        let table = &mut locked.table;
         let keys: Vec<HeldKey> =
             table.by_key.keys().filter(|k| (k.master, k.step) == (master, step)).copied().collect();
         for key in &keys {
             let held = table.by_key.remove(key).expect("present");
             table.bytes -= held.bytes;
-            gone.push(held);
+            locked.gone.push(held);
         }
         if table.forgotten.insert((master, step)) {
             table.forgotten_order.push_back((now + HOLD_FOR, (master, step)));
@@ -201,16 +207,13 @@ impl Rendezvous {
                 table.forgotten.remove(&oldest);
             }
         }
-        drop(table);
         keys.len()
     }
 
     /// Tensors held now, and their bytes.
     pub fn held(&self) -> (usize, usize) {
-        let mut gone = Vec::new();
-        let mut table = self.table();
-        gone.extend(table.expire(Instant::now()));
-        (table.by_key.len(), table.bytes)
+        let locked = self.locked(Instant::now());
+        (locked.table.by_key.len(), locked.table.bytes)
     }
 }
 
