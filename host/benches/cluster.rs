@@ -34,7 +34,7 @@ use weft_host::testing::build_component;
 
 /// The same allocator as the `weft` binary (see host/src/main.rs).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: weft_host::alloc::HostAllocator = weft_host::alloc::HostAllocator;
 
 struct Kill(Child);
 
@@ -181,6 +181,7 @@ async fn run(runtime: &Runtime, worker: &LoadedModule, task: &Arc<Task>, args: &
 }
 
 fn main() -> anyhow::Result<()> {
+    weft_host::alloc::start_from_env();
     // `cargo bench` passes `--bench`; the first other argument filters.
     let only = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_default();
     let wanted = |name: &str| name.contains(only.as_str());
