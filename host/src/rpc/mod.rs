@@ -3,6 +3,7 @@
 //! Generated protobuf types stay inside this module.
 
 pub mod auth;
+pub mod bulk;
 mod client;
 mod convert;
 mod deliveries;
