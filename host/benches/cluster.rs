@@ -220,7 +220,7 @@ fn main() -> anyhow::Result<()> {
         Ok((Arc::new(t), remote))
     };
     let ((task1, remote1), (task2, _)) = (task(1)?, task(2)?);
-    let carried = || remote1.traffic().carried_bytes();
+    let carried = || remote1.traffic().shared_bytes() + remote1.traffic().streamed_bytes();
     let runtime = Runtime::new(RuntimeConfig::default())?;
     let worker = runtime.load_file(&wasm)?;
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

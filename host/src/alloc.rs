@@ -163,9 +163,7 @@ pub fn start_from_env() {
         }
     });
     if let Err(e) = releaser {
-        tracing::warn!(
-            "cannot start the thread that releases cached blocks ({e}): they expire at the next big allocation"
-        );
+        tracing::warn!("cannot start the thread that releases cached blocks ({e}): they expire at the next big allocation");
     }
 }
 

@@ -446,25 +446,6 @@ fn write_pod<T: bytemuck::Pod>(v: &mut Vec<T>, at: usize, piece: &[u8]) {
     unsafe { std::ptr::copy_nonoverlapping(piece.as_ptr(), v.as_mut_ptr().cast::<u8>().add(at), piece.len()) }
 }
 
-/// The not yet written bytes `filled..len` of `v`'s capacity.
-fn spare_bytes<T: bytemuck::Pod>(v: &mut Vec<T>, filled: usize, len: usize) -> &mut [std::mem::MaybeUninit<u8>] {
-    assert!(len <= v.capacity() * std::mem::size_of::<T>() && filled <= len, "within the reserved capacity");
-    // SAFETY: the range lies inside the allocation (checked above), and
-    // `MaybeUninit<u8>` makes no claim about its contents.
-    unsafe {
-        std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<std::mem::MaybeUninit<u8>>().add(filled), len - filled)
-    }
-}
-
-/// Why [`TensorAssembler::fill_with`] failed.
-#[derive(Debug)]
-pub enum FillError<E> {
-    /// The reader's own error.
-    Read(E),
-    /// The reader claimed bytes it was not given.
-    NotAPrefix,
-}
-
 /// `v` with all `count` elements, once every byte of them was written.
 fn filled_pod<T: bytemuck::Pod>(mut v: Vec<T>, count: usize) -> Vec<T> {
     assert!(count <= v.capacity());
@@ -516,48 +497,6 @@ impl TensorAssembler {
         }
         self.filled += piece.len();
         Ok(())
-    }
-
-    /// Bytes still to come.
-    pub fn remaining(&self) -> usize {
-        self.len - self.filled
-    }
-
-    /// Fills the next bytes in place: `read` gets the unwritten rest of the
-    /// buffer and returns the part of it, from its start, that it wrote
-    /// (as `rustix::io::read` does), so bytes from a socket land in the
-    /// tensor's own memory with no copy in between. Returns how many bytes
-    /// it wrote; a returned slice that is not a prefix of the one given is
-    /// an error.
-    pub fn fill_with<E>(
-        &mut self,
-        read: impl FnOnce(&mut [std::mem::MaybeUninit<u8>]) -> std::result::Result<&mut [u8], E>,
-    ) -> std::result::Result<usize, FillError<E>> {
-        let (filled, len) = (self.filled, self.len);
-        let spare = match &mut self.buffer {
-            Filling::F32(v) => spare_bytes(v, filled, len),
-            Filling::F64(v) => spare_bytes(v, filled, len),
-            Filling::I32(v) => spare_bytes(v, filled, len),
-            Filling::I64(v) => spare_bytes(v, filled, len),
-            Filling::Raw(v) => {
-                v.reserve(len - v.len());
-                &mut v.spare_capacity_mut()[..len - filled]
-            }
-        };
-        let start = spare.as_ptr() as usize;
-        let room = spare.len();
-        let written = read(spare).map_err(FillError::Read)?;
-        if written.as_ptr() as usize != start || written.len() > room {
-            return Err(FillError::NotAPrefix);
-        }
-        let n = written.len();
-        if let Filling::Raw(v) = &mut self.buffer {
-            // SAFETY: the first `n` spare bytes were written (`written` is
-            // an initialized `&mut [u8]` over exactly them), within capacity.
-            unsafe { v.set_len(v.len() + n) };
-        }
-        self.filled += n;
-        Ok(n)
     }
 
     /// The tensor, once complete.

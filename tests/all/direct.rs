@@ -85,7 +85,7 @@ fn a_tensor_between_two_other_tasks_goes_straight_and_the_session_task_carries_n
             let sum = on(&mut v, "/job:worker/task:1", OpType::Sum, &[read]);
             initialize(&mut e, &v, 1.0).await;
             let t = remote.traffic();
-            let before = (t.carried_bytes(), t.in_process_calls());
+            let before = (t.shared_bytes() + t.streamed_bytes(), t.in_process_calls());
             let worker1 = TaskId::new("worker", 1);
             for step in 1..=2u64 {
                 let req = RunRequest { fetches: vec![sum], ..Default::default() };
@@ -93,7 +93,7 @@ fn a_tensor_between_two_other_tasks_goes_straight_and_the_session_task_carries_n
                 assert_eq!(total.as_f32_vec().unwrap(), vec![(ROWS * ROWS) as f32], "step {step}");
                 assert_eq!(delivered(&spec, &worker1), step * BYTES64, "worker 1 got the variable, step {step}");
             }
-            let carried = t.carried_bytes() - before.0;
+            let carried = t.shared_bytes() + t.streamed_bytes() - before.0;
             assert!(carried <= 64, "over gRPC: {over_grpc}; the session's task carried {carried} bytes");
             if !over_grpc {
                 assert_eq!(t.in_process_calls() - before.1, 4, "two calls a step, each in process");
@@ -126,7 +126,7 @@ fn in_graph_replication_moves_each_tensor_once() {
         let total = on(&mut v, "/job:client/task:0", OpType::Add, &parts);
         initialize(&mut e, &v, 0.5).await;
         let t = remote.traffic();
-        let before = t.carried_bytes();
+        let before = t.shared_bytes() + t.streamed_bytes();
         let req = RunRequest { fetches: vec![parts[0], parts[1], total], ..Default::default() };
         let out = run(&mut e, v.graph(), req).await.unwrap();
         let part = (ROWS * ROWS / 4) as f32 * 0.5;
@@ -136,7 +136,7 @@ fn in_graph_replication_moves_each_tensor_once() {
             assert_eq!(delivered(&spec, &TaskId::new("worker", w)), params, "worker {w} got the parameters once");
         }
         assert_eq!(delivered(&spec, &TaskId::new("ps", 0)), 0);
-        let carried = t.carried_bytes() - before;
+        let carried = t.shared_bytes() + t.streamed_bytes() - before;
         assert_eq!(carried, 8, "only the two parts came to the client");
         cluster.shutdown().await;
     });
@@ -227,13 +227,13 @@ fn between_processes_a_tensor_goes_straight_through_shared_memory_or_tcp() {
         runtime().block_on(async {
             initialize(&mut e, &v, 1.0).await;
             let t = remote.traffic();
-            let before = t.carried_bytes();
+            let before = t.shared_bytes() + t.streamed_bytes();
             for _ in 0..3 {
                 let req = RunRequest { fetches: vec![sum], ..Default::default() };
                 let total = run(&mut e, v.graph(), req).await.unwrap().remove(0);
                 assert_eq!(total.as_f32_vec().unwrap(), vec![(ROWS * ROWS) as f32], "{worker_env:?}");
             }
-            let carried = t.carried_bytes() - before;
+            let carried = t.shared_bytes() + t.streamed_bytes() - before;
             assert!(carried <= 64, "{worker_env:?}: the session's task carried {carried} bytes");
         });
         // The ps holds a segment of its own (for worker 1) only when worker 1

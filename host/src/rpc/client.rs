@@ -23,7 +23,6 @@ use futures_util::future::BoxFuture;
 use tonic::transport::Channel;
 
 use super::auth::Credentials;
-use super::bulk;
 use super::convert::{error_from_status, partition_to_pb, route_to_pb, stats_from_pb};
 use super::deliveries::DELIVERING;
 use super::frames::{CHUNK_BYTES, FrameReader, frames};
@@ -74,9 +73,6 @@ struct PeerState {
     /// first run, what its static types say): the space a call offers for
     /// them in shared memory.
     output_sizes: HashMap<u64, Vec<usize>>,
-    /// Where the task takes bulk pulls, when it offers a bulk port this
-    /// master reaches.
-    bulk: Option<std::net::SocketAddr>,
 }
 
 /// Tensor bytes a master moved to and from its peers, by path.
@@ -84,7 +80,6 @@ struct PeerState {
 pub struct Traffic {
     shared: AtomicU64,
     streamed: AtomicU64,
-    bulk: AtomicU64,
     in_process: AtomicU64,
 }
 
@@ -104,16 +99,6 @@ impl Traffic {
         self.streamed.load(Ordering::Relaxed)
     }
 
-    /// Bytes of outputs pulled over tasks' bulk ports.
-    pub fn bulk_bytes(&self) -> u64 {
-        self.bulk.load(Ordering::Relaxed)
-    }
-
-    /// Bytes it moved by any path: shared memory, gRPC and bulk ports.
-    pub fn carried_bytes(&self) -> u64 {
-        self.shared_bytes() + self.streamed_bytes() + self.bulk_bytes()
-    }
-
     fn add(&self, shared: u64, streamed: u64) {
         self.shared.fetch_add(shared, Ordering::Relaxed);
         self.streamed.fetch_add(streamed, Ordering::Relaxed);
@@ -131,9 +116,6 @@ struct Peer {
     traffic: Arc<Traffic>,
     /// Whether a task of this process is called directly.
     in_process: bool,
-    /// Whether it may pull big outputs over the task's bulk port.
-    bulk: bool,
-    bulk_connections: Arc<bulk::Connections>,
 }
 
 /// Runs partitions on the cluster's other tasks.
@@ -146,7 +128,6 @@ pub struct GrpcRemote {
     peers: Mutex<HashMap<TaskId, Arc<Peer>>>,
     traffic: Arc<Traffic>,
     in_process: bool,
-    bulk: bool,
 }
 
 impl std::fmt::Debug for GrpcRemote {
@@ -167,16 +148,7 @@ impl GrpcRemote {
             peers: Mutex::default(),
             traffic: Arc::default(),
             in_process: true,
-            bulk: bulk::enabled(),
         }
-    }
-
-    /// This client, pulling big outputs over tasks' bulk TCP ports (`true`,
-    /// the default unless `WEFT_BULK=0`; never with TLS) or streaming them
-    /// over gRPC.
-    pub fn with_bulk(mut self, on: bool) -> Self {
-        self.bulk = on;
-        self
     }
 
     /// This client, calling tasks this process serves directly (`true`, the
@@ -240,8 +212,6 @@ impl GrpcRemote {
                 && self.tls.is_none()
                 && self.credentials.experiment.is_none()
                 && self.credentials.admin.is_none(),
-            bulk: self.bulk && self.tls.is_none(),
-            bulk_connections: Arc::default(),
         });
         peers.insert(task.clone(), peer.clone());
         Ok(peer)
@@ -427,15 +397,6 @@ impl Peer {
                     st.incarnation = Some(status.incarnation);
                     st.client = Some(client.clone());
                     st.shm = shared_memory_with(&status).map(Pool::new);
-                    st.bulk = None;
-                    let port = u16::try_from(status.bulk_port).ok().filter(|&p| p != 0 && self.bulk);
-                    if let Some(port) = port {
-                        drop(st);
-                        let connections = self.bulk_connections.clone();
-                        let at = bulk::reachable(connections, &self.address, port, Duration::from_secs(1)).await;
-                        st = self.state.lock().await;
-                        st.bulk = at;
-                    }
                     if last_log.is_some() {
                         tracing::warn!("{} at {} is up after {:.1?}", self.task, self.address, started.elapsed());
                     }
@@ -514,7 +475,7 @@ impl Peer {
         for attempt in 0..2 {
             let mut client = self.connect().await?;
             self.ensure_registered(master, part, &mut client).await?;
-            let (pool, expected, bulk_at) = {
+            let (pool, expected) = {
                 let mut st = self.state.lock().await;
                 if st.output_sizes.len() >= 4096 && !st.output_sizes.contains_key(&part.id) {
                     st.output_sizes.clear();
@@ -527,7 +488,7 @@ impl Peer {
                         sizes.into_iter().enumerate().filter(|(i, _)| part.route.returns(*i)).map(|(_, n)| n).collect()
                     })
                     .clone();
-                (st.shm.clone().filter(|_| share_memory), expected, st.bulk)
+                (st.shm.clone().filter(|_| share_memory), expected)
             };
             // Co-located: inputs into a shared segment, with room for the
             // outputs expected.
@@ -554,7 +515,6 @@ impl Peer {
                 first.segment = call.key();
                 first.output_space = call.output_space();
             }
-            first.bulk = bulk_at.is_some();
             let mut messages = vec![first];
             for (i, f) in frames.into_iter().enumerate() {
                 if i > 0 {
@@ -565,7 +525,7 @@ impl Peer {
             }
             match client.run_partition(self.request(futures_util::stream::iter(messages))?).await {
                 Ok(resp) => {
-                    let result = match self.receive(&mut resp.into_inner(), shared.as_ref(), bulk_at).await {
+                    let result = match self.receive(&mut resp.into_inner(), shared.as_ref()).await {
                         Ok(result) => result,
                         Err(e) => {
                             // The stream broke: the connection (and any memory
@@ -573,8 +533,6 @@ impl Peer {
                             let mut st = self.state.lock().await;
                             st.client = None;
                             st.shm = None;
-                            st.bulk = None;
-                            self.bulk_connections.clear();
                             return Err(e);
                         }
                     };
@@ -685,7 +643,6 @@ impl Peer {
         &self,
         stream: &mut tonic::Streaming<pb::RunPartitionChunk>,
         shared: Option<&SharedCall>,
-        bulk_at: Option<std::net::SocketAddr>,
     ) -> Result<PartitionResult> {
         let mut reader = FrameReader::new(MAX_MESSAGE_BYTES);
         let mut stats = Vec::new();
@@ -703,17 +660,6 @@ impl Peer {
                 output += 1;
             }
             host_time += Duration::from_micros(chunk.host_micros);
-            if let Some(b) = &chunk.bulk {
-                let (Some(at), Some(meta)) = (bulk_at, &chunk.meta) else {
-                    return Err(broken("a bulk output in a call that did not ask for one, or without its meta".into()));
-                };
-                let asm = reader.begin(meta).map_err(broken)?;
-                let connections = self.bulk_connections.clone();
-                let t = bulk::pull_async(connections, at, b, asm, self.peer_timeout).await.map_err(broken)?;
-                self.traffic.bulk.fetch_add(b.length, Ordering::Relaxed);
-                reader.push_finished(t);
-                continue;
-            }
             match (chunk.shared, shared) {
                 (Some(range), Some(call)) => {
                     call.read_output(index, &range, chunk.meta, &mut reader).map_err(broken)?;

@@ -76,7 +76,17 @@ impl FrameReader {
     /// Takes the next frame.
     pub fn push(&mut self, meta: Option<pb::TensorMeta>, data: &[u8]) -> Result<(), String> {
         if let Some(meta) = meta {
-            self.current = Some(self.begin(&meta)?);
+            if self.current.is_some() {
+                return Err("a tensor ended early".into());
+            }
+            let shape = meta.shape.iter().map(|&d| usize::try_from(d).unwrap_or(usize::MAX)).collect();
+            let len = usize::try_from(meta.byte_length).unwrap_or(usize::MAX);
+            if len > self.room {
+                return Err(format!("a tensor of {len} bytes is more than the stream may carry ({} left)", self.room));
+            }
+            self.room -= len;
+            let dtype = dtype_from_pb(meta.dtype).map_err(|e| e.message())?;
+            self.current = Some(TensorAssembler::new(dtype, shape, len).map_err(|e| e.message())?);
         }
         match self.current.as_mut() {
             Some(asm) => {
@@ -90,28 +100,6 @@ impl FrameReader {
             None if !data.is_empty() => Err("bytes without a tensor".into()),
             None => Ok(()),
         }
-    }
-
-    /// An assembler for the next tensor, which `meta` announces, counted
-    /// against what the stream may carry; its finished tensor comes back
-    /// through [`FrameReader::push_finished`] (a tensor pulled whole).
-    pub fn begin(&mut self, meta: &pb::TensorMeta) -> Result<TensorAssembler, String> {
-        if self.current.is_some() {
-            return Err("a tensor ended early".into());
-        }
-        let shape = meta.shape.iter().map(|&d| usize::try_from(d).unwrap_or(usize::MAX)).collect();
-        let len = usize::try_from(meta.byte_length).unwrap_or(usize::MAX);
-        if len > self.room {
-            return Err(format!("a tensor of {len} bytes is more than the stream may carry ({} left)", self.room));
-        }
-        self.room -= len;
-        let dtype = dtype_from_pb(meta.dtype).map_err(|e| e.message())?;
-        TensorAssembler::new(dtype, shape, len).map_err(|e| e.message())
-    }
-
-    /// Takes a tensor assembled whole from [`FrameReader::begin`].
-    pub fn push_finished(&mut self, t: Tensor) {
-        self.done.push(t);
     }
 
     /// Takes a frame whose tensor lies at `offset..+len` of `memory`: a big

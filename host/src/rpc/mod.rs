@@ -3,7 +3,6 @@
 //! Generated protobuf types stay inside this module.
 
 pub mod auth;
-pub mod bulk;
 mod client;
 mod convert;
 mod deliveries;

@@ -369,13 +369,11 @@ pub(super) fn decode_registration(
 
 /// The chunks that carry `outputs` and then `stats`. An output that fits
 /// the range the master offered for it is written there (the chunk names
-/// the range); a big one is parked for the master to pull over the bulk
-/// port, when it may (the chunk names its ticket); the others are streamed.
+/// the range); the others are streamed.
 fn chunks(
     outputs: &[Tensor],
     stats: Vec<pb::DeviceStats>,
     shared: Option<(&Mapping, &[pb::SharedBytes])>,
-    bulk: bool,
 ) -> Result<Vec<pb::RunPartitionChunk>, Status> {
     let mut out: Vec<pb::RunPartitionChunk> = Vec::new();
     for (i, t) in outputs.iter().enumerate() {
@@ -392,16 +390,6 @@ fn chunks(
                 ..Default::default()
             });
             continue;
-        }
-        if bulk && t.byte_length() >= super::bulk::MIN_BULK_BYTES {
-            let bytes = t.to_shared_bytes();
-            let length = bytes.len() as u64;
-            let meta = meta_of(t, bytes.len());
-            if let Some(ticket) = super::bulk::outbox().park(bytes) {
-                let bulk = Some(pb::BulkBytes { ticket: ticket.to_vec(), length });
-                out.push(pb::RunPartitionChunk { meta: Some(meta), bulk, ..Default::default() });
-                continue;
-            }
         }
         out.extend(frames(std::slice::from_ref(t)).into_iter().map(|f| pb::RunPartitionChunk {
             meta: f.meta,
@@ -476,7 +464,6 @@ impl pb::task_service_server::TaskService for TaskService {
         request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
         let served = self.served(&request)?;
-        let bulk_port = super::bulk::port_for(&request).map_or(0, u32::from);
         Ok(Response::new(pb::GetStatusResponse {
             job: served.task.id().job.clone(),
             task: served.task.id().index,
@@ -484,7 +471,6 @@ impl pb::task_service_server::TaskService for TaskService {
             started_unix_micros: served.started_micros,
             shm_socket: crate::shm::registry().map(|r| r.address().to_string()).unwrap_or_default(),
             boot_id: crate::shm::boot_id().unwrap_or_default().to_string(),
-            bulk_port,
         }))
     }
 
@@ -528,11 +514,9 @@ impl pb::task_service_server::TaskService for TaskService {
         request: Request<Streaming<pb::RunPartitionRequest>>,
     ) -> Result<Response<ChunkStream>, Status> {
         let served = self.served(&request)?;
-        let bulk_port = super::bulk::port_for(&request);
         let mut stream = request.into_inner();
         let mut req =
             stream.message().await?.ok_or_else(|| Status::invalid_argument("RunPartition without a request"))?;
-        let bulk = req.bulk && bulk_port.is_some();
         let part = served.partitions().by_key.get(&(req.master, req.partition_id)).cloned().ok_or_else(|| {
             Status::not_found(format!("partition {} {NOT_REGISTERED} of {}", req.partition_id, served.task.id()))
         })?;
@@ -552,7 +536,7 @@ impl pb::task_service_server::TaskService for TaskService {
         let (outputs, stats, host_time) =
             served.execute(id, &part, &route, values, charges, how).await.map_err(status_from_error)?;
         let shared = segment.as_deref().map(|m| (m, output_space.as_slice()));
-        let mut chunks = chunks(&outputs, stats_to_pb(stats), shared, bulk)?;
+        let mut chunks = chunks(&outputs, stats_to_pb(stats), shared)?;
         if let Some(last) = chunks.last_mut() {
             last.host_micros = host_time.as_micros() as u64;
         }
