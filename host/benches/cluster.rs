@@ -34,7 +34,7 @@ use weft_host::testing::build_component;
 
 /// The same allocator as the `weft` binary (see host/src/main.rs).
 #[global_allocator]
-static ALLOCATOR: weft_host::alloc::HostAllocator = weft_host::alloc::HostAllocator;
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Kill(Child);
 
@@ -69,32 +69,38 @@ fn memcpy_seconds() -> f64 {
 }
 
 /// Median seconds to move 64 MiB through a loopback TCP connection, 1 MiB
-/// writes on one thread, 1 MiB reads on another.
-fn loopback_tcp_seconds() -> anyhow::Result<f64> {
+/// writes on one thread, 1 MiB reads on another, out of and into buffers of
+/// `buffer` bytes reused round after round: 1 MiB ones stay in the CPU's
+/// caches, 64 MiB ones (a tensor's memory to a tensor's memory) do not.
+fn loopback_tcp_seconds(buffer: usize) -> anyhow::Result<f64> {
     use std::io::{Read, Write};
+    const PIECE: usize = 1 << 20;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let mut tx = std::net::TcpStream::connect(listener.local_addr()?)?;
     let (mut rx, _) = listener.accept()?;
     tx.set_nodelay(true)?;
     let reader = std::thread::spawn(move || -> std::io::Result<Vec<f64>> {
-        let mut buf = vec![0u8; 1 << 20];
+        let mut buf = vec![0u8; buffer];
         let mut times = Vec::new();
         for _ in 0..YARDSTICK_ROUNDS {
             let mut got = 0;
             let mut start = None;
             while got < BIG {
-                let n = rx.read(&mut buf)?;
+                let at = got % buffer;
+                let n = rx.read(&mut buf[at..(at + PIECE).min(buffer)])?;
                 start.get_or_insert_with(std::time::Instant::now);
                 got += n;
             }
             times.push(start.expect("read something").elapsed().as_secs_f64());
         }
+        std::hint::black_box(&buf);
         Ok(times)
     });
-    let chunk = vec![1u8; 1 << 20];
+    let source = vec![1u8; buffer];
     for _ in 0..YARDSTICK_ROUNDS {
-        for _ in 0..BIG / chunk.len() {
-            tx.write_all(&chunk)?;
+        for i in 0..BIG / PIECE {
+            let at = (i * PIECE) % buffer;
+            tx.write_all(&source[at..at + PIECE])?;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -169,6 +175,18 @@ async fn grpc_round_trip_micros(address: &str) -> anyhow::Result<f64> {
     Ok(median(rounds))
 }
 
+/// User and system CPU seconds of process `pid` ("self" for this one),
+/// its finished threads included (`/proc/PID/stat`, in clock ticks).
+fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    let ticks =
+        |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).ok_or_else(|| anyhow::anyhow!("no field {i}"));
+    // utime and stime: fields 14 and 15 of stat, 0-based 11 and 12 after the
+    // name; USER_HZ is 100 on Linux.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 fn values(stdout: &str, key: &str) -> Vec<f64> {
     stdout.lines().filter_map(|l| l.strip_prefix(key)).map(|v| v.trim().parse().expect("a number")).collect()
 }
@@ -181,7 +199,6 @@ async fn run(runtime: &Runtime, worker: &LoadedModule, task: &Arc<Task>, args: &
 }
 
 fn main() -> anyhow::Result<()> {
-    weft_host::alloc::start_from_env();
     // `cargo bench` passes `--bench`; the first other argument filters.
     let only = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_default();
     let wanted = |name: &str| name.contains(only.as_str());
@@ -237,12 +254,14 @@ fn main() -> anyhow::Result<()> {
         );
     }
     if wanted("tcp") {
-        let secs = loopback_tcp_seconds()?;
-        println!(
-            "| yardstick: 64 MiB through loopback TCP between two threads | {:.2} GB/s ({:.1} ms) | {YARDSTICK_ROUNDS} |",
-            gbps(secs),
-            secs * 1e3
-        );
+        for (buffer, what) in [(1 << 20, "1 MiB buffers (in cache)"), (BIG, "64 MiB buffers")] {
+            let secs = loopback_tcp_seconds(buffer)?;
+            println!(
+                "| yardstick: 64 MiB through loopback TCP between two threads, {what} | {:.2} GB/s ({:.1} ms) | {YARDSTICK_ROUNDS} |",
+                gbps(secs),
+                secs * 1e3
+            );
+        }
     }
     if wanted("rtt") {
         println!(
@@ -313,7 +332,9 @@ fn main() -> anyhow::Result<()> {
                 continue;
             }
             let before = carried();
+            let cpu_before = (cpu_seconds("self")?, cpu_seconds(&servers[0].0.id().to_string())?);
             let out = run(&runtime, &worker, &task1, &[mode, "64", &big_rounds, on]).await?;
+            let cpu = (cpu_seconds("self")? - cpu_before.0, cpu_seconds(&servers[0].0.id().to_string())? - cpu_before.1);
             let through = carried() - before;
             if name == "relay" && std::env::var("WEFT_DIRECT").as_deref() != Ok("0") {
                 // The session's task carried none of the variable.
@@ -323,11 +344,13 @@ fn main() -> anyhow::Result<()> {
             let runs: Vec<String> = all.iter().map(|s| format!("{:.0}", s * 1e3)).collect();
             let secs = median(all);
             println!(
-                "| {what} | {:.2} GB/s ({:.1} ms; runs in order: {} ms; {:.0} MiB through task 1) | {big_rounds} |",
+                "| {what} | {:.2} GB/s ({:.1} ms; runs in order: {} ms; {:.0} MiB through task 1; CPU of the whole program: this process {:.2} s, task 0 {:.2} s) | {big_rounds} |",
                 bytes / secs / 1e9,
                 secs * 1e3,
                 runs.join(", "),
-                through as f64 / f64::from(1 << 20)
+                through as f64 / f64::from(1 << 20),
+                cpu.0,
+                cpu.1
             );
         }
 

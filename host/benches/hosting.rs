@@ -27,7 +27,7 @@ use weft_host::testing::build_component;
 
 /// The same allocator as the `weft` binary (see host/src/main.rs).
 #[global_allocator]
-static ALLOCATOR: weft_host::alloc::HostAllocator = weft_host::alloc::HostAllocator;
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const TOKEN: &str = "bench-token-0123456789";
 
@@ -104,7 +104,6 @@ fn resident_bytes() -> anyhow::Result<usize> {
 }
 
 fn main() -> anyhow::Result<()> {
-    weft_host::alloc::start_from_env();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
     let example = std::fs::read(build_component(root.join("examples/local-sessions"))?)?;
     let sleeper = std::fs::read(build_component(root.join("tests/fixtures/misbehave"))?)?;

@@ -19,7 +19,7 @@ use weft_host::testing::build_component;
 
 /// The same allocator as the `weft` binary (see host/src/main.rs).
 #[global_allocator]
-static ALLOCATOR: weft_host::alloc::HostAllocator = weft_host::alloc::HostAllocator;
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
@@ -37,7 +37,6 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    weft_host::alloc::start_from_env();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
     let bench_guest = build_component(root.join("tests/fixtures/bench-assign-add"))?;
     let example = build_component(root.join("examples/local-sessions"))?;

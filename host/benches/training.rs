@@ -156,7 +156,6 @@ fn cluster_run(wasm: &Path, dir: &Path, steps: &str) -> anyhow::Result<(f64, Vec
 }
 
 fn main() -> anyhow::Result<()> {
-    weft_host::alloc::start_from_env();
     let only = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_default();
     let wanted = |name: &str| name.contains(only.as_str());
     let runs: usize = std::env::var("WEFT_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);

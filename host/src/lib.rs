@@ -33,10 +33,7 @@
 //!   process; `weft launch`.
 //! - [`testing`]: a harness for component tests of worker programs.
 //! - [`cli`]: the `weft` command line (`main.rs` only calls it).
-//! - [`alloc`]: the `weft` binary's global allocator (mimalloc with a
-//!   cache of freed big blocks).
 
-pub mod alloc;
 pub mod atomic_file;
 pub mod budget;
 pub mod checkpoint;

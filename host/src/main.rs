@@ -1,9 +1,8 @@
 //! The `weft` binary: see [`weft_host::cli`].
 
-/// mimalloc (see the workspace Cargo.toml for why), with freed big blocks
-/// kept for reuse (see [`weft_host::alloc`]).
+/// See the workspace Cargo.toml for why.
 #[global_allocator]
-static ALLOCATOR: weft_host::alloc::HostAllocator = weft_host::alloc::HostAllocator;
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// `mi_option_arena_eager_commit` in the `mi_option_e` of mimalloc 3 as
 /// libmimalloc-sys 0.1.49 builds it (the sys crate names only the options

@@ -333,7 +333,6 @@ fn default_matmul_threads(cli: &Cli) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     default_matmul_threads(&cli);
-    crate::alloc::start_from_env();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
