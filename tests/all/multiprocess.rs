@@ -147,6 +147,46 @@ fn serve_answers_health_checks_and_stops_on_sigterm() {
     assert!(server.lines(Stream::Err).contains(&"weft: /job:local/task:0 stopped"), "{:#?}", server.seen);
 }
 
+/// `--bind`: a task whose address in the spec this machine cannot listen
+/// on (in Kubernetes, a DNS name that resolves to the pod only once it is
+/// ready) listens where it is told instead, and answers the overall gRPC
+/// health check that Kubernetes' `grpc` probes make. Without it, the
+/// error names the address and the task.
+#[test]
+fn serve_listens_on_bind_instead_of_the_specs_address() {
+    let dir = TempDir::new("bind");
+    let port = free_ports(1)[0];
+    let elsewhere = format!("192.0.2.1:{port}"); // TEST-NET-1: never this machine
+    let path = dir.0.join("cluster.json");
+    std::fs::write(&path, format!("{{\"ps\": [\"{elsewhere}\"]}}")).unwrap();
+    let spec = path.to_str().unwrap();
+
+    let out = crate::process::run(weft(&["serve", "--cluster", spec, "--job", "ps", "--task", "0"], &dir.0), LIMIT);
+    assert!(!out.status.success(), "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("listening on {elsewhere} for /job:ps/task:0")), "{}", out.stderr);
+
+    let bind = format!("127.0.0.1:{port}");
+    let args = ["serve", "--cluster", spec, "--job", "ps", "--task", "0", "--bind", &bind];
+    let mut server = Spawned::start(weft(&args, &dir.0));
+    server.expect(Stream::Err, &format!("serving /job:ps/task:0 on {bind}"), LIMIT);
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let status = tokio.block_on(async {
+        let check = async {
+            let channel =
+                tonic::transport::Endpoint::from_shared(format!("http://{bind}")).unwrap().connect().await.unwrap();
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
+            health.check(req).await.unwrap().into_inner().status
+        };
+        tokio::time::timeout(LIMIT, check).await.expect("health check answers")
+    });
+    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    // Without a cluster, --bind means nothing: said so.
+    let out = crate::process::run(weft(&["serve", "--bind", &bind], &dir.0), LIMIT);
+    assert!(!out.status.success() && out.stderr.contains("--bind need --cluster"), "{}", out.stderr);
+}
+
 /// Bad cluster specs and task choices exit 2 naming the problem.
 #[test]
 fn bad_cluster_specs_are_named() {

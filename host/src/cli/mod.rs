@@ -117,6 +117,12 @@ struct ClusterArgs {
     /// This task's index in its job (default: TF_CONFIG's task index, else 0).
     #[arg(long, value_name = "N")]
     task: Option<u32>,
+    /// Listen here instead of on the task's address in the cluster spec: in
+    /// a container, `0.0.0.0:PORT`, where the spec names the task by a DNS
+    /// name that may not resolve yet when it starts (as TensorFlow's
+    /// servers listen on every interface).
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<String>,
 }
 
 impl ClusterArgs {
@@ -127,8 +133,8 @@ impl ClusterArgs {
             None => ClusterConfig::from_env()?,
         };
         let Some(config) = config else {
-            if self.job.is_some() || self.task.is_some() {
-                return Err(Error::invalid("--job and --task need --cluster FILE (or TF_CONFIG)"));
+            if self.job.is_some() || self.task.is_some() || self.bind.is_some() {
+                return Err(Error::invalid("--job, --task and --bind need --cluster FILE (or TF_CONFIG)"));
             }
             return Ok(None);
         };
@@ -375,6 +381,7 @@ async fn shutdown_signal() {
 async fn start_task(
     cluster: ClusterSpec,
     id: TaskId,
+    bind: Option<&str>,
     tls: Option<crate::tls::ClientTls>,
     files: &HostFiles,
     tensor_bytes: usize,
@@ -382,7 +389,7 @@ async fn start_task(
     let budgets = crate::exec::Budgets::task(&id, tensor_bytes);
     let task = Task::with_budgets(cluster.clone(), id, &budgets, files)?
         .with_remote(Arc::new(GrpcRemote::new(cluster).with_tls(tls)));
-    let address = task.address().to_string();
+    let address = bind.unwrap_or(task.address()).to_string();
     let listener = TcpListener::bind(&address)
         .await
         .map_err(|e| Error::io(format!("listening on {address} for {}", task.id()), e))?;
@@ -462,6 +469,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
                 let (task, listener) = start_task(
                     cluster,
                     id,
+                    args.cluster.bind.as_deref(),
                     config.client_tls.clone(),
                     &args.files.host_files(),
                     config.limits.tensor_bytes,
@@ -540,7 +548,8 @@ async fn run(args: RunArgs) -> ExitCode {
     let task = match args.cluster.resolve() {
         Ok(None) => Arc::new(Task::standalone_with_files(&args.files.host_files())),
         Ok(Some((cluster, id))) => {
-            match start_task(cluster, id, None, &args.files.host_files(), DEFAULT_TENSOR_BYTES).await {
+            let bind = args.cluster.bind.as_deref();
+            match start_task(cluster, id, bind, None, &args.files.host_files(), DEFAULT_TENSOR_BYTES).await {
                 Ok((task, listener)) => {
                     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                     let served = task.clone();

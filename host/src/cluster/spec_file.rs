@@ -134,6 +134,17 @@ mod tests {
         assert_eq!(c.spec.default_task(), TaskId::new("ps", 0));
     }
 
+    /// What Kubeflow's TFJob operator injects (deploy/tfjob.yaml): DNS
+    /// names of the replicas' Services, and `"environment": "cloud"`.
+    #[test]
+    fn tfjob_tf_config_is_read_as_is() {
+        let text = r#"{"cluster": {"ps": ["weft-ps-0.ml.svc:2222"], "worker": ["weft-worker-0.ml.svc:2222",
+            "weft-worker-1.ml.svc:2222"]}, "task": {"type": "worker", "index": 1}, "environment": "cloud"}"#;
+        let c = ClusterConfig::from_json(text).unwrap();
+        assert_eq!(c.task, Some(TaskId::new("worker", 1)));
+        assert_eq!(c.spec.jobs()["worker"][1], "weft-worker-1.ml.svc:2222");
+    }
+
     #[test]
     fn toml_with_and_without_cluster_table() {
         let a = ClusterConfig::from_toml("[cluster]\nps = [\"h:1\"]\nworker = [\"h:2\", \"h:3\"]\n").unwrap();
