@@ -5,6 +5,7 @@
 //! - `cli`: the `weft` binary as a user runs it, as a child process.
 //! - `direct`: tensors straight between two tasks other than the session's (worker to worker).
 //! - `data_plane`: tensors through shared memory between a `weft serve` process and a master here.
+//! - `deploy`: the Dockerfile and the Kubernetes manifests in deploy/, against the binary.
 //! - `hardening`: hostile programs against a shared `weft serve --listen` host (issue 9).
 //! - `hosting`: uploads, tenants, credentials and limits on a real gRPC host.
 //! - `hosting_cli`: two `weft serve --listen` hosts shared by tenants, as a user drives them.
@@ -19,6 +20,7 @@ mod bad_input;
 mod cli;
 mod component;
 mod data_plane;
+mod deploy;
 mod direct;
 mod hardening;
 mod hosting;
