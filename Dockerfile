@@ -21,6 +21,9 @@ COPY --from=build /src/target/wasm32-wasip2/release/ps_linear_regression.wasm /o
 COPY --from=build /src/target/wasm32-wasip2/release/parameter_server.wasm /opt/weft/parameter_server.wasm
 USER 10001:10001
 WORKDIR /home/weft
+# Compiled modules, whatever HOME the runtime sets (mount a volume here when
+# the root filesystem is read-only).
+ENV WEFT_CACHE_DIR=/home/weft/.cache/weft/modules
 # 2222: a cluster task (--bind); 7000: a shared host (--listen).
 EXPOSE 2222 7000
 ENTRYPOINT ["weft"]

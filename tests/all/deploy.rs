@@ -65,8 +65,8 @@ fn lists_flag(help: &str, flag: &str) -> bool {
 }
 
 /// Checks one container: its flags, its listening port against its
-/// container ports and probes, its module, and returns its args.
-fn check_container(what: &str, c: &Yaml, image_files: &[&str], dir: &TempDir) -> Vec<String> {
+/// container ports and probes, its module, its mounts, and returns its args.
+fn check_container(what: &str, c: &Yaml, image: &Image, dir: &TempDir) -> Vec<String> {
     assert_eq!(c["image"].as_str(), Some("weft:latest"), "{what}");
     let args = strings(&c["args"]);
     let sub = args[0].as_str();
@@ -84,13 +84,11 @@ fn check_container(what: &str, c: &Yaml, image_files: &[&str], dir: &TempDir) ->
     assert_eq!(ports, [port], "{what}: container ports");
     for probe in ["readinessProbe", "livenessProbe"] {
         let p = &c[probe];
-        if !p.is_badvalue() {
-            let probed = p["grpc"]["port"].as_i64().or_else(|| p["tcpSocket"]["port"].as_i64());
-            assert_eq!(probed, Some(port), "{what}: {probe}");
-        }
+        let probed = p["grpc"]["port"].as_i64().or_else(|| p["tcpSocket"]["port"].as_i64());
+        assert_eq!(probed, Some(port), "{what}: {probe}");
     }
     for module in ours.clone().filter(|a| a.ends_with(".wasm")) {
-        assert!(image_files.contains(&module.as_str()), "{what}: the image holds no {module}");
+        assert!(image.files.contains(&module.as_str()), "{what}: the image holds no {module}");
     }
     // Every file flag points into a volume the container mounts.
     let mounts: Vec<&str> =
@@ -100,21 +98,34 @@ fn check_container(what: &str, c: &Yaml, image_files: &[&str], dir: &TempDir) ->
             assert!(mounts.iter().any(|m| path.starts_with(m)), "{what}: {flag} {path} is in no mounted volume");
         }
     }
+    // On a read-only root, the module cache must be a mounted volume.
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"].as_bool(), Some(true), "{what}");
+    let cache = value_of("--cache-dir").unwrap_or_else(|| image.cache_dir.to_string());
+    assert!(mounts.iter().any(|m| cache.starts_with(m)), "{what}: the module cache {cache} is in no mounted volume");
     args
 }
 
-/// The files the image's final stage copies in (`COPY --from=build SRC DST`).
-fn image_files(dockerfile: &str) -> Vec<&str> {
+/// What the image holds: the files its final stage copies in
+/// (`COPY --from=build SRC DST`), and its module cache (`WEFT_CACHE_DIR`).
+struct Image<'a> {
+    files: Vec<&'a str>,
+    cache_dir: &'a str,
+}
+
+fn image(dockerfile: &str) -> Image<'_> {
     let last_stage = dockerfile.rsplit("\nFROM ").next().unwrap();
-    last_stage.lines().filter_map(|l| l.strip_prefix("COPY --from=build ")?.split_whitespace().nth(1)).collect()
+    let files =
+        last_stage.lines().filter_map(|l| l.strip_prefix("COPY --from=build ")?.split_whitespace().nth(1)).collect();
+    let cache_dir = last_stage.lines().find_map(|l| l.strip_prefix("ENV WEFT_CACHE_DIR=")).expect("WEFT_CACHE_DIR");
+    Image { files, cache_dir }
 }
 
 #[test]
 fn the_image_and_manifests_match_the_binary() {
     let dir = TempDir::new("deploy");
     let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
-    let files = image_files(&dockerfile);
-    assert!(files.contains(&"/usr/local/bin/weft"), "{files:?}");
+    let image = image(&dockerfile);
+    assert!(image.files.contains(&"/usr/local/bin/weft"), "{:?}", image.files);
     assert!(dockerfile.contains("\nUSER 10001:10001\n") && dockerfile.contains("ENTRYPOINT [\"weft\"]"));
     let ignored = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
     assert!(ignored.lines().any(|l| l == "target/"), "the build context leaves target/ out");
@@ -127,10 +138,11 @@ fn the_image_and_manifests_match_the_binary() {
                 let user = &pod["securityContext"];
                 assert_eq!(user["runAsUser"].as_i64(), Some(10001), "{file} {workload}: the image's user");
                 assert_eq!(user["runAsNonRoot"].as_bool(), Some(true), "{file} {workload}");
+                assert_eq!(user["seccompProfile"]["type"].as_str(), Some("RuntimeDefault"), "{file} {workload}");
                 assert!(pod["terminationGracePeriodSeconds"].as_i64().is_some_and(|s| s > 0), "{file} {workload}");
                 for c in pod["containers"].as_vec().unwrap() {
                     let what = format!("{file} {workload}");
-                    check_container(&what, c, &files, &dir);
+                    check_container(&what, c, &image, &dir);
                     assert!(!c["resources"]["requests"]["cpu"].is_badvalue(), "{what}: resource requests");
                     if kind(doc) == "TFJob" {
                         // The operator finds the port by these names.
@@ -153,6 +165,7 @@ fn the_statefulset_cluster_names_its_own_pods() {
     let docs = documents("cluster.yaml");
     let services: BTreeMap<&str, &Yaml> = docs.iter().filter(|d| kind(d) == "Service").map(|d| (name(d), d)).collect();
     let sets: Vec<&Yaml> = docs.iter().filter(|d| kind(d) == "StatefulSet").collect();
+    assert_eq!(sets.len(), 2, "a StatefulSet per job");
     let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for set in &sets {
         let service = set["spec"]["serviceName"].as_str().unwrap();
@@ -171,6 +184,9 @@ fn the_statefulset_cluster_names_its_own_pods() {
     }
     for set in &sets {
         let c = &set["spec"]["template"]["spec"]["containers"][0];
+        let names: Vec<&str> = c["env"].as_vec().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+        // Kubernetes expands $(TASK_INDEX) only from a variable set before.
+        assert_eq!(names, ["TASK_INDEX", "TF_CONFIG"], "{}", name(set));
         let env: BTreeMap<&str, &Yaml> =
             c["env"].as_vec().unwrap().iter().map(|e| (e["name"].as_str().unwrap(), e)).collect();
         let index = &env["TASK_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"];

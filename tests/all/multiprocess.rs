@@ -187,6 +187,24 @@ fn serve_listens_on_bind_instead_of_the_specs_address() {
     assert!(!out.status.success() && out.stderr.contains("--bind need --cluster"), "{}", out.stderr);
 }
 
+/// SIGTERM (how Kubernetes stops a pod) stops a running program of a
+/// cluster task, which says so, and the process exits.
+#[test]
+fn run_stops_its_program_on_sigterm() {
+    let dir = TempDir::new("run-term");
+    let (cluster, _) = local_cluster(&dir, 1);
+    let wasm = weft_tests::fixture("misbehave");
+    let args =
+        ["run", "--cluster", &cluster, "--job", "local", "--task", "0", wasm.to_str().unwrap(), "--", "sleep", "60"];
+    let mut program = Spawned::start(weft(&args, &dir.0));
+    program.expect(Stream::Out, "sleeping", LIMIT);
+    let pid = program.child.0.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let exit = program.wait(LIMIT);
+    assert_eq!(exit.code(), Some(130), "{:#?}", program.seen);
+    assert!(program.lines(Stream::Err).contains(&"weft: interrupted; stopped misbehave.wasm"), "{:#?}", program.seen);
+}
+
 /// Bad cluster specs and task choices exit 2 naming the problem.
 #[test]
 fn bad_cluster_specs_are_named() {

@@ -155,7 +155,7 @@ struct ServeArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
     /// Serve experiments only, on this address (no cluster task of its own).
-    #[arg(long, value_name = "ADDR", conflicts_with_all = ["cluster", "job", "task"])]
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["cluster", "job", "task", "bind"])]
     listen: Option<String>,
     /// Token (16+ characters) that may create, list and delete any
     /// experiment, and grant data directories. Without one, a `--cluster`
@@ -588,9 +588,10 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // SIGTERM (Kubernetes stopping a pod) stops the program as ctrl-c does.
     let outcome = tokio::select! {
         r = tokio::time::timeout(timeout, program) => r,
-        _ = tokio::signal::ctrl_c() => {
+        _ = shutdown_signal() => {
             eprintln!("weft: interrupted; stopped {}", worker.name());
             return ExitCode::from(130);
         }
