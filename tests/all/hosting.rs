@@ -330,6 +330,12 @@ fn limits_stop_the_program_at_fault_and_nothing_else() {
         let (end, _) = finish(&m, spin.id).await;
         assert_eq!((end.state, end.code.as_str()), (pb::ProgramState::Failed as i32, "resource-exhausted"), "{end:?}");
         assert!(end.detail.contains("cpu-time limit"), "{end:?}");
+        // Its usage is what its limit counted: at least the 0.5 s it ran
+        // out of, and its experiment's usage includes it.
+        assert!(end.cpu_micros >= 500_000, "{end:?}");
+        let list = m.client.clone().list_experiments(req(&m, pb::ListExperimentsRequest {})).await.unwrap();
+        let mallory = list.into_inner().experiments.remove(0);
+        assert!(mallory.cpu_micros >= end.cpu_micros, "{mallory:?}");
 
         let bomb = start(&m, &misbehave, ("local", 0), &["memory-bomb"]).await.unwrap();
         let (end, _) = finish(&m, bomb.id).await;

@@ -95,6 +95,7 @@ fn two_tenants_share_two_hosts_while_a_hostile_one_is_stopped() {
         assert!(worker.status.success() && worker.stdout.contains("Worker 1: done"), "{}", worker.stdout);
         let listing = t.weft(&dir, "ps", &hosts[0], &[]);
         assert_eq!(listing.stdout.matches("succeeded").count(), 2, "{}", listing.stdout);
+        assert!(listing.stdout.lines().next().is_some_and(|h| h.contains(" CPU ")), "{}", listing.stdout);
     }
 
     // Tenants cannot reach each other, and nothing changes when they try.
@@ -115,6 +116,7 @@ fn two_tenants_share_two_hosts_while_a_hostile_one_is_stopped() {
         LIMIT,
     );
     assert!(list.stdout.contains("alice") && !list.stdout.contains("bob"), "{}", list.stdout);
+    assert!(list.stdout.lines().next().is_some_and(|h| h.ends_with(" CPU")), "{}", list.stdout);
 
     let mallory_file = dir.0.join("mallory.toml");
     let deleted = run(weft(&["experiment", "delete", mallory_file.to_str().unwrap()], &dir.0), LIMIT);

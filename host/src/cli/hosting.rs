@@ -176,10 +176,11 @@ async fn list(host: &str, experiment: Option<String>, token: Option<String>, tls
         (Some(e), None) => return Err(Error::invalid(format!("--experiment {e} needs --token (or WEFT_TOKEN)"))),
     };
     let experiments = connect(host, tls_ca, credentials).await?.list_experiments().await?;
-    println!("{:<24} {:<28} {:>8} {:>14}", "EXPERIMENT", "TASKS HERE", "RUNNING", "VARIABLE BYTES");
+    println!("{:<24} {:<28} {:>8} {:>14} {:>10}", "EXPERIMENT", "TASKS HERE", "RUNNING", "VARIABLE BYTES", "CPU");
     for e in experiments {
         let tasks: Vec<String> = e.tasks.iter().map(|t| format!("{}:{}", t.job, t.index)).collect();
-        println!("{:<24} {:<28} {:>8} {:>14}", e.name, tasks.join(","), e.programs_running, e.variable_bytes);
+        let cpu = cpu_text(e.cpu_micros);
+        println!("{:<24} {:<28} {:>8} {:>14} {cpu:>10}", e.name, tasks.join(","), e.programs_running, e.variable_bytes);
     }
     Ok(())
 }
@@ -272,12 +273,18 @@ async fn submit(args: SubmitArgs) -> Result<ExitCode> {
 
 async fn ps(remote: Remote) -> Result<ExitCode> {
     let programs = remote.connect().await?.programs().await?;
-    println!("{:>6} {:<20} {:<12} STATE", "ID", "NAME", "TASK");
+    println!("{:>6} {:<20} {:<12} {:>10} STATE", "ID", "NAME", "TASK", "CPU");
     for p in programs {
         let task = p.task.as_ref().map(|t| format!("{}:{}", t.job, t.index)).unwrap_or_default();
-        println!("{:>6} {:<20} {:<12} {}", p.id, p.name, task, state_text(&p));
+        println!("{:>6} {:<20} {:<12} {:>10} {}", p.id, p.name, task, cpu_text(p.cpu_micros), state_text(&p));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// CPU time as `weft ps` and `experiment list` show it: seconds, to the
+/// millisecond.
+fn cpu_text(micros: u64) -> String {
+    format!("{:.3}s", micros as f64 / 1e6)
 }
 
 async fn kill(remote: Remote, id: u64) -> Result<ExitCode> {

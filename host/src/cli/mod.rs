@@ -359,21 +359,35 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Completes on SIGTERM or ctrl-c.
-async fn shutdown_signal() {
+/// Completes on SIGTERM or ctrl-c. Both are caught from this call on, not
+/// from the first poll: a signal that comes while the caller is still busy
+/// (a program printing its first line) is neither lost nor, at PID 1 in a
+/// container, ignored.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        let term = signal(SignalKind::terminate()).ok();
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        let wait = |s: Option<Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
         };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+        async move {
+            tokio::select! {
+                _ = wait(term) => {}
+                _ = wait(interrupt) => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// This task of `cluster`, reaching the other tasks over gRPC, and its
@@ -580,6 +594,7 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
 
+    let interrupted = shutdown_signal();
     let program = runtime.run(&worker, task, args.args.clone(), Some(Arc::new(Terminal)));
     let timeout = match args.timeout.map(Duration::try_from_secs_f64).transpose() {
         Ok(t) => t.unwrap_or(Duration::MAX),
@@ -591,7 +606,7 @@ async fn run(args: RunArgs) -> ExitCode {
     // SIGTERM (Kubernetes stopping a pod) stops the program as ctrl-c does.
     let outcome = tokio::select! {
         r = tokio::time::timeout(timeout, program) => r,
-        _ = shutdown_signal() => {
+        _ = interrupted => {
             eprintln!("weft: interrupted; stopped {}", worker.name());
             return ExitCode::from(130);
         }

@@ -28,6 +28,11 @@ pub struct ComputeMeter {
 }
 
 impl ComputeMeter {
+    /// Guest and kernel time so far: what counts against its limit.
+    pub fn used(&self) -> Duration {
+        self.kernel_time() + Duration::from_nanos(self.guest_nanos.load(Ordering::Relaxed))
+    }
+
     /// A meter whose steps stop once guest and kernel time pass `limit`.
     pub fn new(limit: Option<Duration>) -> Self {
         ComputeMeter { limit, ..Self::default() }

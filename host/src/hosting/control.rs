@@ -78,6 +78,7 @@ fn experiment_info(e: &Experiment) -> pb::ExperimentInfo {
         limits: Some(limits_to_pb(&e.limits().to_limits())),
         programs_running: e.running() as u32,
         variable_bytes: e.variable_bytes() as u64,
+        cpu_micros: e.cpu_time().as_micros() as u64,
     }
 }
 
@@ -105,6 +106,7 @@ fn program_info(p: &ProgramRecord) -> pb::ProgramInfo {
         code,
         detail,
         started_unix_millis: p.started.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
+        cpu_micros: p.cpu_time().as_micros() as u64,
     }
 }
 

@@ -62,6 +62,8 @@ pub const MAX_LOG_STREAMS: usize = 16;
 #[derive(Default)]
 struct Programs {
     by_id: BTreeMap<u64, Arc<ProgramRecord>>,
+    /// CPU time of the finished programs it forgot (to make room).
+    forgotten_cpu: std::time::Duration,
     /// Set when the experiment is deleted: no program starts after that.
     closed: bool,
 }
@@ -269,6 +271,13 @@ impl Experiment {
         lock(&self.programs).by_id.values().cloned().collect()
     }
 
+    /// CPU time its programs have used on this host, forgotten ones
+    /// included.
+    pub fn cpu_time(&self) -> std::time::Duration {
+        let programs = lock(&self.programs);
+        programs.forgotten_cpu + programs.by_id.values().map(|p| p.cpu_time()).sum::<std::time::Duration>()
+    }
+
     /// Programs still compiling or running, or killed with host work for
     /// them not yet stopped.
     pub fn running(&self) -> usize {
@@ -297,7 +306,9 @@ impl Experiment {
         let forget: Vec<u64> =
             finished.iter().copied().take(finished.len().saturating_sub(MAX_FINISHED_RECORDS - 1)).collect();
         for id in &forget {
-            programs.by_id.remove(id);
+            if let Some(p) = programs.by_id.remove(id) {
+                programs.forgotten_cpu += p.cpu_time();
+            }
         }
         programs.by_id.insert(record.id, record);
         Ok(forget)

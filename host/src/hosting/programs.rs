@@ -157,6 +157,12 @@ impl ProgramRecord {
         *Self::lock(&self.abort) = Some(handle);
     }
 
+    /// CPU time it has used on this host (guest code and kernels), as
+    /// counted against its limit.
+    pub fn cpu_time(&self) -> std::time::Duration {
+        Self::lock(&self.compute).as_ref().map_or(std::time::Duration::ZERO, |m| m.used())
+    }
+
     /// Remembers its compute meter; stops it at once if it was killed first.
     pub fn set_compute(&self, meter: Arc<ComputeMeter>) {
         // Stored first, checked second (and `kill` does the reverse), so a

@@ -365,29 +365,31 @@ impl Runtime {
         // lists aliasing one buffer cannot make the host copy it many times.
         store.set_hostcall_fuel(memory_limit);
         store.set_epoch_deadline(1);
-        match sandbox.cpu_time {
-            None => store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1))),
-            Some(limit) => {
-                // Meter guest time at every crossing between wasm and the
-                // host; check it at every epoch tick the guest is running.
-                store.call_hook(|mut ctx, hook| {
-                    let meter = &mut ctx.data_mut().cpu;
-                    if hook.exiting_host() {
-                        meter.enter_guest()
-                    } else {
-                        meter.leave_guest()
-                    }
-                    Ok(())
-                });
-                store.epoch_deadline_callback(move |ctx| {
-                    let (guest, kernels) = (ctx.data().cpu.used(), ctx.data().compute.kernel_time());
-                    if guest + kernels > limit {
-                        return Err(CpuTimeExceeded { limit, guest, kernels }.into());
-                    }
-                    Ok(UpdateDeadline::Yield(1))
-                });
+        // Meter guest time at every crossing between wasm and the host, and
+        // at every epoch tick the guest is running, into the program's
+        // compute meter (its usage, as `weft ps` shows it); check it against
+        // the limit, if any, at every tick.
+        store.call_hook(|mut ctx, hook| {
+            let state = ctx.data_mut();
+            if hook.exiting_host() {
+                state.cpu.enter_guest()
+            } else {
+                state.cpu.leave_guest();
+                state.compute.set_guest_time(state.cpu.used());
             }
-        }
+            Ok(())
+        });
+        let limit = sandbox.cpu_time;
+        store.epoch_deadline_callback(move |ctx| {
+            let (guest, kernels) = (ctx.data().cpu.used(), ctx.data().compute.kernel_time());
+            ctx.data().compute.set_guest_time(guest);
+            if let Some(limit) = limit
+                && guest + kernels > limit
+            {
+                return Err(CpuTimeExceeded { limit, guest, kernels }.into());
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
         let instance = match worker.pre.instantiate_async(&mut store).await {
             Ok(instance) => instance,
             Err(e) => return Err(instantiation_failed(&worker.name, &e, &store.data().limits, memory_limit)),
