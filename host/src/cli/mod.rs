@@ -359,10 +359,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Completes on SIGTERM or ctrl-c. Both are caught from this call on, not
-/// from the first poll: a signal that comes while the caller is still busy
-/// (a program printing its first line) is neither lost nor, at PID 1 in a
-/// container, ignored.
+/// Completes on SIGTERM or ctrl-c. On Unix both are caught from this call
+/// on, not from the first poll: a signal that comes while the caller is
+/// still busy (a program printing its first line) is neither lost nor, at
+/// PID 1 in a container, ignored.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
@@ -531,6 +531,11 @@ async fn serve(args: ServeArgs) -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> ExitCode {
+    // Caught from here on, loading included: at PID 1 in a container an
+    // unhandled SIGTERM would be ignored. `after` ends a --keep-serving
+    // server once the program is done.
+    let interrupted = shutdown_signal();
+    let after = shutdown_signal();
     let mut server: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)> = None;
     let cache_dir = if args.no_cache { None } else { args.cache_dir.clone().or_else(RuntimeConfig::default_cache_dir) };
     let config = RuntimeConfig {
@@ -572,7 +577,7 @@ async fn run(args: RunArgs) -> ExitCode {
                         let until = async move {
                             let _ = stopped.await;
                             if keep {
-                                shutdown_signal().await;
+                                after.await;
                             }
                         };
                         if let Err(e) = server::serve(listener, served, until).await {
@@ -594,7 +599,6 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
 
-    let interrupted = shutdown_signal();
     let program = runtime.run(&worker, task, args.args.clone(), Some(Arc::new(Terminal)));
     let timeout = match args.timeout.map(Duration::try_from_secs_f64).transpose() {
         Ok(t) => t.unwrap_or(Duration::MAX),

@@ -271,8 +271,8 @@ impl Experiment {
         lock(&self.programs).by_id.values().cloned().collect()
     }
 
-    /// CPU time its programs have used on this host, forgotten ones
-    /// included.
+    /// CPU time of its programs on this host ([`ProgramRecord::cpu_time`]),
+    /// forgotten ones included.
     pub fn cpu_time(&self) -> std::time::Duration {
         let programs = lock(&self.programs);
         programs.forgotten_cpu + programs.by_id.values().map(|p| p.cpu_time()).sum::<std::time::Duration>()

@@ -14,7 +14,8 @@ use crate::runtime::ProgramSandbox;
 pub struct Limits {
     /// Linear memory of one program, in MiB.
     pub memory_mib: Option<u64>,
-    /// CPU time one program may spend running guest code, in seconds.
+    /// CPU time one program may spend running guest code and the kernels
+    /// of its steps, in seconds.
     pub cpu_seconds: Option<f64>,
     /// Programs of the experiment running at once on a host.
     pub programs: Option<u32>,

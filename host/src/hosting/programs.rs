@@ -157,8 +157,9 @@ impl ProgramRecord {
         *Self::lock(&self.abort) = Some(handle);
     }
 
-    /// CPU time it has used on this host (guest code and kernels), as
-    /// counted against its limit.
+    /// CPU time as its limit counts it: its guest code here plus the
+    /// kernels of its steps wherever they ran (other hosts report theirs
+    /// back).
     pub fn cpu_time(&self) -> std::time::Duration {
         Self::lock(&self.compute).as_ref().map_or(std::time::Duration::ZERO, |m| m.used())
     }
