@@ -65,8 +65,8 @@ fn lists_flag(help: &str, flag: &str) -> bool {
 }
 
 /// Checks one container: its flags, its listening port against its
-/// container ports and probes, its module, its mounts, and returns its args.
-fn check_container(what: &str, c: &Yaml, image: &Image, dir: &TempDir) -> Vec<String> {
+/// container ports and probes, its module and its mounts.
+fn check_container(what: &str, c: &Yaml, image: &Image, dir: &TempDir) {
     assert_eq!(c["image"].as_str(), Some("weft:latest"), "{what}");
     let args = strings(&c["args"]);
     let sub = args[0].as_str();
@@ -102,7 +102,6 @@ fn check_container(what: &str, c: &Yaml, image: &Image, dir: &TempDir) -> Vec<St
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"].as_bool(), Some(true), "{what}");
     let cache = value_of("--cache-dir").unwrap_or_else(|| image.cache_dir.to_string());
     assert!(mounts.iter().any(|m| cache.starts_with(m)), "{what}: the module cache {cache} is in no mounted volume");
-    args
 }
 
 /// What the image holds: the files its final stage copies in

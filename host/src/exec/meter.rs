@@ -30,7 +30,12 @@ pub struct ComputeMeter {
 impl ComputeMeter {
     /// Guest and kernel time so far: what counts against its limit.
     pub fn used(&self) -> Duration {
-        self.kernel_time() + Duration::from_nanos(self.guest_nanos.load(Ordering::Relaxed))
+        self.guest_time() + self.kernel_time()
+    }
+
+    /// Guest time as of the latest crossing or epoch tick.
+    fn guest_time(&self) -> Duration {
+        Duration::from_nanos(self.guest_nanos.load(Ordering::Relaxed))
     }
 
     /// A meter whose steps stop once guest and kernel time pass `limit`.
@@ -47,8 +52,7 @@ impl ComputeMeter {
 
     /// What the program may still spend, if it has a limit.
     pub fn remaining(&self) -> Option<Duration> {
-        let guest = Duration::from_nanos(self.guest_nanos.load(Ordering::Relaxed));
-        self.limit.map(|l| l.saturating_sub(guest + self.kernel_time()))
+        self.limit.map(|l| l.saturating_sub(self.used()))
     }
 
     /// Time its kernels have run.
@@ -56,8 +60,8 @@ impl ComputeMeter {
         Duration::from_nanos(self.kernel_nanos.load(Ordering::Relaxed))
     }
 
-    /// Notes the guest time so far (the guest is not running while the host
-    /// runs its steps).
+    /// Notes the guest time so far (the runtime does, at every crossing
+    /// between wasm and the host and at every epoch tick).
     pub fn set_guest_time(&self, guest: Duration) {
         self.guest_nanos.store(u64::try_from(guest.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
@@ -80,8 +84,7 @@ impl ComputeMeter {
             return Err(Error::status(Code::Aborted, why.clone()));
         }
         let Some(limit) = self.limit else { return Ok(()) };
-        let guest = Duration::from_nanos(self.guest_nanos.load(Ordering::Relaxed));
-        let kernels = self.kernel_time();
+        let (guest, kernels) = (self.guest_time(), self.kernel_time());
         if guest + kernels > limit {
             let why = match &self.remote {
                 Some(what) => format!(

@@ -86,7 +86,6 @@ impl ws::HostSession for StoreState {
             trace: matches!(options.trace_level, ws::TraceLevel::Full),
             meter: Some(self.compute.clone()),
         };
-        self.compute.set_guest_time(self.cpu.used());
         let timeout = options.timeout_ms.map(Duration::from_millis);
         let session = self.table.get_mut(&s)?;
         Ok(wit(run(session, req, timeout).await.map(to_wit)))

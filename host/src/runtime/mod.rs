@@ -158,11 +158,11 @@ pub struct ProgramSandbox {
     /// Linear memory it may grow to (at most the runtime's `max_memory_bytes`).
     pub memory_bytes: Option<usize>,
     /// Time it may spend running guest code and the kernels of its steps
-    /// (on this host, and those other hosts report back for it; time in host
-    /// calls otherwise, such as waiting for another
-    /// task or sleeping, and at epoch yields does not count; time the OS
-    /// preempts a running guest does). Checked every [`EPOCH_TICK`] of guest
-    /// code and before every kernel.
+    /// (on this host, and those other hosts report back for it). Time in
+    /// other host calls, such as waiting for another task or sleeping, and at
+    /// epoch yields does not count; time the OS preempts a running guest
+    /// does. Checked every [`EPOCH_TICK`] of guest code and before every
+    /// kernel.
     pub cpu_time: Option<Duration>,
     /// A host directory the program may read (not write) as `/data`.
     pub data_dir: Option<PathBuf>,
