@@ -10,6 +10,7 @@
 //! - `hosting`: uploads, tenants, credentials and limits on a real gRPC host.
 //! - `hosting_cli`: two `weft serve --listen` hosts shared by tenants, as a user drives them.
 //! - `multiprocess`: S6, S7, S9 with real `weft` processes.
+//! - `netns`: hosts in separate network namespaces joined by veth pairs (a cable pulled mid-training).
 //! - `python`: a Python guest built with componentize-py, so the contract stays usable from Python.
 //! - `recovery`: checkpoints, and a ps restarted (or SIGKILLed) mid-training restored from them.
 //! - `scenarios`: the seed's S2-S9 on in-process clusters talking gRPC.
@@ -26,6 +27,7 @@ mod hardening;
 mod hosting;
 mod hosting_cli;
 mod multiprocess;
+mod netns;
 mod process;
 mod python;
 mod recovery;
