@@ -46,6 +46,7 @@ pub mod graph;
 pub mod hosting;
 pub mod launch;
 pub mod local_cluster;
+pub mod metrics;
 pub mod rpc;
 pub mod runtime;
 pub mod server;

@@ -15,6 +15,7 @@ use tonic::service::interceptor::InterceptedService;
 
 use crate::error::{Error, Result};
 use crate::hosting::ControlService;
+use crate::metrics::{RpcLayer, RpcMetrics};
 use crate::rpc::pb::control_service_server::ControlServiceServer;
 use crate::rpc::pb::task_service_server::TaskServiceServer;
 use crate::rpc::{
@@ -52,6 +53,16 @@ pub fn serve(
     task: Arc<Task>,
     shutdown: impl Future<Output = ()>,
 ) -> impl Future<Output = Result<()>> {
+    serve_measured(listener, task, Arc::default(), shutdown)
+}
+
+/// [`serve`], counting its calls in `rpc` (a host's `/metrics`).
+pub fn serve_measured(
+    listener: TcpListener,
+    task: Arc<Task>,
+    rpc: Arc<RpcMetrics>,
+    shutdown: impl Future<Output = ()>,
+) -> impl Future<Output = Result<()>> {
     let label = task.id().to_string();
     let address = task.cluster().jobs()[&task.id().job][task.id().index as usize].clone();
     let served = Arc::new(ServedTask::new(task));
@@ -61,8 +72,13 @@ pub fn serve(
         // Unlisted as soon as it stops taking calls, as its socket is.
         drop(listing);
     };
-    let services =
-        HostServices { directory: Arc::new(SingleTask(served)), auth: Arc::new(OpenAccess), control: None, tls: None };
+    let services = HostServices {
+        directory: Arc::new(SingleTask(served)),
+        auth: Arc::new(OpenAccess),
+        control: None,
+        tls: None,
+        rpc,
+    };
     async move { serve_host(listener, services, &label, shutdown).await }
 }
 
@@ -77,6 +93,8 @@ pub struct HostServices {
     pub control: Option<ControlService>,
     /// TLS for every connection, when configured.
     pub tls: Option<crate::tls::ServerTls>,
+    /// Where its calls are counted and timed.
+    pub rpc: Arc<RpcMetrics>,
 }
 
 impl HostServices {
@@ -88,6 +106,7 @@ impl HostServices {
             auth: hosting.clone(),
             control: Some(ControlService::new(hosting.clone())),
             tls,
+            rpc: Arc::default(),
         }
     }
 }
@@ -121,6 +140,7 @@ pub async fn serve_host(
     }
     // Connections whose other end froze are closed, freeing their streams.
     let server = builder
+        .layer(RpcLayer(services.rpc))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .initial_stream_window_size(16 << 20)

@@ -2,6 +2,7 @@
 //! (which holds its variables), and how session targets resolve against it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::device::DeviceSpec;
@@ -16,6 +17,8 @@ pub struct Task {
     device: Arc<Device>,
     devices: Arc<dyn DeviceSet>,
     remote: Option<Arc<dyn RemoteTasks>>,
+    /// Steps its programs' sessions ran to the end.
+    steps: AtomicU64,
 }
 
 /// The session target `local`: a private in-process engine.
@@ -47,7 +50,7 @@ impl Task {
         cluster.check_task(&id)?;
         let device =
             devices.device(&id).ok_or_else(|| Error::internal(format!("no device for {id} in its own process")))?;
-        Ok(Task { cluster, id, device, devices, remote: None })
+        Ok(Task { cluster, id, device, devices, remote: None, steps: AtomicU64::new(0) })
     }
 
     /// This task, reaching the cluster's other tasks through `remote`.
@@ -81,6 +84,16 @@ impl Task {
     /// The cluster it belongs to.
     pub fn cluster(&self) -> &ClusterSpec {
         &self.cluster
+    }
+
+    /// Counts a step one of its programs' sessions ran to the end.
+    pub fn count_step(&self) {
+        self.steps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Steps its programs' sessions ran to the end.
+    pub fn steps(&self) -> u64 {
+        self.steps.load(Ordering::Relaxed)
     }
 
     /// Its CPU device.

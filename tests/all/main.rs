@@ -9,6 +9,7 @@
 //! - `hardening`: hostile programs against a shared `weft serve --listen` host (issue 9).
 //! - `hosting`: uploads, tenants, credentials and limits on a real gRPC host.
 //! - `hosting_cli`: two `weft serve --listen` hosts shared by tenants, as a user drives them.
+//! - `metrics`: `/metrics` scraped from real hosts while a cluster trains and on a shared host.
 //! - `multiprocess`: S6, S7, S9 with real `weft` processes.
 //! - `netns`: hosts in separate network namespaces joined by veth pairs (a cable pulled mid-training).
 //! - `python`: a Python guest built with componentize-py, so the contract stays usable from Python.
@@ -26,6 +27,7 @@ mod direct;
 mod hardening;
 mod hosting;
 mod hosting_cli;
+mod metrics;
 mod multiprocess;
 mod netns;
 mod process;

@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::exec::{DEFAULT_TENSOR_BYTES, HostFiles};
 use crate::hosting::{EffectiveLimits, Hosting, HostingConfig, PeerAllowList};
 use crate::launch::LaunchFile;
+use crate::metrics::HostMetrics;
 use crate::rpc::GrpcRemote;
 use crate::runtime::{ExitStatus, OutputFollower, Runtime, RuntimeConfig, StreamKind};
 use crate::server::{self, HostServices};
@@ -150,10 +151,45 @@ impl ClusterArgs {
     }
 }
 
+/// Where a host answers Prometheus scrapes.
+#[derive(Debug, Clone, Default, clap::Args)]
+struct MetricsArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP, no
+    /// credentials: bind it where only your scraper reaches, e.g. `127.0.0.1:9464`).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
+}
+
+impl MetricsArgs {
+    /// The listener, bound now so that a bad address fails the start.
+    async fn bind(&self) -> Result<Option<TcpListener>, Error> {
+        let Some(address) = &self.metrics else { return Ok(None) };
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|e| Error::io(format!("listening on {address} for --metrics"), e))?;
+        Ok(Some(listener))
+    }
+}
+
+/// Serves `metrics` on `listener` (if any) until the process ends.
+fn spawn_metrics(listener: Option<TcpListener>, metrics: &Arc<HostMetrics>) {
+    let Some(listener) = listener else { return };
+    let address = listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+    eprintln!("weft: metrics on http://{address}/metrics");
+    let metrics = metrics.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::metrics::http::serve(listener, metrics, std::future::pending()).await {
+            eprintln!("weft: {e}");
+        }
+    });
+}
+
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     /// Serve experiments only, on this address (no cluster task of its own).
     #[arg(long, value_name = "ADDR", conflicts_with_all = ["cluster", "job", "task", "bind"])]
     listen: Option<String>,
@@ -292,6 +328,8 @@ impl ServeArgs {
 struct RunArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     /// With a cluster: keep serving the task after the program ends, until SIGTERM or ctrl-c.
     #[arg(long)]
     keep_serving: bool,
@@ -468,6 +506,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let started = async {
         let config = args.hosting_config()?;
         let server_tls = args.tls.server()?;
+        let metrics_listener = args.metrics.bind().await?;
         let (own, listener, label) = match &args.listen {
             Some(address) => {
                 let listener =
@@ -496,9 +535,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
         let hosting = tokio::task::spawn_blocking(move || Hosting::new(config, own))
             .await
             .map_err(|e| Error::internal(format!("starting the runtime panicked: {e}")))??;
-        Ok::<_, Error>((Arc::new(hosting), listener, label, server_tls))
+        Ok::<_, Error>((Arc::new(hosting), listener, label, server_tls, metrics_listener))
     };
-    let (hosting, listener, label, tls) = match started.await {
+    let (hosting, listener, label, tls, metrics_listener) = match started.await {
         Ok(t) => t,
         Err(e) => {
             eprintln!("weft: {e}");
@@ -513,7 +552,10 @@ async fn serve(args: ServeArgs) -> ExitCode {
              (only those kept in --state-dir run)"
         );
     }
+    let metrics = Arc::new(HostMetrics::new(Some(hosting.clone()), None));
+    spawn_metrics(metrics_listener, &metrics);
     let mut services = HostServices::hosting(&hosting, tls);
+    services.rpc = metrics.rpc().clone();
     if args.listen.is_none() && args.admin_token.is_none() {
         // A cluster task server takes uploads only when an admin token guards them.
         services.control = None;
@@ -563,7 +605,15 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
     tracing::info!(module = worker.name(), sha256 = worker.hash(), source = ?worker.source(), load = ?worker.load_time(), "loaded");
+    let metrics_listener = match args.metrics.bind().await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("weft: {e}");
+            return ExitCode::from(2);
+        }
+    };
 
+    let metrics_rpc = Arc::new(crate::metrics::RpcMetrics::default());
     let task = match args.cluster.resolve() {
         Ok(None) => Arc::new(Task::standalone_with_files(&args.files.host_files())),
         Ok(Some((cluster, id))) => {
@@ -572,6 +622,7 @@ async fn run(args: RunArgs) -> ExitCode {
                 Ok((task, listener)) => {
                     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                     let served = task.clone();
+                    let rpc = metrics_rpc.clone();
                     let keep = args.keep_serving;
                     let handle = tokio::spawn(async move {
                         let until = async move {
@@ -580,7 +631,7 @@ async fn run(args: RunArgs) -> ExitCode {
                                 after.await;
                             }
                         };
-                        if let Err(e) = server::serve(listener, served, until).await {
+                        if let Err(e) = server::serve_measured(listener, served, rpc, until).await {
                             eprintln!("weft: {e}");
                         }
                     });
@@ -599,6 +650,9 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
 
+    let metrics = Arc::new(HostMetrics::with_rpc(None, Some(task.clone()), metrics_rpc));
+    metrics.set_program_state("running");
+    spawn_metrics(metrics_listener, &metrics);
     let program = runtime.run(&worker, task, args.args.clone(), Some(Arc::new(Terminal)));
     let timeout = match args.timeout.map(Duration::try_from_secs_f64).transpose() {
         Ok(t) => t.unwrap_or(Duration::MAX),
@@ -616,6 +670,11 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
     let _ = std::io::stdout().flush();
+    metrics.set_program_state(match &outcome {
+        Ok(Ok(out)) => crate::metrics::collect::state_label(&crate::hosting::ProgramState::Exited(out.status.clone())),
+        Ok(Err(_)) => "not-started",
+        Err(_) => "killed",
+    });
     let code = exit_code(&worker, timeout, outcome);
     if let Some((stop, handle)) = server {
         if args.keep_serving {

@@ -30,7 +30,7 @@ pub use kernels::OpRng;
 pub use meter::{ComputeMeter, over_cpu_limit};
 pub use partition::{PartitionDef, Trace, run_partition};
 pub use partition_check::MAX_PARTITION_NODES;
-pub use plan::{Delivered, PartitionResult, Placement, RemotePartition, RemoteTasks};
+pub use plan::{Delivered, PartitionResult, PeerTraffic, Placement, RemotePartition, RemoteTasks};
 pub use route::{Delivery, MAX_USES, Route};
 pub use variables::{Variable, VariableStore};
 

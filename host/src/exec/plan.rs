@@ -93,6 +93,29 @@ pub trait RemoteTasks: Send + Sync + std::fmt::Debug {
         let _ = (task, step);
         Box::pin(async { Ok(()) })
     }
+
+    /// The tensor bytes moved to and from each task it has reached (none
+    /// by default), for a host's metrics.
+    fn peer_traffic(&self) -> Vec<PeerTraffic> {
+        Vec::new()
+    }
+}
+
+/// Tensor bytes a master moved to and from one peer task, by path.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerTraffic {
+    /// The peer task (`/job:ps/task:0`).
+    pub task: String,
+    /// Its address.
+    pub address: String,
+    /// Bytes sent in gRPC messages.
+    pub sent_streamed: u64,
+    /// Bytes sent through shared memory.
+    pub sent_shared: u64,
+    /// Bytes received in gRPC messages.
+    pub received_streamed: u64,
+    /// Bytes received through shared memory.
+    pub received_shared: u64,
 }
 
 /// A tensor one task delivers to another for a step: the output it is

@@ -257,6 +257,11 @@ impl VariableStore {
         self.lock().get(name).cloned()
     }
 
+    /// Bytes the values of its initialized variables hold.
+    pub fn value_bytes(&self) -> usize {
+        self.lock().values().map(|v| v.lock().as_ref().map_or(0, byte_size)).sum()
+    }
+
     /// The current values of all initialized variables, sorted by name.
     pub fn snapshot(&self) -> Vec<(String, Tensor)> {
         let mut out: Vec<(String, Tensor)> =

@@ -229,6 +229,11 @@ impl Experiment {
         })
     }
 
+    /// Its tasks on this host, as served.
+    pub fn served_tasks(&self) -> impl Iterator<Item = &Arc<ServedTask>> {
+        self.tasks.values()
+    }
+
     /// Bytes its variables hold on this host.
     pub fn variable_bytes(&self) -> usize {
         self.budget.used()

@@ -209,6 +209,11 @@ impl Hosting {
         &self.runtime
     }
 
+    /// The cluster task this host serves itself (`weft serve --cluster`), if any.
+    pub fn own_task(&self) -> Option<&Arc<crate::task::Task>> {
+        self.own.as_ref().map(|s| s.task())
+    }
+
     /// The host's limits.
     pub fn limits(&self) -> &EffectiveLimits {
         &self.limits

@@ -15,7 +15,6 @@
 //! `WEFT_PEER_TIMEOUT`). No lock is held while a call is in flight.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,11 +27,12 @@ use super::deliveries::DELIVERING;
 use super::frames::{CHUNK_BYTES, FrameReader, frames};
 use super::service::{NOT_REGISTERED, SEGMENT_UNKNOWN, ServedTask};
 use super::shared::{SharedCall, static_output_sizes};
+use super::traffic::{Direction, PeerCounters, Traffic};
 use super::{MAX_MESSAGE_BYTES, pb};
 use crate::cluster::{ClusterSpec, TaskId};
 use crate::error::{Code, Error, Result};
 use crate::exec::ComputeMeter;
-use crate::exec::{Delivered, PartitionResult, RemotePartition, RemoteTasks};
+use crate::exec::{Delivered, PartitionResult, PeerTraffic, RemotePartition, RemoteTasks};
 use crate::shm::Pool;
 use crate::tensor::Tensor;
 use crate::tls::ClientTls;
@@ -75,36 +75,6 @@ struct PeerState {
     output_sizes: HashMap<u64, Vec<usize>>,
 }
 
-/// Tensor bytes a master moved to and from its peers, by path.
-#[derive(Debug, Default)]
-pub struct Traffic {
-    shared: AtomicU64,
-    streamed: AtomicU64,
-    in_process: AtomicU64,
-}
-
-impl Traffic {
-    /// Bytes through shared memory, both directions.
-    pub fn shared_bytes(&self) -> u64 {
-        self.shared.load(Ordering::Relaxed)
-    }
-
-    /// Calls to tasks of this process, which moved no bytes at all.
-    pub fn in_process_calls(&self) -> u64 {
-        self.in_process.load(Ordering::Relaxed)
-    }
-
-    /// Bytes in gRPC messages, both directions.
-    pub fn streamed_bytes(&self) -> u64 {
-        self.streamed.load(Ordering::Relaxed)
-    }
-
-    fn add(&self, shared: u64, streamed: u64) {
-        self.shared.fetch_add(shared, Ordering::Relaxed);
-        self.streamed.fetch_add(streamed, Ordering::Relaxed);
-    }
-}
-
 struct Peer {
     task: TaskId,
     address: String,
@@ -113,7 +83,8 @@ struct Peer {
     peer_timeout: Duration,
     /// Held only between calls, never across one.
     state: tokio::sync::Mutex<PeerState>,
-    traffic: Arc<Traffic>,
+    /// Its bytes, adding to the master's [`Traffic`].
+    traffic: PeerCounters,
     /// Whether a task of this process is called directly.
     in_process: bool,
 }
@@ -205,7 +176,7 @@ impl GrpcRemote {
             tls: self.tls.clone(),
             peer_timeout: self.peer_timeout,
             state: Default::default(),
-            traffic: self.traffic.clone(),
+            traffic: PeerCounters::new(self.traffic.clone()),
             // Credentials and TLS are for hosts of experiments, which are
             // reached over the network even from their own process.
             in_process: self.in_process
@@ -278,6 +249,11 @@ impl RemoteTasks for GrpcRemote {
     ) -> BoxFuture<'static, Result<()>> {
         let peer = self.peer(task);
         Box::pin(async move { peer?.deliver(master, step, tensors).await })
+    }
+
+    fn peer_traffic(&self) -> Vec<PeerTraffic> {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers.values().map(|p| p.traffic.report(p.task.to_string(), p.address.clone())).collect()
     }
 
     fn forget_step(&self, task: &TaskId, step: u64) -> BoxFuture<'static, Result<()>> {
@@ -497,7 +473,7 @@ impl Peer {
                 Some(call) => (call.input_frames(&inputs), 0),
                 None => (frames(&inputs), inputs.iter().map(|t| t.byte_length() as u64).sum()),
             };
-            self.traffic.add(shared.as_ref().map_or(0, SharedCall::input_bytes), streamed);
+            self.traffic.add(Direction::Sent, shared.as_ref().map_or(0, SharedCall::input_bytes), streamed);
             // The first message names the partition (and may start the first
             // input); the inputs' other chunks follow.
             // At least a microsecond: 0 means no limit.
@@ -590,7 +566,7 @@ impl Peer {
         allowance: Option<Duration>,
     ) -> Result<PartitionResult> {
         let restarted = self.met_in_process(served).await;
-        self.traffic.in_process.fetch_add(1, Ordering::Relaxed);
+        self.traffic.add_in_process_call();
         let run = served.run_in_process(master, part, step, inputs, trace, allowance);
         run.await.map_err(|e| self.explained(e, restarted))
     }
@@ -663,11 +639,11 @@ impl Peer {
             match (chunk.shared, shared) {
                 (Some(range), Some(call)) => {
                     call.read_output(index, &range, chunk.meta, &mut reader).map_err(broken)?;
-                    self.traffic.add(range.length, 0);
+                    self.traffic.add(Direction::Received, range.length, 0);
                 }
                 (Some(_), None) => return Err(broken("a shared range in a call without shared memory".into())),
                 (None, _) => {
-                    self.traffic.add(0, chunk.data.len() as u64);
+                    self.traffic.add(Direction::Received, 0, chunk.data.len() as u64);
                     reader.push(chunk.meta, &chunk.data).map_err(broken)?;
                 }
             }

@@ -13,12 +13,14 @@ mod proptests;
 mod rendezvous;
 mod service;
 mod shared;
+mod traffic;
 mod wire_bound;
 
 pub use auth::{AuthInterceptor, Authenticator, Caller, Credentials};
 pub use client::GrpcRemote;
 pub use convert::{error_from_status, partition_to_pb, status_from_error};
 pub use service::{ServedTask, SingleTask, TaskDirectory, TaskService};
+pub use traffic::Traffic;
 
 /// Generated from `proto/weft/v1/task.proto`.
 pub mod pb {

@@ -3,12 +3,12 @@
 //! reference in this process, through a segment lent to a co-located host,
 //! or streamed), and telling it to forget a failed step's deliveries.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::super::frames::frames;
 use super::super::pb;
 use super::super::shared::SharedCall;
+use super::super::traffic::Direction;
 use super::{Peer, segment_unknown};
 use crate::error::{Error, Result};
 use crate::exec::Delivered;
@@ -24,7 +24,7 @@ impl Peer {
     pub(super) async fn deliver(&self, master: u64, step: u64, tensors: Vec<Delivered>) -> Result<()> {
         if let Some(served) = self.in_process_task() {
             self.met_in_process(&served).await;
-            self.traffic.in_process.fetch_add(1, Ordering::Relaxed);
+            self.traffic.add_in_process_call();
             if served.is_stopped() {
                 return Err(self.unavailable("it stopped"));
             }
@@ -60,8 +60,8 @@ impl Peer {
                 first.segment = shared.as_ref().map(SharedCall::key).unwrap_or_default();
             }
             match &shared {
-                Some(_) => self.traffic.add(bytes, 0),
-                None => self.traffic.add(0, bytes),
+                Some(_) => self.traffic.add(Direction::Sent, bytes, 0),
+                None => self.traffic.add(Direction::Sent, 0, bytes),
             }
             // As a registration: one more second per 16 MiB on a slow link.
             let bound = self.peer_timeout + Duration::from_secs(bytes >> 24);

@@ -88,7 +88,11 @@ impl ws::HostSession for StoreState {
         };
         let timeout = options.timeout_ms.map(Duration::from_millis);
         let session = self.table.get_mut(&s)?;
-        Ok(wit(run(session, req, timeout).await.map(to_wit)))
+        let result = run(session, req, timeout).await;
+        if result.is_ok() {
+            self.task.count_step();
+        }
+        Ok(wit(result.map(to_wit)))
     }
 
     async fn target(&mut self, s: Resource<SessionResource>) -> wasmtime::Result<String> {

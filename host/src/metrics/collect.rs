@@ -1,0 +1,204 @@
+//! What a host holds, read at every scrape: its programs by state, and per
+//! experiment (the host's own cluster task under `experiment=""`) the
+//! bytes its variables hold, its CPU time, the steps its programs ran, and
+//! the tensor bytes moved to and from each peer task.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+
+use crate::exec::PeerTraffic;
+use crate::hosting::{Hosting, ProgramState};
+use crate::runtime::ExitStatus;
+use crate::task::Task;
+
+/// The label value of a program's state.
+pub fn state_label(state: &ProgramState) -> &'static str {
+    match state {
+        ProgramState::Compiling => "compiling",
+        ProgramState::Running => "running",
+        ProgramState::Exited(ExitStatus::Success) => "succeeded",
+        ProgramState::Exited(ExitStatus::Failed(_)) => "failed",
+        ProgramState::Exited(ExitStatus::Trapped(_)) => "trapped",
+        ProgramState::Exited(ExitStatus::ResourceExhausted(_)) => "over-limit",
+        ProgramState::Failed(..) => "not-started",
+        ProgramState::Killed => "killed",
+    }
+}
+
+/// Where the collector reads from: a hosting host's experiments (and its
+/// own task), or a `weft run` task and its one program.
+#[derive(Default)]
+pub struct Sources {
+    /// The experiments and programs of a `weft serve` host.
+    pub hosting: Option<Arc<Hosting>>,
+    /// A task outside any experiment (a `weft run --cluster` task; a
+    /// `weft serve --cluster` host's is found through `hosting`).
+    pub own: Option<Arc<Task>>,
+    /// The state of a `weft run` program, set as it goes.
+    pub program: Mutex<Option<&'static str>>,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources").field("hosting", &self.hosting.is_some()).field("own", &self.own).finish()
+    }
+}
+
+/// One experiment's (or the host's own) tasks, for the per-task families.
+struct Tenant {
+    name: String,
+    tasks: Vec<Arc<Task>>,
+}
+
+impl Sources {
+    fn tenants(&self) -> Vec<Tenant> {
+        let own = self.own.clone().or_else(|| self.hosting.as_ref().and_then(|h| h.own_task().cloned()));
+        let mut tenants: Vec<Tenant> =
+            own.map(|t| Tenant { name: String::new(), tasks: vec![t] }).into_iter().collect();
+        if let Some(hosting) = &self.hosting {
+            for e in hosting.experiments() {
+                let tasks = e.served_tasks().map(|s| s.task().clone()).collect();
+                tenants.push(Tenant { name: e.name().to_string(), tasks });
+            }
+        }
+        tenants
+    }
+}
+
+/// Encodes [`Sources`] at each scrape.
+#[derive(Debug)]
+pub struct HostCollector(pub Arc<Sources>);
+
+type Labels<'a, const N: usize> = [(&'static str, &'a str); N];
+
+impl Collector for HostCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let sources = &self.0;
+        let tenants = sources.tenants();
+
+        let mut programs: Vec<(String, &'static str, u64)> = Vec::new();
+        let mut count = |experiment: &str, state: &'static str| match programs
+            .iter_mut()
+            .find(|(e, s, _)| e == experiment && *s == state)
+        {
+            Some(row) => row.2 += 1,
+            None => programs.push((experiment.to_string(), state, 1)),
+        };
+        if let Some(state) = *sources.program.lock().unwrap_or_else(|p| p.into_inner()) {
+            count("", state);
+        }
+        let experiments = sources.hosting.as_ref().map(|h| h.experiments()).unwrap_or_default();
+        for e in &experiments {
+            for p in e.programs() {
+                count(e.name(), state_label(&p.state()));
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "weft_programs",
+            "Programs this host holds (finished ones while it keeps their records), by experiment and state",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (experiment, state, n) in &programs {
+            let labels: Labels<2> = [("experiment", experiment), ("state", state)];
+            family.encode_family(&labels)?.encode_gauge(&(*n as i64))?;
+        }
+
+        if sources.hosting.is_some() {
+            let mut family =
+                encoder.encode_descriptor("weft_experiments", "Experiments on this host", None, MetricType::Gauge)?;
+            family.encode_gauge(&(experiments.len() as i64))?;
+            let mut family = encoder.encode_descriptor(
+                "weft_experiment_cpu_seconds",
+                "CPU time of each experiment's programs on this host (guest code and the kernels of their steps), \
+                 finished programs included",
+                None,
+                MetricType::Counter,
+            )?;
+            for e in &experiments {
+                let labels: Labels<1> = [("experiment", e.name())];
+                family
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, f64>(&e.cpu_time().as_secs_f64(), None)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "weft_variable_bytes",
+            "Bytes the values of each task's variables hold on this host",
+            None,
+            MetricType::Gauge,
+        )?;
+        for tenant in &tenants {
+            for task in &tenant.tasks {
+                let id = task.id().to_string();
+                let labels: Labels<2> = [("experiment", &tenant.name), ("task", &id)];
+                family.encode_family(&labels)?.encode_gauge(&(task.device().variables().value_bytes() as i64))?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "weft_steps",
+            "Session runs (steps) the programs of each task here ran to the end",
+            None,
+            MetricType::Counter,
+        )?;
+        for tenant in &tenants {
+            for task in &tenant.tasks {
+                let id = task.id().to_string();
+                let labels: Labels<2> = [("experiment", &tenant.name), ("task", &id)];
+                family.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&task.steps(), None)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "weft_peer_bytes",
+            "Tensor bytes this host's sessions moved to and from each peer task, by direction and path \
+             (grpc: in gRPC messages; shm: through shared memory)",
+            None,
+            MetricType::Counter,
+        )?;
+        for tenant in &tenants {
+            // An experiment's tasks share one client: count each once.
+            let mut seen = HashSet::new();
+            for task in &tenant.tasks {
+                let Some(remote) = task.remote() else { continue };
+                if !seen.insert(Arc::as_ptr(remote) as *const () as usize) {
+                    continue;
+                }
+                for peer in remote.peer_traffic() {
+                    encode_peer(&mut family, &tenant.name, &peer)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode_peer(
+    family: &mut prometheus_client::encoding::MetricEncoder,
+    experiment: &str,
+    peer: &PeerTraffic,
+) -> Result<(), std::fmt::Error> {
+    let rows = [
+        ("sent", "grpc", peer.sent_streamed),
+        ("sent", "shm", peer.sent_shared),
+        ("received", "grpc", peer.received_streamed),
+        ("received", "shm", peer.received_shared),
+    ];
+    for (direction, path, bytes) in rows {
+        let labels: Labels<5> = [
+            ("experiment", experiment),
+            ("peer", &peer.task),
+            ("address", &peer.address),
+            ("direction", direction),
+            ("path", path),
+        ];
+        family.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&bytes, None)?;
+    }
+    Ok(())
+}
