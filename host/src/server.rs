@@ -131,7 +131,7 @@ pub async fn serve_host(
     if control.is_some() {
         health.set_serving::<ControlServiceServer<ControlService>>().await;
     }
-    tracing::info!("serving {label} on {address}");
+    tracing::debug!("serving {label} on {address}");
     let stopping = Arc::new(Notify::new());
     let graceful = stopping.clone();
     let mut builder = Server::builder();

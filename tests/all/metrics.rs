@@ -173,3 +173,49 @@ fn a_shared_host_shows_each_experiments_usage_until_it_is_deleted() {
     assert_eq!(sample(&text, "weft_experiments"), Some(0.0), "{text}");
     assert!(!text.contains("experiment=\"erin\""), "{text}");
 }
+
+/// Every stderr line of `process` so far, each parsed as a JSON object
+/// (panics on a line that is not one).
+fn json_lines(process: &Spawned) -> Vec<serde_json::Value> {
+    process
+        .lines(Stream::Err)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect()
+}
+
+fn says(events: &[serde_json::Value], level: &str, text: &str) -> bool {
+    events.iter().any(|e| {
+        e["level"] == level
+            && e["target"] == "weft"
+            && e["fields"]["message"].as_str().is_some_and(|m| m.contains(text))
+    })
+}
+
+/// `--log-format json`: a server's and a failing program's status lines
+/// are JSON objects a log collector reads (level, target, message), and
+/// the program's own output is passed through as it wrote it.
+#[test]
+fn log_format_json_makes_every_status_line_a_json_object() {
+    let dir = TempDir::new("jsonlog");
+    let cluster = cluster_file(&dir, &free_ports(3));
+    let argv = ["--log-format", "json", "serve", "--cluster", &cluster, "--job", "ps", "--task", "0"];
+    let mut ps = Spawned::start(weft(&argv, &dir.0));
+    ps.expect(Stream::Err, "serving /job:ps/task:0", LIMIT);
+    let pid = ps.child.0.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(ps.wait(LIMIT).success(), "{:#?}", ps.seen);
+    let events = json_lines(&ps);
+    assert!(says(&events, "INFO", "serving /job:ps/task:0 on 127.0.0.1:"), "{events:#?}");
+    assert!(says(&events, "INFO", "/job:ps/task:0 stopped"), "{events:#?}");
+
+    let bad = weft_tests::fixture("misbehave");
+    let failed = run(weft(&["run", "--log-format", "json", bad.to_str().unwrap(), "--", "error"], &dir.0), LIMIT);
+    assert_eq!(failed.status.code(), Some(1), "{}", failed.stderr);
+    let events: Vec<serde_json::Value> =
+        failed.stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert!(says(&events, "ERROR", "the worker returned an error"), "{events:#?}");
+    let fine = run(weft(&["run", "--log-format", "json", bad.to_str().unwrap(), "--", "ok"], &dir.0), LIMIT);
+    assert!(fine.status.success(), "{}", fine.stderr);
+    assert_eq!(fine.stdout, "fine\n");
+}

@@ -3,6 +3,7 @@
 //! ps, logs, kill) are in [`hosting`].
 
 mod hosting;
+mod say;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -24,12 +25,16 @@ use crate::rpc::GrpcRemote;
 use crate::runtime::{ExitStatus, OutputFollower, Runtime, RuntimeConfig, StreamKind};
 use crate::server::{self, HostServices};
 use crate::task::Task;
+use say::LogFormat;
 
 /// weft: distributed TensorFlow-style graphs, with every program a sandboxed
 /// WebAssembly component.
 #[derive(Debug, Parser)]
 #[command(name = "weft", version, about)]
 pub struct Cli {
+    /// How weft writes its own log and status lines on stderr (a program's output is passed through as is).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -175,11 +180,11 @@ impl MetricsArgs {
 fn spawn_metrics(listener: Option<TcpListener>, metrics: &Arc<HostMetrics>) {
     let Some(listener) = listener else { return };
     let address = listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
-    eprintln!("weft: metrics on http://{address}/metrics");
+    say::info(format_args!("metrics on http://{address}/metrics"));
     let metrics = metrics.clone();
     tokio::spawn(async move {
         if let Err(e) = crate::metrics::http::serve(listener, metrics, std::future::pending()).await {
-            eprintln!("weft: {e}");
+            say::error(e);
         }
     });
 }
@@ -377,11 +382,7 @@ fn default_matmul_threads(cli: &Cli) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     default_matmul_threads(&cli);
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    say::init(cli.log_format);
     let tokio = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -472,7 +473,7 @@ async fn launch(args: LaunchArgs) -> ExitCode {
     let (file, runtime, worker) = match loaded.await {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("weft: {e}");
+            say::error(e);
             return ExitCode::from(2);
         }
     };
@@ -480,21 +481,21 @@ async fn launch(args: LaunchArgs) -> ExitCode {
     let report = tokio::select! {
         r = crate::launch::launch(&runtime, &worker, &file, args.free_ports, &files) => r,
         _ = shutdown_signal() => {
-            eprintln!("weft: interrupted; stopped every task");
+            say::warn(format_args!("interrupted; stopped every task"));
             return ExitCode::from(130);
         }
     };
     match report {
         Err(e) => {
-            eprintln!("weft: {e}");
+            say::error(e);
             ExitCode::from(2)
         }
         Ok(report) => {
             for (task, status) in &report.tasks {
                 match status {
                     Ok(ExitStatus::Success) => {}
-                    Ok(status) => eprintln!("weft: program on {task} {status}"),
-                    Err(e) => eprintln!("weft: program on {task} could not run: {e}"),
+                    Ok(status) => say::error(format_args!("program on {task} {status}")),
+                    Err(e) => say::error(format_args!("program on {task} could not run: {e}")),
                 }
             }
             if report.success() { ExitCode::SUCCESS } else { ExitCode::from(1) }
@@ -540,16 +541,16 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let (hosting, listener, label, tls, metrics_listener) = match started.await {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("weft: {e}");
+            say::error(e);
             return ExitCode::from(2);
         }
     };
     let address = listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
-    eprintln!("weft: serving {label} on {address}");
+    say::info(format_args!("serving {label} on {address}"));
     if args.listen.is_some() && args.admin_token.is_none() && !args.open_experiments {
-        eprintln!(
-            "weft: no --admin-token and no --open-experiments: nobody can create experiments on this host \
-             (only those kept in --state-dir run)"
+        say::warn(
+            "no --admin-token and no --open-experiments: nobody can create experiments on this host \
+             (only those kept in --state-dir run)",
         );
     }
     let metrics = Arc::new(HostMetrics::new(Some(hosting.clone()), None));
@@ -562,11 +563,11 @@ async fn serve(args: ServeArgs) -> ExitCode {
     }
     match server::serve_host(listener, services, &label, shutdown_signal()).await {
         Ok(()) => {
-            eprintln!("weft: {label} stopped");
+            say::info(format_args!("{label} stopped"));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("weft: {e}");
+            say::error(e);
             ExitCode::from(1)
         }
     }
@@ -596,11 +597,11 @@ async fn run(args: RunArgs) -> ExitCode {
     let (runtime, worker) = match loaded {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => {
-            eprintln!("weft: {e}");
+            say::error(e);
             return ExitCode::from(2);
         }
         Err(e) => {
-            eprintln!("weft: loading {} panicked: {e}", args.module.display());
+            say::error(format_args!("loading {} panicked: {e}", args.module.display()));
             return ExitCode::from(2);
         }
     };
@@ -608,7 +609,7 @@ async fn run(args: RunArgs) -> ExitCode {
     let metrics_listener = match args.metrics.bind().await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("weft: {e}");
+            say::error(e);
             return ExitCode::from(2);
         }
     };
@@ -632,20 +633,20 @@ async fn run(args: RunArgs) -> ExitCode {
                             }
                         };
                         if let Err(e) = server::serve_measured(listener, served, rpc, until).await {
-                            eprintln!("weft: {e}");
+                            say::error(e);
                         }
                     });
                     server = Some((stop, handle));
                     task
                 }
                 Err(e) => {
-                    eprintln!("weft: {e}");
+                    say::error(e);
                     return ExitCode::from(2);
                 }
             }
         }
         Err(e) => {
-            eprintln!("weft: {e}");
+            say::error(e);
             return ExitCode::from(2);
         }
     };
@@ -657,7 +658,7 @@ async fn run(args: RunArgs) -> ExitCode {
     let timeout = match args.timeout.map(Duration::try_from_secs_f64).transpose() {
         Ok(t) => t.unwrap_or(Duration::MAX),
         Err(e) => {
-            eprintln!("weft: --timeout {}: {e}", args.timeout.unwrap_or_default());
+            say::error(format_args!("--timeout {}: {e}", args.timeout.unwrap_or_default()));
             return ExitCode::from(2);
         }
     };
@@ -665,7 +666,7 @@ async fn run(args: RunArgs) -> ExitCode {
     let outcome = tokio::select! {
         r = tokio::time::timeout(timeout, program) => r,
         _ = interrupted => {
-            eprintln!("weft: interrupted; stopped {}", worker.name());
+            say::warn(format_args!("interrupted; stopped {}", worker.name()));
             return ExitCode::from(130);
         }
     };
@@ -678,7 +679,7 @@ async fn run(args: RunArgs) -> ExitCode {
     let code = exit_code(&worker, timeout, outcome);
     if let Some((stop, handle)) = server {
         if args.keep_serving {
-            eprintln!("weft: program ended; still serving until SIGTERM or ctrl-c");
+            say::info(format_args!("program ended; still serving until SIGTERM or ctrl-c"));
         }
         // Without --keep-serving the server stops now; with it, on the signal.
         let _ = stop.send(());
@@ -694,17 +695,17 @@ fn exit_code(
 ) -> ExitCode {
     match outcome {
         Err(_) => {
-            eprintln!("weft: {} did not finish within {:?}; stopped it", worker.name(), timeout);
+            say::error(format_args!("{} did not finish within {:?}; stopped it", worker.name(), timeout));
             ExitCode::from(124)
         }
         Ok(Err(e)) => {
-            eprintln!("weft: {e}");
+            say::error(e);
             ExitCode::from(2)
         }
         Ok(Ok(out)) => match out.status {
             ExitStatus::Success => ExitCode::SUCCESS,
             status => {
-                eprintln!("weft: program {} {status}", worker.name());
+                say::error(format_args!("program {} {status}", worker.name()));
                 ExitCode::from(1)
             }
         },
