@@ -25,7 +25,10 @@ use std::sync::Arc;
 use crate::cluster::{ClusterConfig, ClusterSpec, TaskId};
 use crate::error::{Error, Result};
 use crate::exec::HostFiles;
+use crate::hosting::ProgramState;
 use crate::local_cluster::LocalCluster;
+use crate::metrics::HostMetrics;
+use crate::metrics::collect::state_label;
 use crate::runtime::{ExitStatus, LoadedModule, OutputFollower, Runtime, StreamKind};
 
 /// A parsed launch file.
@@ -91,6 +94,7 @@ pub async fn launch(
     file: &LaunchFile,
     free_ports: bool,
     files: &HostFiles,
+    metrics: Option<&HostMetrics>,
 ) -> Result<LaunchReport> {
     let cluster = if free_ports {
         let jobs: Vec<(&str, u32)> = file.cluster.jobs().iter().map(|(j, t)| (j.as_str(), t.len() as u32)).collect();
@@ -103,11 +107,24 @@ pub async fn launch(
     let mut printers = Vec::new();
     for id in &ids {
         let task = cluster.task(id)?;
+        if let Some(m) = metrics {
+            m.add_task(task.clone());
+            m.set_program_state(id, "running");
+        }
         let printer = Arc::new(Prefixed::new(format!("[{}:{}] ", id.job, id.index)));
         printers.push(printer.clone());
         runs.push(runtime.run(worker, task, file.args.clone(), Some(printer)));
     }
     let results = join_all(runs).await;
+    if let Some(m) = metrics {
+        for (id, result) in ids.iter().zip(&results) {
+            let state = match result {
+                Ok(out) => state_label(&ProgramState::Exited(out.status.clone())),
+                Err(_) => "not-started",
+            };
+            m.set_program_state(id, state);
+        }
+    }
     for p in printers {
         p.finish();
     }

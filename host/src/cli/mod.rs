@@ -92,6 +92,8 @@ struct LaunchArgs {
     free_ports: bool,
     #[command(flatten)]
     files: HostFileArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 /// Where a host writes what its programs ask for (programs have no files).
@@ -461,6 +463,7 @@ async fn launch(args: LaunchArgs) -> ExitCode {
             ..RuntimeConfig::default()
         };
         let module = file.module.clone();
+        let metrics_listener = args.metrics.bind().await?;
         let (runtime, worker) = tokio::task::spawn_blocking(move || {
             let runtime = Runtime::new(config)?;
             let worker = runtime.load_file(&module)?;
@@ -468,9 +471,9 @@ async fn launch(args: LaunchArgs) -> ExitCode {
         })
         .await
         .map_err(|e| Error::internal(format!("loading panicked: {e}")))??;
-        Ok::<_, Error>((file, runtime, worker))
+        Ok::<_, Error>((file, runtime, worker, metrics_listener))
     };
-    let (file, runtime, worker) = match loaded.await {
+    let (file, runtime, worker, metrics_listener) = match loaded.await {
         Ok(t) => t,
         Err(e) => {
             say::error(e);
@@ -478,8 +481,10 @@ async fn launch(args: LaunchArgs) -> ExitCode {
         }
     };
     let files = args.files.host_files();
+    let metrics = Arc::new(HostMetrics::new(None));
+    spawn_metrics(metrics_listener, &metrics);
     let report = tokio::select! {
-        r = crate::launch::launch(&runtime, &worker, &file, args.free_ports, &files) => r,
+        r = crate::launch::launch(&runtime, &worker, &file, args.free_ports, &files, Some(&metrics)) => r,
         _ = shutdown_signal() => {
             say::warn(format_args!("interrupted; stopped every task"));
             return ExitCode::from(130);
@@ -553,7 +558,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
              (only those kept in --state-dir run)",
         );
     }
-    let metrics = Arc::new(HostMetrics::new(Some(hosting.clone()), None));
+    let metrics = Arc::new(HostMetrics::new(Some(hosting.clone())));
     spawn_metrics(metrics_listener, &metrics);
     let mut services = HostServices::hosting(&hosting, tls);
     services.rpc = metrics.rpc().clone();
@@ -651,8 +656,10 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
 
-    let metrics = Arc::new(HostMetrics::with_rpc(None, Some(task.clone()), metrics_rpc));
-    metrics.set_program_state("running");
+    let metrics = Arc::new(HostMetrics::with_rpc(None, metrics_rpc));
+    metrics.add_task(task.clone());
+    let task_id = task.id().clone();
+    metrics.set_program_state(&task_id, "running");
     spawn_metrics(metrics_listener, &metrics);
     let program = runtime.run(&worker, task, args.args.clone(), Some(Arc::new(Terminal)));
     let timeout = match args.timeout.map(Duration::try_from_secs_f64).transpose() {
@@ -671,11 +678,16 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
     let _ = std::io::stdout().flush();
-    metrics.set_program_state(match &outcome {
-        Ok(Ok(out)) => crate::metrics::collect::state_label(&crate::hosting::ProgramState::Exited(out.status.clone())),
-        Ok(Err(_)) => "not-started",
-        Err(_) => "killed",
-    });
+    metrics.set_program_state(
+        &task_id,
+        match &outcome {
+            Ok(Ok(out)) => {
+                crate::metrics::collect::state_label(&crate::hosting::ProgramState::Exited(out.status.clone()))
+            }
+            Ok(Err(_)) => "not-started",
+            Err(_) => "killed",
+        },
+    );
     let code = exit_code(&worker, timeout, outcome);
     if let Some((stop, handle)) = server {
         if args.keep_serving {

@@ -3,7 +3,7 @@
 //! bytes its variables hold, its CPU time, the steps its programs ran, and
 //! the tensor bytes moved to and from each peer task.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
@@ -30,21 +30,24 @@ pub fn state_label(state: &ProgramState) -> &'static str {
 }
 
 /// Where the collector reads from: a hosting host's experiments (and its
-/// own task), or a `weft run` task and its one program.
+/// own task), or the tasks of `weft run` or `weft launch` and their programs.
 #[derive(Default)]
 pub struct Sources {
     /// The experiments and programs of a `weft serve` host.
     pub hosting: Option<Arc<Hosting>>,
-    /// A task outside any experiment (a `weft run --cluster` task; a
+    /// Tasks outside any experiment (`weft run` and `weft launch` tasks; a
     /// `weft serve --cluster` host's is found through `hosting`).
-    pub own: Option<Arc<Task>>,
-    /// The state of a `weft run` program, set as it goes.
-    pub program: Mutex<Option<&'static str>>,
+    pub own: Mutex<Vec<Arc<Task>>>,
+    /// The state of the program of each task in `own`, by task, set as it goes.
+    pub programs: Mutex<BTreeMap<String, &'static str>>,
 }
 
 impl std::fmt::Debug for Sources {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sources").field("hosting", &self.hosting.is_some()).field("own", &self.own).finish()
+        f.debug_struct("Sources")
+            .field("hosting", &self.hosting.is_some())
+            .field("own", &self.own)
+            .finish_non_exhaustive()
     }
 }
 
@@ -56,9 +59,9 @@ struct Tenant {
 
 impl Sources {
     fn tenants(&self) -> Vec<Tenant> {
-        let own = self.own.clone().or_else(|| self.hosting.as_ref().and_then(|h| h.own_task().cloned()));
-        let mut tenants: Vec<Tenant> =
-            own.map(|t| Tenant { name: String::new(), tasks: vec![t] }).into_iter().collect();
+        let mut own = self.own.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        own.extend(self.hosting.as_ref().and_then(|h| h.own_task().cloned()));
+        let mut tenants = vec![Tenant { name: String::new(), tasks: own }];
         if let Some(hosting) = &self.hosting {
             for e in hosting.experiments() {
                 let tasks = e.served_tasks().map(|s| s.task().clone()).collect();
@@ -88,7 +91,7 @@ impl Collector for HostCollector {
             Some(row) => row.2 += 1,
             None => programs.push((experiment.to_string(), state, 1)),
         };
-        if let Some(state) = *sources.program.lock().unwrap_or_else(|p| p.into_inner()) {
+        for state in sources.programs.lock().unwrap_or_else(|p| p.into_inner()).values() {
             count("", state);
         }
         let experiments = sources.hosting.as_ref().map(|h| h.experiments()).unwrap_or_default();
@@ -162,18 +165,27 @@ impl Collector for HostCollector {
             None,
             MetricType::Counter,
         )?;
+        // Summed over the tenant's clients (each task of `weft launch` has
+        // its own; an experiment's tasks share one), counted once each.
+        let mut peers: BTreeMap<(&str, String, String), PeerTraffic> = BTreeMap::new();
+        let mut seen = HashSet::new();
         for tenant in &tenants {
-            // An experiment's tasks share one client: count each once.
-            let mut seen = HashSet::new();
             for task in &tenant.tasks {
                 let Some(remote) = task.remote() else { continue };
                 if !seen.insert(Arc::as_ptr(remote) as *const () as usize) {
                     continue;
                 }
-                for peer in remote.peer_traffic() {
-                    encode_peer(&mut family, &tenant.name, &peer)?;
+                for p in remote.peer_traffic() {
+                    let sum = peers.entry((tenant.name.as_str(), p.task.clone(), p.address.clone())).or_default();
+                    sum.sent_streamed += p.sent_streamed;
+                    sum.sent_shared += p.sent_shared;
+                    sum.received_streamed += p.received_streamed;
+                    sum.received_shared += p.received_shared;
                 }
             }
+        }
+        for ((experiment, task, address), sum) in &peers {
+            encode_peer(&mut family, experiment, task, address, sum)?;
         }
         Ok(())
     }
@@ -182,6 +194,8 @@ impl Collector for HostCollector {
 fn encode_peer(
     family: &mut prometheus_client::encoding::MetricEncoder,
     experiment: &str,
+    task: &str,
+    address: &str,
     peer: &PeerTraffic,
 ) -> Result<(), std::fmt::Error> {
     let rows = [
@@ -193,8 +207,8 @@ fn encode_peer(
     for (direction, path, bytes) in rows {
         let labels: Labels<5> = [
             ("experiment", experiment),
-            ("peer", &peer.task),
-            ("address", &peer.address),
+            ("peer", task),
+            ("address", address),
             ("direction", direction),
             ("path", path),
         ];

@@ -23,6 +23,7 @@ use prometheus_client::registry::Registry;
 pub use collect::Sources;
 pub use rpc::{RpcLayer, RpcMetrics};
 
+use crate::cluster::TaskId;
 use crate::hosting::Hosting;
 use crate::task::Task;
 
@@ -35,15 +36,15 @@ pub struct HostMetrics {
 }
 
 impl HostMetrics {
-    /// Metrics of a `weft serve` host (`hosting`), or of a `weft run` task
-    /// (`own`).
-    pub fn new(hosting: Option<Arc<Hosting>>, own: Option<Arc<Task>>) -> Self {
-        Self::with_rpc(hosting, own, Arc::default())
+    /// Metrics of a `weft serve` host (`hosting`), or (with `None`) of the
+    /// tasks [`HostMetrics::add_task`] adds.
+    pub fn new(hosting: Option<Arc<Hosting>>) -> Self {
+        Self::with_rpc(hosting, Arc::default())
     }
 
     /// [`HostMetrics::new`], with RPC metrics a server already records into.
-    pub fn with_rpc(hosting: Option<Arc<Hosting>>, own: Option<Arc<Task>>, rpc: Arc<RpcMetrics>) -> Self {
-        let sources = Arc::new(Sources { hosting, own, program: Default::default() });
+    pub fn with_rpc(hosting: Option<Arc<Hosting>>, rpc: Arc<RpcMetrics>) -> Self {
+        let sources = Arc::new(Sources { hosting, ..Sources::default() });
         let mut registry = Registry::default();
         rpc.register(&mut registry);
         registry.register_collector(Box::new(collect::HostCollector(sources.clone())));
@@ -55,9 +56,15 @@ impl HostMetrics {
         &self.rpc
     }
 
-    /// Sets the state of a `weft run` program (a `weft_programs` label).
-    pub fn set_program_state(&self, state: &'static str) {
-        *self.sources.program.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
+    /// Adds a task outside any experiment (of `weft run` or `weft launch`).
+    pub fn add_task(&self, task: Arc<Task>) {
+        self.sources.own.lock().unwrap_or_else(|p| p.into_inner()).push(task);
+    }
+
+    /// Sets the state of the program of `task`, a task outside any
+    /// experiment (a [`collect::state_label`]).
+    pub fn set_program_state(&self, task: &TaskId, state: &'static str) {
+        self.sources.programs.lock().unwrap_or_else(|p| p.into_inner()).insert(task.to_string(), state);
     }
 
     /// The OpenMetrics text exposition.
@@ -66,5 +73,74 @@ impl HostMetrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashSet};
+
+    use futures_util::future::BoxFuture;
+
+    use super::*;
+    use crate::cluster::ClusterSpec;
+    use crate::exec::{PartitionResult, PeerTraffic, RemotePartition, RemoteTasks};
+
+    /// A client that reached the ps, having moved fixed byte counts.
+    #[derive(Debug)]
+    struct Reached(u64);
+
+    impl RemoteTasks for Reached {
+        fn run_partition(
+            &self,
+            _: Arc<RemotePartition>,
+            _: u64,
+            _: Vec<crate::tensor::Tensor>,
+            _: bool,
+            _: Option<std::time::Duration>,
+            _: Option<Arc<crate::exec::ComputeMeter>>,
+        ) -> BoxFuture<'static, crate::error::Result<PartitionResult>> {
+            Box::pin(async { Err(crate::error::Error::unavailable("not in this test")) })
+        }
+
+        fn peer_traffic(&self) -> Vec<PeerTraffic> {
+            vec![PeerTraffic {
+                task: "/job:ps/task:0".into(),
+                address: "h:0".into(),
+                sent_streamed: self.0,
+                received_shared: 2 * self.0,
+                ..PeerTraffic::default()
+            }]
+        }
+    }
+
+    /// Two tasks of one process (as under `weft launch`), each with its own
+    /// client to the ps: one series per peer and path, their sum, and no
+    /// series twice (which Prometheus would reject).
+    #[test]
+    fn peers_reached_by_several_tasks_are_one_series_each() {
+        let jobs = BTreeMap::from([
+            ("ps".to_string(), vec!["h:0".to_string()]),
+            ("worker".into(), vec!["h:1".into(), "h:2".into()]),
+        ]);
+        let cluster = ClusterSpec::new(jobs).unwrap();
+        let metrics = HostMetrics::new(None);
+        for (i, bytes) in [(0, 10), (1, 5)] {
+            let task =
+                Task::new(cluster.clone(), TaskId::new("worker", i)).unwrap().with_remote(Arc::new(Reached(bytes)));
+            let task = Arc::new(task);
+            metrics.set_program_state(task.id(), if i == 0 { "running" } else { "succeeded" });
+            metrics.add_task(task);
+        }
+        let text = metrics.render();
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        let series: HashSet<&str> = samples.iter().map(|l| l.rsplit_once(' ').unwrap().0).collect();
+        assert_eq!(series.len(), samples.len(), "{text}");
+        let peer = r#"weft_peer_bytes_total{experiment="",peer="/job:ps/task:0",address="h:0""#;
+        assert!(text.contains(&format!(r#"{peer},direction="sent",path="grpc"}} 15"#)), "{text}");
+        assert!(text.contains(&format!(r#"{peer},direction="received",path="shm"}} 30"#)), "{text}");
+        assert!(text.contains(r#"weft_programs{experiment="",state="running"} 1"#), "{text}");
+        assert!(text.contains(r#"weft_steps_total{experiment="",task="/job:worker/task:1"} 0"#), "{text}");
+        assert!(!text.contains("weft_experiments"), "no hosting, no experiments family: {text}");
     }
 }
