@@ -24,6 +24,6 @@ WORKDIR /home/weft
 # Compiled modules, whatever HOME the runtime sets (mount a volume here when
 # the root filesystem is read-only).
 ENV WEFT_CACHE_DIR=/home/weft/.cache/weft/modules
-# 2222: a cluster task (--bind); 7000: a shared host (--listen).
-EXPOSE 2222 7000
+# 2222: a cluster task (--bind); 7000: a shared host (--listen); 9464: /metrics (--metrics).
+EXPOSE 2222 7000 9464
 ENTRYPOINT ["weft"]

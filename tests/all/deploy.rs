@@ -36,14 +36,14 @@ fn name(doc: &Yaml) -> &str {
 
 /// The pod templates of a workload: one for a StatefulSet or Deployment,
 /// one per replica type of a TFJob (with its name).
-fn pod_specs(doc: &Yaml) -> Vec<(String, &Yaml)> {
+fn pod_templates(doc: &Yaml) -> Vec<(String, &Yaml)> {
     match kind(doc) {
-        "StatefulSet" | "Deployment" => vec![(name(doc).to_string(), &doc["spec"]["template"]["spec"])],
+        "StatefulSet" | "Deployment" => vec![(name(doc).to_string(), &doc["spec"]["template"])],
         "TFJob" => doc["spec"]["tfReplicaSpecs"]
             .as_hash()
             .unwrap()
             .iter()
-            .map(|(k, v)| (k.as_str().unwrap().to_string(), &v["template"]["spec"]))
+            .map(|(k, v)| (k.as_str().unwrap().to_string(), &v["template"]))
             .collect(),
         _ => Vec::new(),
     }
@@ -64,9 +64,10 @@ fn lists_flag(help: &str, flag: &str) -> bool {
     help.split(|c: char| c.is_whitespace() || matches!(c, ',' | '[' | ']' | '=')).any(|w| w == flag)
 }
 
-/// Checks one container: its flags, its listening port against its
-/// container ports and probes, its module and its mounts.
-fn check_container(what: &str, c: &Yaml, image: &Image, dir: &TempDir) {
+/// Checks one container: its flags, its listening port (and metrics port)
+/// against its container ports and probes, its module and its mounts.
+/// Returns its metrics port, if it serves metrics.
+fn check_container(what: &str, c: &Yaml, image: &Image, dir: &TempDir) -> Option<i64> {
     assert_eq!(c["image"].as_str(), Some("weft:latest"), "{what}");
     let args = strings(&c["args"]);
     let sub = args[0].as_str();
@@ -79,9 +80,12 @@ fn check_container(what: &str, c: &Yaml, image: &Image, dir: &TempDir) {
     let value_of = |flag: &str| ours.clone().skip_while(|a| a.as_str() != flag).nth(1).cloned();
     let listen =
         value_of("--bind").or_else(|| value_of("--listen")).unwrap_or_else(|| panic!("{what}: listens where?"));
-    let port: i64 = listen.rsplit_once(':').unwrap().1.parse().unwrap();
+    let port_of = |address: &str| -> i64 { address.rsplit_once(':').unwrap().1.parse().unwrap() };
+    let port = port_of(&listen);
+    let metrics = value_of("--metrics").map(|a| port_of(&a));
     let ports: Vec<i64> = c["ports"].as_vec().unwrap().iter().map(|p| p["containerPort"].as_i64().unwrap()).collect();
-    assert_eq!(ports, [port], "{what}: container ports");
+    let expected: Vec<i64> = std::iter::once(port).chain(metrics).collect();
+    assert_eq!(ports, expected, "{what}: container ports");
     for probe in ["readinessProbe", "livenessProbe"] {
         let p = &c[probe];
         let probed = p["grpc"]["port"].as_i64().or_else(|| p["tcpSocket"]["port"].as_i64());
@@ -102,6 +106,7 @@ fn check_container(what: &str, c: &Yaml, image: &Image, dir: &TempDir) {
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"].as_bool(), Some(true), "{what}");
     let cache = value_of("--cache-dir").unwrap_or_else(|| image.cache_dir.to_string());
     assert!(mounts.iter().any(|m| cache.starts_with(m)), "{what}: the module cache {cache} is in no mounted volume");
+    metrics
 }
 
 /// What the image holds: the files its final stage copies in
@@ -133,7 +138,8 @@ fn the_image_and_manifests_match_the_binary() {
         let docs = documents(file);
         let mut containers = 0;
         for doc in &docs {
-            for (workload, pod) in pod_specs(doc) {
+            for (workload, template) in pod_templates(doc) {
+                let pod = &template["spec"];
                 let user = &pod["securityContext"];
                 assert_eq!(user["runAsUser"].as_i64(), Some(10001), "{file} {workload}: the image's user");
                 assert_eq!(user["runAsNonRoot"].as_bool(), Some(true), "{file} {workload}");
@@ -141,7 +147,15 @@ fn the_image_and_manifests_match_the_binary() {
                 assert!(pod["terminationGracePeriodSeconds"].as_i64().is_some_and(|s| s > 0), "{file} {workload}");
                 for c in pod["containers"].as_vec().unwrap() {
                     let what = format!("{file} {workload}");
-                    check_container(&what, c, &image, &dir);
+                    let metrics = check_container(&what, c, &image, &dir);
+                    // Prometheus finds the scrape port by the pod's annotations.
+                    let annotations = &template["metadata"]["annotations"];
+                    let scraped = annotations["prometheus.io/port"].as_str().map(|p| p.parse::<i64>().unwrap());
+                    assert_eq!(scraped, metrics, "{what}: the scrape annotation names the --metrics port");
+                    if metrics.is_some() {
+                        assert_eq!(annotations["prometheus.io/scrape"].as_str(), Some("true"), "{what}");
+                        assert_eq!(annotations["prometheus.io/path"].as_str(), Some("/metrics"), "{what}");
+                    }
                     assert!(!c["resources"]["requests"]["cpu"].is_badvalue(), "{what}: resource requests");
                     if kind(doc) == "TFJob" {
                         // The operator finds the port by these names.
