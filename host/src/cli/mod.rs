@@ -392,12 +392,16 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match cli.command {
+    let code = match cli.command {
         Command::Run(args) => tokio.block_on(run(args)),
         Command::Serve(args) => tokio.block_on(serve(args)),
         Command::Launch(args) => tokio.block_on(launch(args)),
         verb => tokio.block_on(hosting::run_verb(verb)),
-    }
+    };
+    // Work still going (a host interrupted while it compiled modules on
+    // blocking threads) does not keep the process alive.
+    tokio.shutdown_timeout(server::SHUTDOWN_GRACE);
+    code
 }
 
 /// Completes on SIGTERM or ctrl-c. On Unix both are caught from this call
@@ -509,6 +513,10 @@ async fn launch(args: LaunchArgs) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
+    // Caught from here on: a SIGTERM while the host restores its
+    // experiments (which may compile modules) stops it too.
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
     let started = async {
         let config = args.hosting_config()?;
         let server_tls = args.tls.server()?;
@@ -543,7 +551,14 @@ async fn serve(args: ServeArgs) -> ExitCode {
             .map_err(|e| Error::internal(format!("starting the runtime panicked: {e}")))??;
         Ok::<_, Error>((Arc::new(hosting), listener, label, server_tls, metrics_listener))
     };
-    let (hosting, listener, label, tls, metrics_listener) = match started.await {
+    let started = tokio::select! {
+        r = started => r,
+        () = &mut stop => {
+            say::warn("interrupted while starting");
+            return ExitCode::from(130);
+        }
+    };
+    let (hosting, listener, label, tls, metrics_listener) = match started {
         Ok(t) => t,
         Err(e) => {
             say::error(e);
@@ -566,7 +581,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         // A cluster task server takes uploads only when an admin token guards them.
         services.control = None;
     }
-    match server::serve_host(listener, services, &label, shutdown_signal()).await {
+    match server::serve_host(listener, services, &label, stop).await {
         Ok(()) => {
             say::info(format_args!("{label} stopped"));
             ExitCode::SUCCESS
