@@ -113,18 +113,21 @@ pub async fn launch(
         }
         let printer = Arc::new(Prefixed::new(format!("[{}:{}] ", id.job, id.index)));
         printers.push(printer.clone());
-        runs.push(runtime.run(worker, task, file.args.clone(), Some(printer)));
+        let program = runtime.run(worker, task, file.args.clone(), Some(printer));
+        runs.push(async move {
+            let result = program.await;
+            // Each program's state as it ends, not once all have.
+            if let Some(m) = metrics {
+                let state = match &result {
+                    Ok(out) => state_label(&ProgramState::Exited(out.status.clone())),
+                    Err(_) => "not-started",
+                };
+                m.set_program_state(id, state);
+            }
+            result
+        });
     }
     let results = join_all(runs).await;
-    if let Some(m) = metrics {
-        for (id, result) in ids.iter().zip(&results) {
-            let state = match result {
-                Ok(out) => state_label(&ProgramState::Exited(out.status.clone())),
-                Err(_) => "not-started",
-            };
-            m.set_program_state(id, state);
-        }
-    }
     for p in printers {
         p.finish();
     }

@@ -166,6 +166,12 @@ fn a_shared_host_shows_each_experiments_usage_until_it_is_deleted() {
     assert_eq!(sample(&text, r#"weft_variable_bytes{experiment="erin",task="/job:ps/task:0"}"#), Some(8.0), "{text}");
     let control = r#"weft_rpc_server_calls_total{service="weft.v1.ControlService",method="StartProgram",code="OK"}"#;
     assert_eq!(sample(&text, control), Some(2.0), "{text}");
+    // A refused call is counted under its own code.
+    let argv = ["ps", "--host", &host, "--experiment", "erin", "--token", "not-erins-token-0123456789"];
+    assert!(!run(weft(&argv, &dir.0), LIMIT).status.success());
+    let text = scrape(&address);
+    let refused = r#"weft_rpc_server_calls_total{service="weft.v1.ControlService",method="ListPrograms",code="PermissionDenied"}"#;
+    assert_eq!(sample(&text, refused), Some(1.0), "{text}");
 
     let deleted = run(weft(&["experiment", "delete", file], &dir.0), LIMIT);
     assert!(deleted.status.success(), "{}", deleted.stderr);

@@ -243,7 +243,7 @@ fn exit_for(info: Option<&pb::ProgramInfo>) -> ExitCode {
     match info {
         Some(p) if p.state == pb::ProgramState::Succeeded as i32 => ExitCode::SUCCESS,
         Some(p) => {
-            eprintln!("weft: program {} {}", p.id, state_text(p));
+            super::say::error(format_args!("program {} {}", p.id, state_text(p)));
             ExitCode::from(1)
         }
         None => ExitCode::from(1),
@@ -262,7 +262,7 @@ async fn submit(args: SubmitArgs) -> Result<ExitCode> {
         args: args.args.clone(),
     };
     let info = client.start(req).await?;
-    eprintln!("weft: program {} started on {} as {}:{}", info.id, args.remote.host, args.job, args.task);
+    super::say::info(format_args!("program {} started on {} as {}:{}", info.id, args.remote.host, args.job, args.task));
     if !args.follow {
         println!("{}", info.id);
         return Ok(ExitCode::SUCCESS);
@@ -321,7 +321,7 @@ pub(super) async fn run_verb(verb: super::Command) -> ExitCode {
         _ => unreachable!("not a hosting verb"),
     };
     result.unwrap_or_else(|e| {
-        eprintln!("weft: {}", e.message());
+        super::say::error(e.message());
         ExitCode::from(2)
     })
 }

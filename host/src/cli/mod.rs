@@ -456,6 +456,9 @@ async fn start_task(
 }
 
 async fn launch(args: LaunchArgs) -> ExitCode {
+    // Caught from here on, compiling included (see `serve`).
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
     let loaded = async {
         let mut file = LaunchFile::read(&args.file)?;
         if !args.args.is_empty() {
@@ -477,7 +480,14 @@ async fn launch(args: LaunchArgs) -> ExitCode {
         .map_err(|e| Error::internal(format!("loading panicked: {e}")))??;
         Ok::<_, Error>((file, runtime, worker, metrics_listener))
     };
-    let (file, runtime, worker, metrics_listener) = match loaded.await {
+    let loaded = tokio::select! {
+        r = loaded => r,
+        () = &mut stop => {
+            say::warn("interrupted while loading");
+            return ExitCode::from(130);
+        }
+    };
+    let (file, runtime, worker, metrics_listener) = match loaded {
         Ok(t) => t,
         Err(e) => {
             say::error(e);
@@ -489,7 +499,7 @@ async fn launch(args: LaunchArgs) -> ExitCode {
     spawn_metrics(metrics_listener, &metrics);
     let report = tokio::select! {
         r = crate::launch::launch(&runtime, &worker, &file, args.free_ports, &files, Some(&metrics)) => r,
-        _ = shutdown_signal() => {
+        () = &mut stop => {
             say::warn(format_args!("interrupted; stopped every task"));
             return ExitCode::from(130);
         }
@@ -608,12 +618,19 @@ async fn run(args: RunArgs) -> ExitCode {
         ..RuntimeConfig::default()
     };
     let module = args.module.clone();
-    let loaded = tokio::task::spawn_blocking(move || {
+    let loading = tokio::task::spawn_blocking(move || {
         let runtime = Runtime::new(config)?;
         let worker = runtime.load_file(&module)?;
         Ok::<_, Error>((runtime, worker))
-    })
-    .await;
+    });
+    tokio::pin!(interrupted);
+    let loaded = tokio::select! {
+        r = loading => r,
+        () = &mut interrupted => {
+            say::warn(format_args!("interrupted while loading {}", args.module.display()));
+            return ExitCode::from(130);
+        }
+    };
     let (runtime, worker) = match loaded {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => {

@@ -16,7 +16,8 @@ pub enum LogFormat {
     /// `weft: ...` status lines; log events as text (`RUST_LOG`, default warnings only).
     #[default]
     Text,
-    /// One JSON object per line, status lines included (`RUST_LOG`, default info).
+    /// One JSON object per line, status lines included (`RUST_LOG`; default
+    /// weft's own events from info, other crates' from warn).
     Json,
 }
 
@@ -32,7 +33,7 @@ pub fn init(format: LogFormat) {
             .init(),
         LogFormat::Json => {
             JSON.store(true, Ordering::Relaxed);
-            builder.json().with_env_filter(filter("info")).with_ansi(false).init()
+            builder.json().with_env_filter(filter("warn,weft=info,weft_host=info")).with_ansi(false).init()
         }
     }
 }

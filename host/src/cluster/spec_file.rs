@@ -76,6 +76,20 @@ impl ClusterConfig {
         validated(jobs)
     }
 
+    /// An experiment's spec, from a caller over the network: the checks of a
+    /// file, except that tasks may share an address (one host serves
+    /// several of an experiment's tasks), and at most
+    /// [`MAX_EXPERIMENT_TASKS`] tasks.
+    pub fn from_experiment_jobs(jobs: BTreeMap<String, Vec<String>>) -> Result<ClusterSpec> {
+        let tasks: usize = jobs.values().map(Vec::len).sum();
+        if tasks > MAX_EXPERIMENT_TASKS {
+            return Err(Error::invalid(format!(
+                "the cluster spec has {tasks} tasks; an experiment may have at most {MAX_EXPERIMENT_TASKS}"
+            )));
+        }
+        checked(jobs, false)
+    }
+
     fn from_document(doc: Document) -> Result<Self> {
         let (jobs, task) = match doc {
             Document::Wrapped { cluster, task } => (cluster, task),
@@ -90,22 +104,36 @@ impl ClusterConfig {
     }
 }
 
+/// Tasks an experiment's cluster spec may list.
+pub const MAX_EXPERIMENT_TASKS: usize = 4096;
+
 /// Checks job names, addresses and duplicates, then builds the spec.
 fn validated(jobs: BTreeMap<String, Vec<String>>) -> Result<ClusterSpec> {
+    checked(jobs, true)
+}
+
+/// Checks job names and addresses (and, if `distinct`, that no two tasks
+/// share an address), then builds the spec.
+fn checked(jobs: BTreeMap<String, Vec<String>>, distinct: bool) -> Result<ClusterSpec> {
     let mut seen: HashMap<&str, TaskId> = HashMap::new();
     for (job, tasks) in &jobs {
         let valid_name = job.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
             && job.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !valid_name {
             return Err(Error::invalid(format!(
-                "job name '{job}' must be letters, digits, '_' or '-', starting with a letter"
+                "job name '{}' must be letters, digits, '_' or '-', starting with a letter",
+                job.escape_debug()
             )));
         }
         for (i, address) in tasks.iter().enumerate() {
             let id = TaskId::new(job.clone(), i as u32);
             let port = address.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>()));
-            if !matches!(port, Some((host, Ok(_))) if !host.is_empty()) {
-                return Err(Error::invalid(format!("address '{address}' of {id} is not HOST:PORT")));
+            let printable = address.len() <= 255 && address.chars().all(|c| c.is_ascii_graphic());
+            if !printable || !matches!(port, Some((host, Ok(_))) if !host.is_empty()) {
+                return Err(Error::invalid(format!("address '{}' of {id} is not HOST:PORT", address.escape_debug())));
+            }
+            if !distinct {
+                continue;
             }
             if let Some(other) = seen.insert(address, id.clone()) {
                 return Err(Error::invalid(format!("address '{address}' is used by both {other} and {id}")));
@@ -152,6 +180,23 @@ mod tests {
         assert_eq!(a, b);
         let t = ClusterConfig::from_toml("[cluster]\nps = [\"h:1\"]\n[task]\ntype = \"ps\"\nindex = 0\n").unwrap();
         assert_eq!(t.task, Some(TaskId::new("ps", 0)));
+    }
+
+    #[test]
+    fn an_experiments_tasks_may_share_a_host_but_not_hold_odd_text() {
+        let jobs = |pairs: &[(&str, &[&str])]| -> BTreeMap<String, Vec<String>> {
+            pairs.iter().map(|(j, a)| (j.to_string(), a.iter().map(|s| s.to_string()).collect())).collect()
+        };
+        let shared = jobs(&[("ps", &["h:1"]), ("worker", &["h:1", "h:1"])]);
+        assert!(ClusterConfig::from_experiment_jobs(shared.clone()).is_ok());
+        assert!(ClusterConfig::from_jobs(shared).is_err(), "a file's tasks each have their own address");
+        let quoted = ClusterConfig::from_experiment_jobs(jobs(&[("ps\"}\n", &["h:1"])])).unwrap_err();
+        assert!(quoted.message().contains(r#"job name 'ps\"}\n'"#), "{}", quoted.message());
+        let spaced = ClusterConfig::from_experiment_jobs(jobs(&[("ps", &["h x:1"])])).unwrap_err();
+        assert!(spaced.message().contains("is not HOST:PORT"), "{}", spaced.message());
+        let many: Vec<String> = (0..=MAX_EXPERIMENT_TASKS).map(|i| format!("h:{}", i % 60000 + 1)).collect();
+        let too_many = ClusterConfig::from_experiment_jobs(BTreeMap::from([("w".to_string(), many)])).unwrap_err();
+        assert!(too_many.message().contains("at most 4096"), "{}", too_many.message());
     }
 
     #[test]

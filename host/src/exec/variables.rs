@@ -258,8 +258,11 @@ impl VariableStore {
     }
 
     /// Bytes the values of its initialized variables hold.
+    /// Waits for no update in progress while it holds the store's lock
+    /// (which every step declaring a variable takes).
     pub fn value_bytes(&self) -> usize {
-        self.lock().values().map(|v| v.lock().as_ref().map_or(0, byte_size)).sum()
+        let vars: Vec<Arc<Variable>> = self.lock().values().cloned().collect();
+        vars.iter().map(|v| v.lock().as_ref().map_or(0, byte_size)).sum()
     }
 
     /// The current values of all initialized variables, sorted by name.

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Experiment, ExperimentSpec, Hosting, Limits, LogCursor, ProgramRecord, ProgramState, upload_too_big};
-use crate::cluster::{ClusterSpec, TaskId};
+use crate::cluster::{ClusterConfig, TaskId};
 use crate::rpc::auth::Caller;
 use crate::rpc::{pb, status_from_error};
 use crate::runtime::StreamKind;
@@ -145,7 +145,7 @@ impl pb::control_service_server::ControlService for ControlService {
         let spec = ExperimentSpec {
             name: req.name,
             token: req.token,
-            cluster: ClusterSpec::new(jobs).map_err(status_from_error)?,
+            cluster: ClusterConfig::from_experiment_jobs(jobs).map_err(status_from_error)?,
             tasks: req.tasks.iter().map(|t| TaskId::new(t.job.clone(), t.index)).collect(),
             limits: limits_from_pb(req.limits),
             data_dir: Some(req.data_dir).filter(|d| !d.is_empty()),

@@ -3,11 +3,13 @@
 //! bytes its variables hold, its CPU time, the steps its programs ran, and
 //! the tensor bytes moved to and from each peer task.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use std::fmt::Write;
+
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelValue, LabelValueEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
 use crate::exec::PeerTraffic;
@@ -76,7 +78,33 @@ impl Sources {
 #[derive(Debug)]
 pub struct HostCollector(pub Arc<Sources>);
 
-type Labels<'a, const N: usize> = [(&'static str, &'a str); N];
+/// A label value from a name someone chose (an experiment's, a job's, an
+/// address), escaped as the exposition format requires (`\\`, `\"`,
+/// `\n`): the encoder writes values as they are, so an unescaped quote
+/// would end the value and let the name write series of its own.
+#[derive(Clone, Copy)]
+struct Text<'a>(&'a str);
+
+impl EncodeLabelValue for Text<'_> {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+type Labels<'a, const N: usize> = [(&'static str, Text<'a>); N];
+
+/// Peers of one experiment (or of the host's own tasks) shown by name; the
+/// bytes of the rest are summed under `peer="other"`. An experiment's
+/// cluster spec may name any number of tasks.
+pub const MAX_PEERS: usize = 64;
 
 impl Collector for HostCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -107,7 +135,7 @@ impl Collector for HostCollector {
             MetricType::Gauge,
         )?;
         for (experiment, state, n) in &programs {
-            let labels: Labels<2> = [("experiment", experiment), ("state", state)];
+            let labels: Labels<2> = [("experiment", Text(experiment)), ("state", Text(state))];
             family.encode_family(&labels)?.encode_gauge(&(*n as i64))?;
         }
 
@@ -123,7 +151,7 @@ impl Collector for HostCollector {
                 MetricType::Counter,
             )?;
             for e in &experiments {
-                let labels: Labels<1> = [("experiment", e.name())];
+                let labels: Labels<1> = [("experiment", Text(e.name()))];
                 family
                     .encode_family(&labels)?
                     .encode_counter::<NoLabelSet, _, f64>(&e.cpu_time().as_secs_f64(), None)?;
@@ -139,7 +167,7 @@ impl Collector for HostCollector {
         for tenant in &tenants {
             for task in &tenant.tasks {
                 let id = task.id().to_string();
-                let labels: Labels<2> = [("experiment", &tenant.name), ("task", &id)];
+                let labels: Labels<2> = [("experiment", Text(&tenant.name)), ("task", Text(&id))];
                 family.encode_family(&labels)?.encode_gauge(&(task.device().variables().value_bytes() as i64))?;
             }
         }
@@ -153,7 +181,7 @@ impl Collector for HostCollector {
         for tenant in &tenants {
             for task in &tenant.tasks {
                 let id = task.id().to_string();
-                let labels: Labels<2> = [("experiment", &tenant.name), ("task", &id)];
+                let labels: Labels<2> = [("experiment", Text(&tenant.name)), ("task", Text(&id))];
                 family.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&task.steps(), None)?;
             }
         }
@@ -169,6 +197,7 @@ impl Collector for HostCollector {
         // its own; an experiment's tasks share one), counted once each.
         let mut peers: BTreeMap<(&str, String, String), PeerTraffic> = BTreeMap::new();
         let mut seen = HashSet::new();
+        let mut named: HashMap<&str, usize> = HashMap::new();
         for tenant in &tenants {
             for task in &tenant.tasks {
                 let Some(remote) = task.remote() else { continue };
@@ -176,7 +205,19 @@ impl Collector for HostCollector {
                     continue;
                 }
                 for p in remote.peer_traffic() {
-                    let sum = peers.entry((tenant.name.as_str(), p.task.clone(), p.address.clone())).or_default();
+                    if p.sent_streamed + p.sent_shared + p.received_streamed + p.received_shared == 0 {
+                        continue;
+                    }
+                    let key = (tenant.name.as_str(), p.task.clone(), p.address.clone());
+                    let shown = named.entry(tenant.name.as_str()).or_insert(0);
+                    let key = match peers.contains_key(&key) || *shown < MAX_PEERS {
+                        true => key,
+                        false => (tenant.name.as_str(), "other".to_string(), "other".to_string()),
+                    };
+                    if !peers.contains_key(&key) && key.1 != "other" {
+                        *shown += 1;
+                    }
+                    let sum = peers.entry(key).or_default();
                     sum.sent_streamed += p.sent_streamed;
                     sum.sent_shared += p.sent_shared;
                     sum.received_streamed += p.received_streamed;
@@ -206,11 +247,11 @@ fn encode_peer(
     ];
     for (direction, path, bytes) in rows {
         let labels: Labels<5> = [
-            ("experiment", experiment),
-            ("peer", task),
-            ("address", address),
-            ("direction", direction),
-            ("path", path),
+            ("experiment", Text(experiment)),
+            ("peer", Text(task)),
+            ("address", Text(address)),
+            ("direction", Text(direction)),
+            ("path", Text(path)),
         ];
         family.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&bytes, None)?;
     }

@@ -1,6 +1,7 @@
 //! The `/metrics` endpoint: plain HTTP/1.1 on its own address (`--metrics
-//! ADDR`), as Prometheus scrapes, answering OpenMetrics text. Anything
-//! else is 404. It carries no credentials: bind it where only the
+//! ADDR`), as Prometheus scrapes, answering OpenMetrics text to a GET
+//! (another method is 405, another path 404). The host's state is read
+//! off the async threads: a variable mid-update is waited for there. It carries no credentials: bind it where only the
 //! operator's scraper reaches.
 
 use std::future::Future;
@@ -26,7 +27,10 @@ pub async fn serve(
         "/metrics",
         axum::routing::get(move || {
             let metrics = metrics.clone();
-            async move { ([(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)], metrics.render()) }
+            async move {
+                let text = tokio::task::spawn_blocking(move || metrics.render()).await.unwrap_or_default();
+                ([(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)], text)
+            }
         }),
     );
     axum::serve(listener, app)

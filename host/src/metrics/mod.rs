@@ -86,9 +86,23 @@ mod tests {
     use crate::cluster::ClusterSpec;
     use crate::exec::{PartitionResult, PeerTraffic, RemotePartition, RemoteTasks};
 
-    /// A client that reached the ps, having moved fixed byte counts.
+    /// A client that reached these peers, having moved these bytes.
     #[derive(Debug)]
-    struct Reached(u64);
+    struct Reached(Vec<PeerTraffic>);
+
+    fn peer(task: &str, address: &str, sent: u64) -> PeerTraffic {
+        PeerTraffic {
+            task: task.into(),
+            address: address.into(),
+            sent_streamed: sent,
+            received_shared: 2 * sent,
+            ..PeerTraffic::default()
+        }
+    }
+
+    fn samples(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
 
     impl RemoteTasks for Reached {
         fn run_partition(
@@ -104,13 +118,7 @@ mod tests {
         }
 
         fn peer_traffic(&self) -> Vec<PeerTraffic> {
-            vec![PeerTraffic {
-                task: "/job:ps/task:0".into(),
-                address: "h:0".into(),
-                sent_streamed: self.0,
-                received_shared: 2 * self.0,
-                ..PeerTraffic::default()
-            }]
+            self.0.clone()
         }
     }
 
@@ -126,14 +134,15 @@ mod tests {
         let cluster = ClusterSpec::new(jobs).unwrap();
         let metrics = HostMetrics::new(None);
         for (i, bytes) in [(0, 10), (1, 5)] {
-            let task =
-                Task::new(cluster.clone(), TaskId::new("worker", i)).unwrap().with_remote(Arc::new(Reached(bytes)));
+            let task = Task::new(cluster.clone(), TaskId::new("worker", i))
+                .unwrap()
+                .with_remote(Arc::new(Reached(vec![peer("/job:ps/task:0", "h:0", bytes)])));
             let task = Arc::new(task);
             metrics.set_program_state(task.id(), if i == 0 { "running" } else { "succeeded" });
             metrics.add_task(task);
         }
         let text = metrics.render();
-        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        let samples = samples(&text);
         let series: HashSet<&str> = samples.iter().map(|l| l.rsplit_once(' ').unwrap().0).collect();
         assert_eq!(series.len(), samples.len(), "{text}");
         let peer = r#"weft_peer_bytes_total{experiment="",peer="/job:ps/task:0",address="h:0""#;
@@ -142,5 +151,29 @@ mod tests {
         assert!(text.contains(r#"weft_programs{experiment="",state="running"} 1"#), "{text}");
         assert!(text.contains(r#"weft_steps_total{experiment="",task="/job:worker/task:1"} 0"#), "{text}");
         assert!(!text.contains("weft_experiments"), "no hosting, no experiments family: {text}");
+    }
+
+    /// Names someone chose reach the exposition escaped, so they cannot end
+    /// a label value and write series; past MAX_PEERS a client's peers are
+    /// summed as `other`, and peers it moved nothing with are not shown.
+    #[test]
+    fn chosen_names_are_escaped_and_peers_are_bounded() {
+        let cluster = ClusterSpec::new(BTreeMap::from([("w\"} 1\nx".to_string(), vec!["h:1".to_string()])])).unwrap();
+        let mut reached: Vec<PeerTraffic> =
+            (0..collect::MAX_PEERS + 10).map(|i| peer(&format!("/job:ps/task:{i}"), "a\"b", 1)).collect();
+        reached.push(peer("/job:idle/task:0", "h:9", 0));
+        let task = Task::new(cluster, TaskId::new("w\"} 1\nx", 0)).unwrap().with_remote(Arc::new(Reached(reached)));
+        let metrics = HostMetrics::new(None);
+        metrics.add_task(Arc::new(task));
+        let text = metrics.render();
+        assert!(text.contains(r#"weft_steps_total{experiment="",task="/job:w\"} 1\nx/task:0"} 0"#), "{text}");
+        for line in samples(&text) {
+            assert!(line.starts_with("weft_") && line.matches('{').count() <= 1, "a forged or broken line: {line:?}");
+        }
+        let sent = |l: &&str| l.starts_with("weft_peer_bytes_total{") && l.contains(r#"direction="sent",path="grpc""#);
+        let rows: Vec<&str> = samples(&text).into_iter().filter(sent).collect();
+        assert_eq!(rows.len(), collect::MAX_PEERS + 1, "{text}");
+        assert!(rows.iter().any(|l| l.contains(r#"peer="other",address="other""#) && l.ends_with(" 10")), "{text}");
+        assert!(!text.contains("/job:idle"), "{text}");
     }
 }

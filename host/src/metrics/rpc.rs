@@ -5,14 +5,13 @@
 //! dropped (counted as `Cancelled`). For a streaming call that is the
 //! whole stream, not its first message.
 //!
-//! Method names come from callers, so they are bounded: a call tonic
-//! answers `Unimplemented` (no such route) counts as `unknown`, and past
-//! [`MAX_METHODS`] distinct names (say, unauthenticated calls to made-up
-//! methods of a real service) the rest count as `other`.
+//! Paths come from callers, so only the methods weft serves ([`METHODS`])
+//! are counted by name; a call to any other path (a made-up method, even
+//! of a real service) counts as `unknown`. Every label value is one of a
+//! fixed set, so no caller can add series or put text in the exposition.
 
-use std::collections::HashSet;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -24,11 +23,29 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// Distinct `service/method` names counted by name; later ones are `other`.
-pub const MAX_METHODS: usize = 64;
+/// Every method a weft host serves, as `/package.Service/Method` (a unit
+/// test checks the list against the protos).
+pub const METHODS: &[&str] = &[
+    "/weft.v1.TaskService/GetStatus",
+    "/weft.v1.TaskService/RegisterPartition",
+    "/weft.v1.TaskService/RunPartition",
+    "/weft.v1.TaskService/DeliverTensors",
+    "/weft.v1.TaskService/ForgetStep",
+    "/weft.v1.ControlService/CreateExperiment",
+    "/weft.v1.ControlService/ListExperiments",
+    "/weft.v1.ControlService/DeleteExperiment",
+    "/weft.v1.ControlService/HasModule",
+    "/weft.v1.ControlService/UploadModule",
+    "/weft.v1.ControlService/StartProgram",
+    "/weft.v1.ControlService/ListPrograms",
+    "/weft.v1.ControlService/StreamLogs",
+    "/weft.v1.ControlService/KillProgram",
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+];
 
-type MethodLabels = [(&'static str, String); 2];
-type CallLabels = [(&'static str, String); 3];
+type MethodLabels = [(&'static str, &'static str); 2];
+type CallLabels = [(&'static str, &'static str); 3];
 
 /// The calls a server answered: counts by method and code, and latencies
 /// by method.
@@ -36,7 +53,6 @@ type CallLabels = [(&'static str, String); 3];
 pub struct RpcMetrics {
     calls: Family<CallLabels, Counter>,
     seconds: Family<MethodLabels, Histogram, fn() -> Histogram>,
-    methods: Mutex<HashSet<String>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -49,7 +65,6 @@ impl Default for RpcMetrics {
         RpcMetrics {
             calls: Family::default(),
             seconds: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
-            methods: Mutex::default(),
         }
     }
 }
@@ -70,29 +85,42 @@ impl RpcMetrics {
         );
     }
 
-    /// `(service, method)` of a request path `/package.Service/Method`,
-    /// bounded as the module says.
-    fn name(&self, path: &str) -> (String, String) {
-        let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or(("", path));
-        let mut seen = self.methods.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.contains(path) || (seen.len() < MAX_METHODS && seen.insert(path.to_string())) {
-            (service.to_string(), method.to_string())
-        } else {
-            ("other".to_string(), "other".to_string())
+    /// `(service, method)` of a request path `/package.Service/Method`:
+    /// one of [`METHODS`], or `unknown`.
+    fn name(path: &str) -> (&'static str, &'static str) {
+        match METHODS.iter().find(|m| **m == path) {
+            Some(known) => known[1..].split_once('/').expect("METHODS are /service/method"),
+            None => ("unknown", "unknown"),
         }
     }
 
-    fn record(&self, service: String, method: String, code: tonic::Code, seconds: f64) {
-        let (service, method) = match code {
-            tonic::Code::Unimplemented => ("unknown".to_string(), "unknown".to_string()),
-            _ => (service, method),
-        };
-        let code = match code {
-            tonic::Code::Ok => "OK".to_string(),
-            other => format!("{other:?}"),
-        };
-        self.seconds.get_or_create(&[("service", service.clone()), ("method", method.clone())]).observe(seconds);
-        self.calls.get_or_create(&[("service", service), ("method", method), ("code", code)]).inc();
+    fn record(&self, (service, method): (&'static str, &'static str), code: tonic::Code, seconds: f64) {
+        self.seconds.get_or_create(&[("service", service), ("method", method)]).observe(seconds);
+        self.calls.get_or_create(&[("service", service), ("method", method), ("code", code_name(code))]).inc();
+    }
+}
+
+/// The canonical name of a gRPC status code, as grpc-go prints it.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "Canceled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
     }
 }
 
@@ -100,8 +128,7 @@ impl RpcMetrics {
 /// its response ended.
 struct CallRecord {
     metrics: Arc<RpcMetrics>,
-    service: String,
-    method: String,
+    method: (&'static str, &'static str),
     start: Instant,
     /// From the headers (a trailers-only answer) or the trailers.
     code: Option<tonic::Code>,
@@ -115,8 +142,7 @@ impl Drop for CallRecord {
             (true, Some(code)) => code,
             (true, None) => tonic::Code::Unknown,
         };
-        let (service, method) = (std::mem::take(&mut self.service), std::mem::take(&mut self.method));
-        self.metrics.record(service, method, code, self.start.elapsed().as_secs_f64());
+        self.metrics.record(self.method, code, self.start.elapsed().as_secs_f64());
     }
 }
 
@@ -211,19 +237,21 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let (service, method) = self.metrics.name(request.uri().path());
-        let mut call = CallRecord {
-            metrics: self.metrics.clone(),
-            service,
-            method,
-            start: Instant::now(),
-            code: None,
-            ended: false,
-        };
+        let method = RpcMetrics::name(request.uri().path());
+        let mut call =
+            CallRecord { metrics: self.metrics.clone(), method, start: Instant::now(), code: None, ended: false };
         let answer = self.inner.call(request);
         Box::pin(async move {
             let response = answer.await?;
-            call.code = grpc_status(response.headers());
+            // A status in the headers is a trailers-only answer (every
+            // error before a first message): the call ends here, and its
+            // empty body is never polled.
+            if let Some(code) = grpc_status(response.headers()) {
+                call.code = Some(code);
+                call.ended = true;
+                drop(call);
+                return Ok(response);
+            }
             Ok(response.map(|inner| tonic::body::Body::new(MeteredBody { inner, call: Some(call) })))
         })
     }
@@ -232,6 +260,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tower::{Layer, Service};
 
     fn text(metrics: &RpcMetrics) -> String {
         let mut registry = Registry::default();
@@ -241,38 +270,87 @@ mod tests {
         out
     }
 
-    #[test]
-    fn names_are_bounded_and_unimplemented_calls_are_unknown() {
-        let m = RpcMetrics::default();
-        for i in 0..(MAX_METHODS + 10) {
-            let (service, method) = m.name(&format!("/weft.v1.ControlService/Made{i}"));
-            m.record(service, method, tonic::Code::Unauthenticated, 0.001);
+    /// A service answering every call as tonic does: `Err(status)` as a
+    /// trailers-only response, `Ok` as a body ending in OK trailers.
+    #[derive(Clone)]
+    struct Answers(Option<tonic::Status>);
+
+    impl Service<http::Request<()>> for Answers {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
         }
-        let (s, n) = m.name("/weft.v1.TaskService/Nope");
-        m.record(s, n, tonic::Code::Unimplemented, 0.001);
-        let out = text(&m);
-        let series = out.lines().filter(|l| l.starts_with("weft_rpc_server_calls_total{")).count();
-        assert_eq!(series, MAX_METHODS + 2, "{out}");
-        assert!(
-            out.contains(r#"weft_rpc_server_calls_total{service="other",method="other",code="Unauthenticated"} 10"#),
-            "{out}"
-        );
-        assert!(
-            out.contains(r#"weft_rpc_server_calls_total{service="unknown",method="unknown",code="Unimplemented"} 1"#),
-            "{out}"
-        );
+
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            std::future::ready(Ok(match &self.0 {
+                Some(status) => status.clone().into_http(),
+                None => {
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", "0".parse().unwrap());
+                    let frames = vec![
+                        Ok::<_, tonic::Status>(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+                        Ok(Frame::trailers(trailers)),
+                    ];
+                    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+                    http::Response::new(tonic::body::Body::new(body))
+                }
+            }))
+        }
+    }
+
+    fn call(metrics: &Arc<RpcMetrics>, answer: Option<tonic::Status>, path: &str) {
+        let mut service = RpcLayer(metrics.clone()).layer(Answers(answer));
+        let request = http::Request::builder().uri(path).body(()).unwrap();
+        let response = futures_util::FutureExt::now_or_never(service.call(request)).unwrap().unwrap();
+        let mut body = response.into_body();
+        while let Some(frame) =
+            futures_util::FutureExt::now_or_never(http_body_util::BodyExt::frame(&mut body)).unwrap()
+        {
+            frame.unwrap();
+        }
     }
 
     #[test]
-    fn a_call_dropped_before_its_end_counts_as_cancelled() {
+    fn answers_are_counted_by_their_status_whether_in_headers_or_trailers() {
         let m = Arc::new(RpcMetrics::default());
-        let (service, method) = m.name("/weft.v1.TaskService/RunPartition");
-        let call = CallRecord { metrics: m.clone(), service, method, start: Instant::now(), code: None, ended: false };
-        drop(call);
+        let path = "/weft.v1.ControlService/StartProgram";
+        call(&m, None, path);
+        call(&m, Some(tonic::Status::unauthenticated("no token")), path);
+        call(&m, Some(tonic::Status::unavailable("gone")), "/weft.v1.TaskService/RunPartition");
+        let out = text(&m);
+        let start = r#"weft_rpc_server_calls_total{service="weft.v1.ControlService",method="StartProgram""#;
+        assert!(out.contains(&format!(r#"{start},code="OK"}} 1"#)), "{out}");
+        assert!(out.contains(&format!(r#"{start},code="Unauthenticated"}} 1"#)), "{out}");
+        assert!(out.contains(r#"method="RunPartition",code="Unavailable"} 1"#), "{out}");
+        assert!(!out.contains("Canceled"), "{out}");
+    }
+
+    #[test]
+    fn made_up_paths_count_as_unknown_and_leave_no_trace_of_their_text() {
+        let m = Arc::new(RpcMetrics::default());
+        for path in ["/weft.v1.ControlService/Made1", "/a\"b/c", "/weft.v1.TaskService/RunPartition/x", "/"] {
+            call(&m, Some(tonic::Status::unimplemented("")), path);
+        }
+        let out = text(&m);
+        assert!(
+            out.contains(r#"weft_rpc_server_calls_total{service="unknown",method="unknown",code="Unimplemented"} 4"#),
+            "{out}"
+        );
+        assert!(!out.contains("Made1") && !out.contains("a\"b"), "{out}");
+    }
+
+    #[test]
+    fn a_call_dropped_before_its_end_counts_as_canceled() {
+        let m = Arc::new(RpcMetrics::default());
+        let method = RpcMetrics::name("/weft.v1.TaskService/RunPartition");
+        drop(CallRecord { metrics: m.clone(), method, start: Instant::now(), code: None, ended: false });
         let out = text(&m);
         assert!(
             out.contains(
-                r#"weft_rpc_server_calls_total{service="weft.v1.TaskService",method="RunPartition",code="Cancelled"} 1"#
+                r#"weft_rpc_server_calls_total{service="weft.v1.TaskService",method="RunPartition",code="Canceled"} 1"#
             ),
             "{out}"
         );
@@ -280,5 +358,26 @@ mod tests {
             out.contains(r#"weft_rpc_server_seconds_count{service="weft.v1.TaskService",method="RunPartition"} 1"#),
             "{out}"
         );
+    }
+
+    /// METHODS names every rpc of weft's protos.
+    #[test]
+    fn every_method_of_the_protos_is_counted_by_name() {
+        let protos = [
+            ("weft.v1.TaskService", include_str!("../../proto/weft/v1/task.proto")),
+            ("weft.v1.ControlService", include_str!("../../proto/weft/v1/control.proto")),
+        ];
+        let mut found = 0;
+        for (service, text) in protos {
+            for line in text.lines().filter_map(|l| l.trim().strip_prefix("rpc ")) {
+                let method = line.split('(').next().unwrap().trim();
+                assert!(
+                    METHODS.contains(&format!("/{service}/{method}").as_str()),
+                    "{service}/{method} is not in METHODS"
+                );
+                found += 1;
+            }
+        }
+        assert_eq!(found + 2, METHODS.len(), "METHODS holds only the protos' methods and health's two");
     }
 }
