@@ -3,7 +3,9 @@
 //! ps, logs, kill) are in [`hosting`].
 
 mod hosting;
+mod metrics_flag;
 mod say;
+mod signals;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -25,7 +27,9 @@ use crate::rpc::GrpcRemote;
 use crate::runtime::{ExitStatus, OutputFollower, Runtime, RuntimeConfig, StreamKind};
 use crate::server::{self, HostServices};
 use crate::task::Task;
+use metrics_flag::{MetricsArgs, spawn_metrics};
 use say::LogFormat;
+use signals::shutdown_signal;
 
 /// weft: distributed TensorFlow-style graphs, with every program a sandboxed
 /// WebAssembly component.
@@ -156,39 +160,6 @@ impl ClusterArgs {
         config.spec.check_task(&id)?;
         Ok(Some((config.spec, id)))
     }
-}
-
-/// Where a host answers Prometheus scrapes.
-#[derive(Debug, Clone, Default, clap::Args)]
-struct MetricsArgs {
-    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP, no
-    /// credentials: bind it where only your scraper reaches, e.g. `127.0.0.1:9464`).
-    #[arg(long, value_name = "ADDR")]
-    metrics: Option<String>,
-}
-
-impl MetricsArgs {
-    /// The listener, bound now so that a bad address fails the start.
-    async fn bind(&self) -> Result<Option<TcpListener>, Error> {
-        let Some(address) = &self.metrics else { return Ok(None) };
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(|e| Error::io(format!("listening on {address} for --metrics"), e))?;
-        Ok(Some(listener))
-    }
-}
-
-/// Serves `metrics` on `listener` (if any) until the process ends.
-fn spawn_metrics(listener: Option<TcpListener>, metrics: &Arc<HostMetrics>) {
-    let Some(listener) = listener else { return };
-    let address = listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
-    say::info(format_args!("metrics on http://{address}/metrics"));
-    let metrics = metrics.clone();
-    tokio::spawn(async move {
-        if let Err(e) = crate::metrics::http::serve(listener, metrics, std::future::pending()).await {
-            say::error(e);
-        }
-    });
 }
 
 #[derive(Debug, clap::Args)]
@@ -402,37 +373,6 @@ pub fn main() -> ExitCode {
     // blocking threads) does not keep the process alive.
     tokio.shutdown_timeout(server::SHUTDOWN_GRACE);
     code
-}
-
-/// Completes on SIGTERM or ctrl-c. On Unix both are caught from this call
-/// on, not from the first poll: a signal that comes while the caller is
-/// still busy (a program printing its first line) is neither lost nor, at
-/// PID 1 in a container, ignored.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{Signal, SignalKind, signal};
-        let term = signal(SignalKind::terminate()).ok();
-        let interrupt = signal(SignalKind::interrupt()).ok();
-        let wait = |s: Option<Signal>| async move {
-            match s {
-                Some(mut s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        async move {
-            tokio::select! {
-                _ = wait(term) => {}
-                _ = wait(interrupt) => {}
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    async {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 /// This task of `cluster`, reaching the other tasks over gRPC, and its
