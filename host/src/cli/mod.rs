@@ -2,6 +2,7 @@
 //! same code through a wrapper binary. Hosting verbs (experiments, submit,
 //! ps, logs, kill) are in [`hosting`].
 
+mod build_python;
 mod hosting;
 mod metrics_flag;
 mod say;
@@ -75,6 +76,9 @@ enum Command {
         #[arg(long, short)]
         follow: bool,
     },
+    /// Build a Python worker (a directory with `app.py`) into a component,
+    /// with componentize-py and the `weft` Python package this binary carries.
+    BuildPython(build_python::BuildPythonArgs),
     /// Stop a program.
     Kill {
         #[command(flatten)]
@@ -367,6 +371,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => tokio.block_on(run(args)),
         Command::Serve(args) => tokio.block_on(serve(args)),
         Command::Launch(args) => tokio.block_on(launch(args)),
+        Command::BuildPython(args) => build_python::build_python(args),
         verb => tokio.block_on(hosting::run_verb(verb)),
     };
     // Work still going (a host interrupted while it compiled modules on

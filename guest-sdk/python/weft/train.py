@@ -1,0 +1,140 @@
+"""``tf.train`` for weft workers: the cluster and server a program runs
+in, ``replica_device_setter``, the global step, and optimizers whose
+fused update ops run on each variable's task (atomic there)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from . import dtypes, ops
+from ._host import call, wit_device
+from .errors import InvalidArgumentError
+from .framework import Operation, Tensor, control_dependencies, get_default_graph, name_scope
+from .variables import Variable, trainable_variables
+
+
+class ClusterSpec:
+    """Jobs and their task addresses (``tf.train.ClusterSpec``)."""
+
+    def __init__(self, jobs: Dict[str, Sequence[str]]) -> None:
+        self.jobs: Dict[str, List[str]] = {j: list(t) for j, t in jobs.items()}
+
+    @staticmethod
+    def current() -> "ClusterSpec":
+        """The cluster this program's host runs it in."""
+        me = wit_device.identity()
+        return ClusterSpec({j.name: j.tasks for j in me.cluster})
+
+    def job_tasks(self, job_name: str) -> List[str]:
+        return self.jobs[job_name]
+
+    def num_tasks(self, job_name: str) -> int:
+        return len(self.jobs.get(job_name, []))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ClusterSpec) and self.jobs == other.jobs
+
+
+class Server:
+    """A task of the cluster (``tf.train.Server``). weft's hosts serve the
+    tasks, so this starts nothing: it names a task of the host's cluster,
+    and ``target`` opens sessions on it. A ``cluster`` other than the
+    host's, or a task it does not have, is an ``InvalidArgumentError``."""
+
+    def __init__(self, cluster: ClusterSpec, job_name: str, task_index: int = 0) -> None:
+        host = ClusterSpec.current()
+        if cluster != host:
+            raise InvalidArgumentError(f"this program runs in cluster {host.jobs}, not {cluster.jobs}")
+        if task_index >= host.num_tasks(job_name):
+            raise InvalidArgumentError(f"the cluster has no task {task_index} of job '{job_name}'")
+        self.job_name = job_name
+        self.task_index = task_index
+        me = wit_device.identity()
+        self.target = "" if (me.job, me.task) == (job_name, task_index) else f"/job:{job_name}/task:{task_index}"
+
+
+def task_identity() -> Tuple[str, int]:
+    """``(job, task)`` this program runs as."""
+    me = wit_device.identity()
+    return me.job, me.task
+
+
+class replica_device_setter:  # noqa: N801  (TensorFlow's name)
+    """``with weft.device(weft.train.replica_device_setter(ps_tasks=2)):``
+    puts variables on ``/job:ps/task:k`` round-robin in creation order, and
+    every other op on ``worker_device``."""
+
+    def __init__(self, ps_tasks: int = 0, ps_device: str = "/job:ps", worker_device: str = "", cluster: Optional[ClusterSpec] = None) -> None:
+        if cluster is not None:
+            ps_tasks = cluster.num_tasks(ps_device.split(":", 1)[-1].split("/")[0])
+        self.ps_tasks = max(1, ps_tasks)
+        self.ps_device = ps_device
+        self.worker_device = worker_device
+        self._next = 0
+
+    def variable_device(self, nbytes: int) -> str:
+        """The device of the next variable (of ``nbytes`` bytes)."""
+        task = self._next % self.ps_tasks
+        self._next += 1
+        return f"{self.ps_device}/task:{task}"
+
+
+def get_or_create_global_step() -> Variable:
+    """The ``global_step`` variable (int64, not trainable)."""
+    g = get_default_graph()
+    for v in g._variables:
+        if v.name == "global_step":
+            return v
+    return Variable(0, name="global_step", trainable=False, dtype=dtypes.int64)
+
+
+class Optimizer:
+    """What every optimizer does; subclasses add one fused update op."""
+
+    name = "Optimizer"
+
+    def compute_gradients(self, loss: Tensor, var_list: Optional[Sequence[Variable]] = None) -> List[Tuple[Optional[Tensor], Variable]]:
+        """``[(gradient, variable)]``, the gradient ``None`` where the loss does not depend on it."""
+        var_list = list(var_list) if var_list is not None else trainable_variables(loss.graph)
+        if not var_list:
+            raise InvalidArgumentError("compute_gradients: no variables to optimize")
+        return list(zip(ops.gradients(loss, var_list), var_list))
+
+    def _apply_dense(self, grad: Tensor, var: Variable) -> Operation:
+        raise NotImplementedError
+
+    def apply_gradients(self, grads_and_vars: Sequence[Tuple[Optional[Tensor], Variable]], global_step: Optional[Variable] = None) -> Operation:
+        """One op applying every update, then adding one to ``global_step``."""
+        present = [(g, v) for g, v in grads_and_vars if g is not None]
+        if not present:
+            names = ", ".join(v.name for _, v in grads_and_vars)
+            raise InvalidArgumentError(f"no gradients for any variable ({names}): check that the loss depends on them")
+        with name_scope(self.name):
+            updates = []
+            for grad, var in present:
+                with name_scope("update_" + var.name.replace("/", "_")):
+                    updates.append(self._apply_dense(grad, var))
+            done = ops.group(*updates, name="update")
+        if global_step is None:
+            return done
+        with control_dependencies([done]):
+            return global_step.assign_add(1).op
+
+    def minimize(self, loss: Tensor, global_step: Optional[Variable] = None, var_list: Optional[Sequence[Variable]] = None) -> Operation:
+        """``apply_gradients(compute_gradients(loss, var_list), global_step)``."""
+        return self.apply_gradients(self.compute_gradients(loss, var_list), global_step)
+
+
+class GradientDescentOptimizer(Optimizer):
+    """``var -= learning_rate * grad`` (``ApplyGradientDescent``)."""
+
+    name = "GradientDescent"
+
+    def __init__(self, learning_rate: float) -> None:
+        self.learning_rate = learning_rate
+
+    def _apply_dense(self, grad: Tensor, var: Variable) -> Operation:
+        g = var.graph
+        with g.as_default():
+            lr = ops.constant(self.learning_rate, var.dtype, name="learning_rate")
+        return g.add_op("ApplyGradientDescent", [var._node, lr, grad])
