@@ -1,48 +1,204 @@
-//! A Python guest (tests/python/python-tour), built with componentize-py
-//! 0.25.1 from PyPI against wit/, run on the test host: the WIT contract
-//! stays callable from Python.
+//! Python workers: built by `weft build-python` (componentize-py 0.25.1
+//! from PyPI, run by `$WEFT_PYTHON`, default `python3`; the README's test
+//! command installs it into `.venv`), then run on the test host, on
+//! in-process clusters, with `weft launch`, beside Rust workers, and
+//! uploaded to a running `weft serve --listen` host.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
-use weft_host::testing::TestHost;
-use weft_tests::workspace_root;
+use weft_host::testing::{TestHost, TestOutput};
+use weft_tests::{example, workspace_root};
 
-/// Builds the fixture with componentize-py, run by `$WEFT_PYTHON` (default
-/// `python3`; the README's test command installs it into `.venv` and points
-/// `WEFT_PYTHON` there); fails, saying how to install it, if it is missing.
-fn build_python_guest() -> PathBuf {
-    let root = workspace_root();
-    let out_dir = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), PathBuf::from).join("weft-guests");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let out = out_dir.join("python_tour.wasm");
-    let python = std::env::var("WEFT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; script()";
-    let status = Command::new(&python)
-        .args(["-c", script, "-d"])
-        .arg(root.join("wit"))
-        .args(["-w", "task-worker", "componentize", "-p"])
-        .arg(root.join("tests/python/python-tour"))
-        .args(["app", "-o"])
-        .arg(&out)
-        .status()
-        .unwrap_or_else(|e| panic!("running {python}: {e}"));
-    assert!(
-        status.success(),
-        "building the Python guest failed ({status}); is componentize-py installed? \
-         `{python} -m pip install componentize-py==0.25.1`"
-    );
-    out
+use crate::process::{Spawned, Stream, TempDir, free_ports, run, weft};
+
+const LIMIT: Duration = Duration::from_secs(240);
+
+/// The newest modification time of the files under `dir`.
+fn newest(dir: &Path) -> SystemTime {
+    let mut latest = SystemTime::UNIX_EPOCH;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let t = match entry.file_type().unwrap().is_dir() {
+            true => newest(&entry.path()),
+            false => entry.metadata().unwrap().modified().unwrap(),
+        };
+        latest = latest.max(t);
+    }
+    latest
+}
+
+/// The component of the Python worker in `dir` (relative to the
+/// workspace), built with `weft build-python` unless a build newer than
+/// the app, the SDK and the WIT is there; once per process and app.
+fn python(dir: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, Arc<OnceLock<PathBuf>>>>> = OnceLock::new();
+    let slot = BUILT.get_or_init(Mutex::default).lock().unwrap().entry(dir.to_string()).or_default().clone();
+    slot.get_or_init(|| {
+        let root = workspace_root();
+        let out_dir =
+            std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), PathBuf::from).join("weft-guests");
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let out = out_dir.join(format!("py-{}.wasm", dir.replace('/', "-")));
+        let inputs = [root.join(dir), root.join("guest-sdk/python/weft"), root.join("wit")];
+        let fresh = std::fs::metadata(&out)
+            .and_then(|m| m.modified())
+            .is_ok_and(|built| inputs.iter().all(|d| newest(d) < built));
+        if !fresh {
+            let app = root.join(dir);
+            let argv = ["build-python", app.to_str().unwrap(), "-o", out.to_str().unwrap()];
+            let built = run(weft(&argv, &out_dir), LIMIT);
+            assert!(
+                built.status.success(),
+                "weft build-python {dir} failed; is componentize-py installed for $WEFT_PYTHON? \
+                 (`python3 -m pip install componentize-py==0.25.1`)\n{}",
+                built.stderr
+            );
+        }
+        out
+    })
+    .clone()
+}
+
+fn ok(out: &TestOutput) -> &str {
+    assert!(out.status.success(), "{:?}\nstdout:\n{}\nstderr:\n{}", out.status, out.stdout, out.stderr);
+    &out.stdout
 }
 
 #[test]
 fn a_python_guest_builds_graphs_trains_and_gets_typed_errors() {
-    let wasm = build_python_guest();
-    let host = TestHost::new().unwrap().with_timeout(std::time::Duration::from_secs(240));
+    let wasm = python("tests/python/python-tour");
+    let host = TestHost::new().unwrap().with_timeout(LIMIT);
     let out = host.run(&wasm, &[]).unwrap();
-    assert!(out.status.success(), "{:?}\n{}\n{}", out.status, out.stdout, out.stderr);
+    assert_eq!(ok(&out), "var = 4.0\nd(var^2)/dvar = 8.0\nerror: Error_InvalidArgument: unknown op type 'NoSuchOp'\n");
+}
+
+/// S1 in Python prints what the seed (and the Rust example) prints.
+#[test]
+fn python_s1_local_sessions_print_what_the_seed_prints() {
+    let host = TestHost::new().unwrap().with_timeout(LIMIT);
+    let out = host.run(python("examples/python/local-sessions"), &[]).unwrap();
     assert_eq!(
-        out.stdout,
-        "var = 4.0\nd(var^2)/dvar = 8.0\nerror: Error_InvalidArgument: unknown op type 'NoSuchOp'\n"
+        ok(&out),
+        "Initial value of var in session 1: 0.0\n\
+         Initial value of var in session 2: 0.0\n\
+         Incremented var in session 1\n\
+         Value of var in session 1: 1.0\n\
+         Value of var in session 2: 0.0\n"
     );
+}
+
+/// S2 in Python, from task 1 of an in-process gRPC cluster: `var` lives on
+/// task 0 and both sessions see it change.
+#[test]
+fn python_s2_sessions_on_two_tasks_share_var() {
+    let host = TestHost::grpc_cluster(&[("local", 2)]).unwrap().with_timeout(LIMIT);
+    let out = host.run_on("/job:local/task:1", python("examples/python/shared-variable"), &[]).unwrap();
+    assert_eq!(
+        ok(&out),
+        "Initial value of var in session 1: 0.0\n\
+         Initial value of var in session 2: 0.0\n\
+         Incremented var in session 1\n\
+         Value of var in session 1: 1.0\n\
+         Value of var in session 2: 1.0\n"
+    );
+    assert!(host.variable_on("/job:local/task:0", "var").unwrap().is_some());
+    assert_eq!(host.variable_on("/job:local/task:1", "var").unwrap(), None);
+}
+
+/// S9 in Python with one `weft launch`: every task's story with its
+/// prefix, and exactly 10.0 at the end.
+#[test]
+fn python_s9_parameter_server_with_weft_launch() {
+    let dir = TempDir::new("py-s9");
+    let wasm = python("examples/python/parameter-server");
+    let file = dir.0.join("launch.toml");
+    let text = format!(
+        "[cluster]\nworker = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\nps = [\"127.0.0.1:3\"]\n\n[program]\nmodule = {:?}\nargs = [\"50\"]\n",
+        wasm.to_str().unwrap()
+    );
+    std::fs::write(&file, text).unwrap();
+    let mut launch = Spawned::start(weft(&["launch", "--free-ports", file.to_str().unwrap()], &dir.0));
+    let status = launch.wait(LIMIT);
+    assert!(status.success(), "{:#?}", launch.seen);
+    let out = launch.lines(Stream::Out);
+    assert!(out.contains(&"[ps:0] Parameter server: final value of var: 10.0"), "{out:#?}");
+    for w in 0..2 {
+        let increments =
+            out.iter().filter(|l| l.starts_with(&format!("[worker:{w}] Worker {w}: incrementing var"))).count();
+        assert_eq!(increments, 5, "{out:#?}");
+    }
+}
+
+/// A cluster where a Rust ps and a Rust worker share `var` by name with a
+/// Python worker: each adds 1.0 five times, and the ps reads 10.0.
+#[test]
+fn rust_and_python_workers_share_variables_by_name() {
+    let host = TestHost::grpc_cluster(&[("ps", 1), ("worker", 2)]).unwrap().with_timeout(LIMIT);
+    let (rust, py) = (example("parameter-server"), python("examples/python/parameter-server"));
+    let args: &[&str] = &["50"];
+    let outs = host
+        .run_all(&[
+            ("/job:ps/task:0", rust.as_path(), args),
+            ("/job:worker/task:0", py.as_path(), args),
+            ("/job:worker/task:1", rust.as_path(), args),
+        ])
+        .unwrap();
+    assert!(ok(&outs[0]).contains("Parameter server: final value of var: 10.0"), "{}", outs[0].stdout);
+    assert_eq!(ok(&outs[1]).matches("Worker 0: incrementing var").count(), 5, "{}", outs[1].stdout);
+    assert_eq!(ok(&outs[2]).matches("Worker 1: incrementing var").count(), 5, "{}", outs[2].stdout);
+}
+
+/// Bad input from Python gets the same named errors as from Rust, as
+/// exceptions named like TensorFlow's; an escaping error fails the
+/// program with it, a Python exception traps it with its traceback, an
+/// endless loop is stopped, and the host carries on.
+#[test]
+fn bad_input_from_python_gets_named_errors_and_the_host_carries_on() {
+    let wasm = python("tests/python/python-misbehave");
+    let host = TestHost::new().unwrap().with_timeout(LIMIT);
+    let say = |mode: &str| ok(&host.run(&wasm, &[mode]).unwrap()).to_string();
+    let out = say("shapes");
+    assert!(out.starts_with("InvalidArgumentError: MatMul 'MatMul': inner dimensions differ"), "{out}");
+    let out = say("device");
+    assert!(out.starts_with("InvalidArgumentError: ") && out.contains("device '/job:nowhere/task:3'"), "{out}");
+    let out = say("uninitialized");
+    assert!(out.starts_with("FailedPreconditionError: variable 'v' on /job:localhost"), "{out}");
+    let out = say("feed");
+    assert!(out.starts_with("InvalidArgumentError: feed for 'Placeholder' is f32[3]"), "{out}");
+
+    let escaped = host.run(&wasm, &["escape"]).unwrap();
+    let status = format!("{:?}", escaped.status);
+    assert!(status.contains("Failed") && status.contains("failed-precondition: variable 'v'"), "{status}");
+    let raised = host.run(&wasm, &["raise"]).unwrap();
+    assert!(format!("{:?}", raised.status).contains("Trapped"), "{:?}", raised.status);
+    assert!(raised.stderr.contains("ZeroDivisionError: division by zero"), "{}", raised.stderr);
+
+    let short = TestHost::new().unwrap().with_timeout(Duration::from_millis(500));
+    let err = short.run(&wasm, &["loop"]).unwrap_err();
+    assert_eq!(err.code(), weft_host::Code::DeadlineExceeded, "{err}");
+    assert_eq!(say("ok"), "fine\n");
+}
+
+/// A Python worker uploaded to a running shared host, as a new user would:
+/// `weft serve --listen`, an experiment, `weft submit --follow` streams
+/// its output.
+#[test]
+fn a_python_worker_uploaded_to_a_running_host_runs_and_streams_its_output() {
+    let dir = TempDir::new("py-upload");
+    let wasm = python("examples/python/local-sessions");
+    let host = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let mut server = Spawned::start(weft(&["serve", "--listen", &host, "--open-experiments"], &dir.0));
+    server.expect(Stream::Err, "serving experiments on", LIMIT);
+    let token = "pia-secret-token-0123456789";
+    let file = dir.0.join("pia.toml");
+    std::fs::write(&file, format!("name = \"pia\"\ntoken = \"{token}\"\n\n[cluster]\nworker = [\"{host}\"]\n"))
+        .unwrap();
+    let created = run(weft(&["experiment", "create", file.to_str().unwrap()], &dir.0), LIMIT);
+    assert!(created.status.success(), "{}", created.stderr);
+    let argv = ["submit", "--host", &host, "--experiment", "pia", "--token", token, "--follow", "--job", "worker"];
+    let out = run(weft(&[&argv[..], &[wasm.to_str().unwrap()]].concat(), &dir.0), LIMIT);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stdout.ends_with("Value of var in session 1: 1.0\nValue of var in session 2: 0.0\n"), "{}", out.stdout);
 }
