@@ -202,3 +202,78 @@ fn a_python_worker_uploaded_to_a_running_host_runs_and_streams_its_output() {
     assert!(out.status.success(), "{}", out.stderr);
     assert!(out.stdout.ends_with("Value of var in session 1: 1.0\nValue of var in session 2: 0.0\n"), "{}", out.stdout);
 }
+
+/// The last eval loss a worker printed.
+fn last_loss(text: &str) -> f32 {
+    let after = text.rsplit("eval loss ").next().unwrap();
+    after.split([' ', ',']).next().unwrap().parse().unwrap_or_else(|_| panic!("no eval loss in:\n{text}"))
+}
+
+/// Parameter-server training in Python on an in-process gRPC cluster:
+/// both workers print what the Rust twin prints and reach the target, and
+/// the ps counts every update.
+#[test]
+fn python_ps_training_reaches_the_target_and_prints_like_its_rust_twin() {
+    let host = TestHost::grpc_cluster(&[("ps", 1), ("worker", 2)]).unwrap().with_timeout(LIMIT);
+    let wasm = python("examples/python/ps-linear-regression");
+    let args: &[&str] = &["0.05", "3000", "50", "32"];
+    let p = wasm.as_path();
+    let outs = host
+        .run_all(&[("/job:ps/task:0", p, args), ("/job:worker/task:0", p, args), ("/job:worker/task:1", p, args)])
+        .unwrap();
+    assert!(
+        ok(&outs[0]).starts_with("Parameter server: holding W [32, 32] and b [32] for 2 workers\n"),
+        "{}",
+        outs[0].stdout
+    );
+    assert!(outs[0].stdout.contains("Parameter server: training done after "), "{}", outs[0].stdout);
+    assert!(
+        ok(&outs[1])
+            .starts_with("TrainingSession: no checkpoint to restore; initialized the variables\nWorker 0: eval loss ")
+    );
+    for (i, out) in outs[1..].iter().enumerate() {
+        let text = ok(out);
+        assert!(
+            text.contains(&format!("Worker {i}: reached eval loss ")) && text.contains("updates in all), "),
+            "{text}"
+        );
+        assert!(last_loss(text) <= 0.05, "{text}");
+    }
+    let w = host.variable_on("/job:ps/task:0", "W").unwrap().expect("W lives on the ps");
+    assert_eq!(w.shape(), [32, 32]);
+}
+
+/// Checkpoints and recovery from Python: the chief saves every 20 steps;
+/// the ps task is stopped and started empty mid-training; a worker's
+/// training session restores its variables from the latest checkpoint and
+/// both workers finish their budget with a low loss.
+#[test]
+fn python_training_session_restores_a_restarted_ps_from_its_checkpoint() {
+    let dir = TempDir::new("py-recover");
+    let files = weft_host::testing::HostFiles { checkpoint_dir: Some(dir.0.clone()), ..Default::default() };
+    let host = TestHost::grpc_cluster_with_files(&[("ps", 1), ("worker", 2)], files).unwrap().with_timeout(LIMIT);
+    let wasm = python("examples/python/ps-linear-regression");
+    let args: &[&str] = &["0.0", "400", "20", "32", "--checkpoint", "model.ckpt", "--save-every", "20"];
+    let state = dir.0.join("ps-0/checkpoint");
+    let outs = std::thread::scope(|s| {
+        let workers = s.spawn(|| {
+            host.run_all(&[("/job:worker/task:0", wasm.as_path(), args), ("/job:worker/task:1", wasm.as_path(), args)])
+        });
+        let start = std::time::Instant::now();
+        while !state.exists() {
+            assert!(start.elapsed() < LIMIT, "no checkpoint on the ps");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        host.stop_task("/job:ps/task:0").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        host.restart_task("/job:ps/task:0").unwrap();
+        workers.join().unwrap().unwrap()
+    });
+    let all: String = outs.iter().map(|o| ok(o).to_string()).collect::<Vec<_>>().join("\n");
+    assert!(all.contains("lost its variables; restored them from its latest checkpoint at global step"), "{all}");
+    for out in &outs {
+        assert!(out.stdout.contains("stopped at the step budget (400 steps)"), "{}", out.stdout);
+        assert!(last_loss(&out.stdout) < 0.05, "{}", out.stdout);
+    }
+    assert!(ok(&outs[0]).contains("Worker 0: saved model.ckpt-"), "{}", outs[0].stdout);
+}

@@ -245,13 +245,13 @@ def device(spec: Any) -> Iterator[None]:
     scope = setter.worker_device if setter else spec
     if scope:
         call(wit_device.push_scope, g._wit, scope)
-    if setter:
-        g._device_functions.append(setter)
+    # The innermost scope decides, as in TensorFlow: a plain device inside
+    # a setter's block places its variables where it says.
+    g._device_functions.append(setter)
     try:
         yield
     finally:
-        if setter:
-            g._device_functions.pop()
+        g._device_functions.pop()
         if scope:
             call(wit_device.pop_scope, g._wit)
 

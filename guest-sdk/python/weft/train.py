@@ -138,3 +138,6 @@ class GradientDescentOptimizer(Optimizer):
         with g.as_default():
             lr = ops.constant(self.learning_rate, var.dtype, name="learning_rate")
         return g.add_op("ApplyGradientDescent", [var._node, lr, grad])
+
+
+from .training import Saver, TrainingSession  # noqa: E402  (uses the optimizers' neighbours above)

@@ -41,7 +41,7 @@ class Variable:
     ) -> None:
         g = get_default_graph()
         device = None
-        if g._device_functions:
+        if g._device_functions and g._device_functions[-1] is not None:
             device = g._device_functions[-1].variable_device(_bytes_of(initial_value, dtype))
         options = wit_variable.VariableOptions(name=name, device=device, trainable=trainable)
         self.graph: Graph = g

@@ -25,6 +25,7 @@ const SDK: &[(&str, &str)] = &[
     ("ops.py", include_str!("../../../guest-sdk/python/weft/ops.py")),
     ("session.py", include_str!("../../../guest-sdk/python/weft/session.py")),
     ("train.py", include_str!("../../../guest-sdk/python/weft/train.py")),
+    ("training.py", include_str!("../../../guest-sdk/python/weft/training.py")),
     ("variables.py", include_str!("../../../guest-sdk/python/weft/variables.py")),
 ];
 
