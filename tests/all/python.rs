@@ -277,3 +277,57 @@ fn python_training_session_restores_a_restarted_ps_from_its_checkpoint() {
     }
     assert!(ok(&outs[0]).contains("Worker 0: saved model.ckpt-"), "{}", outs[0].stdout);
 }
+
+/// Hosting Python: the ~18 MB module uploads within the default limit and
+/// compiles once per host (a second experiment uploading it starts it
+/// without compiling); a Python program's memory counts against its
+/// experiment's limit, which stops one given too little, naming the limit.
+#[test]
+fn a_python_module_compiles_once_per_host_and_its_memory_counts_against_its_limit() {
+    use weft_host::cluster::{ClusterSpec, TaskId};
+    use weft_host::hosting::{EffectiveLimits, ExperimentSpec, Hosting, HostingConfig, Limits, ProgramState};
+    use weft_host::runtime::{ExitStatus, RuntimeConfig};
+
+    let bytes = std::fs::read(python("examples/python/local-sessions")).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let config = HostingConfig {
+            runtime: RuntimeConfig { cache_dir: None, max_programs: 8, ..RuntimeConfig::default() },
+            limits: EffectiveLimits::host_defaults(),
+            ..HostingConfig::default()
+        };
+        let host = tokio::task::spawn_blocking(move || Hosting::new(config, None)).await.unwrap().unwrap();
+        let spec = |name: &str, memory_mib: Option<u64>| ExperimentSpec {
+            name: name.into(),
+            token: format!("{name}-secret-token-0123456789"),
+            cluster: ClusterSpec::new([("worker".to_string(), vec!["127.0.0.1:1".to_string()])].into()).unwrap(),
+            tasks: vec![TaskId::new("worker", 0)],
+            limits: Limits { memory_mib, ..Limits::default() },
+            data_dir: None,
+        };
+        let roomy = host.create_experiment(spec("roomy", None)).unwrap();
+        let tight = host.create_experiment(spec("tight", Some(8))).unwrap();
+        let sha = weft_host::runtime::module_hash(&bytes);
+        let (_, first) = host.add_module(&roomy, &sha, bytes.clone()).await.unwrap();
+        assert!(first > Duration::ZERO, "the first upload compiles");
+        let (_, again) = host.add_module(&tight, &sha, bytes.clone()).await.unwrap();
+        assert_eq!(again, Duration::ZERO, "the host compiled it already");
+
+        let task = TaskId::new("worker", 0);
+        let finished = |p: Arc<weft_host::hosting::ProgramRecord>| async move {
+            let deadline = std::time::Instant::now() + LIMIT;
+            while !p.state().is_final() {
+                assert!(std::time::Instant::now() < deadline, "program {} did not end", p.id);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            p
+        };
+        let ran = finished(host.start_program(&roomy, &sha, None, &task, vec![]).unwrap()).await;
+        assert_eq!(ran.state(), ProgramState::Exited(ExitStatus::Success), "{}", ran.stdout_text());
+        assert!(ran.stdout_text().ends_with("Value of var in session 2: 0.0\n"), "{}", ran.stdout_text());
+        let starved = finished(host.start_program(&tight, &sha, None, &task, vec![]).unwrap()).await;
+        let state = format!("{:?}", starved.state());
+        assert!(state.contains("ResourceExhausted") || state.contains("resource-exhausted"), "{state}");
+        assert!(state.contains("memory"), "{state}");
+    });
+}
