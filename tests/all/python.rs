@@ -331,3 +331,46 @@ fn a_python_module_compiles_once_per_host_and_its_memory_counts_against_its_limi
         assert!(state.contains("memory"), "{state}");
     });
 }
+
+/// S3 in Python: the seed's `run_with_location_trace` (RunOptions
+/// FULL_TRACE, RunMetadata.step_stats) prints what the Rust example prints.
+#[test]
+fn python_s3_traces_show_which_device_ran_which_node() {
+    let host = TestHost::grpc_cluster(&[("local", 2)]).unwrap().with_timeout(LIMIT);
+    let out = host.run_on("/job:local/task:0", python("examples/python/placement"), &[]).unwrap();
+    let t0 = "/job:local/replica:0/task:0/device:CPU:0";
+    let t1 = "/job:local/replica:0/task:1/device:CPU:0";
+    let expected = format!(
+        "# sess1.run(var)\n{t0}\n   _SOURCE\n   var\n\
+         # sess1.run(var.assign_add(1.0))\n{t0}\n   _SOURCE\n   AssignAdd_1/value\n   var\n   AssignAdd_1\n\
+         # sess2.run(var)\n{t1}\n   _SOURCE\n{t0}\n   _SOURCE\n   var\n\
+         # sess1.run(var1)\n{t0}\n   _SOURCE\n   var1\n\
+         # sess1.run(var2)\n{t0}\n   _SOURCE\n{t1}\n   _SOURCE\n   var2\n\
+         # sess2.run(var2)\n{t1}\n   _SOURCE\n   var2\n\
+         # sess2.run(var1)\n{t1}\n   _SOURCE\n{t0}\n   _SOURCE\n   var1\n"
+    );
+    assert_eq!(ok(&out), expected);
+}
+
+/// S8 in Python: task 0 waits on `report_uninitialized_variables` until
+/// task 1 initializes, printing what the Rust example prints.
+#[test]
+fn python_s8_one_task_initializes_the_other_waits() {
+    let host = TestHost::grpc_cluster(&[("local", 2)]).unwrap().with_timeout(LIMIT);
+    let wasm = python("examples/python/wait-for-init");
+    let args: &[&str] = &["2", "100"];
+    let outs = host
+        .run_all(&[("/job:local/task:0", wasm.as_path(), args), ("/job:local/task:1", wasm.as_path(), args)])
+        .unwrap();
+    let waiter = ok(&outs[0]);
+    assert!(
+        waiter.starts_with("Server 1: waiting for connection...\nServer 1: uninitialized: [\"var\"]\n"),
+        "{waiter}"
+    );
+    assert!(waiter.contains("Server 1: waiting for initialization...\n"), "{waiter}");
+    assert!(waiter.ends_with("Server 1: variables initialized!\n"), "{waiter}");
+    assert_eq!(
+        ok(&outs[1]),
+        "Server 2: waiting 2 seconds before initializing...\nServer 2: waiting 1 seconds before initializing...\nServer 2: variables initialized\n"
+    );
+}

@@ -70,7 +70,7 @@ from .ops import (
     subtract,
     zeros,
 )
-from .session import Session
+from .session import RunMetadata, RunOptions, Session
 from .variables import (
     Variable,
     global_variables,

@@ -15,6 +15,48 @@ from .framework import Graph, Operation, Tensor, get_default_graph
 from .variables import Variable
 
 
+class RunOptions:
+    """Options for one run (``tf.RunOptions``): ``trace_level`` and ``timeout_in_ms``."""
+
+    NO_TRACE = 0
+    FULL_TRACE = 3
+
+    def __init__(self, trace_level: int = NO_TRACE, timeout_in_ms: Optional[int] = None) -> None:
+        self.trace_level = trace_level
+        self.timeout_in_ms = timeout_in_ms
+
+
+class NodeExecStats:
+    """One node's execution in a traced run."""
+
+    def __init__(self, node_name: str, all_start_micros: int, all_end_rel_micros: int) -> None:
+        self.node_name = node_name
+        self.all_start_micros = all_start_micros
+        self.all_end_rel_micros = all_end_rel_micros
+
+
+class DeviceStepStats:
+    """The nodes one device ran, in order."""
+
+    def __init__(self, device: str, node_stats: List[NodeExecStats]) -> None:
+        self.device = device
+        self.node_stats = node_stats
+
+
+class StepStats:
+    """Per-device stats of a traced run."""
+
+    def __init__(self) -> None:
+        self.dev_stats: List[DeviceStepStats] = []
+
+
+class RunMetadata:
+    """What a traced run fills in (``tf.RunMetadata``): ``step_stats.dev_stats``."""
+
+    def __init__(self) -> None:
+        self.step_stats = StepStats()
+
+
 class Session:
     """A connection to an execution engine, for one graph."""
 
@@ -53,10 +95,18 @@ class Session:
             return fetch
         raise TypeError(f"cannot fetch {type(fetch).__name__}: give tensors, variables, operations or names")
 
-    def run(self, fetches: Any, feed_dict: Optional[Dict[Any, Any]] = None, timeout_ms: Optional[int] = None) -> Any:
+    def run(
+        self,
+        fetches: Any,
+        feed_dict: Optional[Dict[Any, Any]] = None,
+        options: Optional[RunOptions] = None,
+        run_metadata: Optional[RunMetadata] = None,
+        timeout_ms: Optional[int] = None,
+    ) -> Any:
         """Runs what ``fetches`` need, with ``feed_dict`` values replacing
         outputs (placeholders), and returns the fetched values in the shape
-        of ``fetches``."""
+        of ``fetches``. With ``options.trace_level`` ``FULL_TRACE``,
+        ``run_metadata.step_stats`` says which device ran which node."""
         outputs: List[Tensor] = []
         targets: List[int] = []
 
@@ -79,8 +129,20 @@ class Session:
             if isinstance(t, Operation):
                 t = t.outputs[0]
             feeds.append(wit_session.Feed(target=t._wit, value=dtypes.to_tensor(value, t.dtype)))
-        options = wit_session.RunOptions(trace_level=wit_session.TraceLevel.NONE, timeout_ms=timeout_ms)
-        out = call(self._wit.run, [o._wit for o in outputs], feeds, targets, options)
+        trace = options is not None and options.trace_level >= RunOptions.FULL_TRACE
+        if options is not None and options.timeout_in_ms is not None:
+            timeout_ms = options.timeout_in_ms
+        level = wit_session.TraceLevel.FULL if trace else wit_session.TraceLevel.NONE
+        wit_options = wit_session.RunOptions(trace_level=level, timeout_ms=timeout_ms)
+        out = call(self._wit.run, [o._wit for o in outputs], feeds, targets, wit_options)
+        if run_metadata is not None:
+            run_metadata.step_stats.dev_stats = [
+                DeviceStepStats(
+                    d.device,
+                    [NodeExecStats(n.node_name, n.start_micros, n.duration_micros) for n in d.nodes],
+                )
+                for d in out.step_stats
+            ]
         values = [dtypes.from_tensor(v) for v in out.values]
 
         def build(p: Any) -> Any:

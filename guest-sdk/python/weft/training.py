@@ -219,7 +219,7 @@ class TrainingSession:
 
     def run(self, fetches: Any, feed_dict: Optional[Dict[Any, Any]] = None) -> Any:
         """``session.run`` with recovery; the chief then saves if a save is due."""
-        out = self._retry(time.monotonic() + self.recovery_timeout, lambda s: s.run(fetches, feed_dict))
+        out = self._retry(time.monotonic() + self.recovery_timeout, lambda s: s.run(fetches, feed_dict=feed_dict))
         self._steps_since_save += 1
         if self.is_chief and self.saver is not None and self.save_every_steps and self._steps_since_save >= self.save_every_steps:
             try:
