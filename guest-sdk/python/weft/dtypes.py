@@ -1,8 +1,9 @@
 """Element types (``weft.float32``, ...) and conversion between Python
 values and the host's tensors: numbers, bools, strings and nested lists
 (rectangular) in, Python scalars and nested lists out. NumPy is not
-bundled (componentize-py cannot build its native extension for WASI), so
-``Session.run`` returns lists where TensorFlow returns arrays."""
+bundled (componentize-py bundles a native extension only from a WASI build
+of it, and PyPI has none for NumPy), so ``Session.run`` returns lists where
+TensorFlow returns arrays."""
 
 from __future__ import annotations
 
