@@ -374,3 +374,18 @@ fn python_s8_one_task_initializes_the_other_waits() {
         "Server 2: waiting 2 seconds before initializing...\nServer 2: waiting 1 seconds before initializing...\nServer 2: variables initialized\n"
     );
 }
+
+/// Every Python optimizer trains (fused update ops on the host), bumps the
+/// global step once per step, and names its slots as TensorFlow does.
+#[test]
+fn python_optimizers_train_and_name_their_slots_as_tensorflow() {
+    let host = TestHost::new().unwrap().with_timeout(LIMIT);
+    let out = host.run(python("tests/python/python-optimizers"), &[]).unwrap();
+    assert_eq!(
+        ok(&out),
+        "GradientDescent: w=3.00 step=300 slots=[]\n\
+         Momentum: w=3.00 step=300 slots=['w/Momentum']\n\
+         RMSProp: w=3.00 step=300 slots=['w/RMSProp', 'w/RMSProp_1']\n\
+         Adam: w=3.00 step=300 slots=['beta1_power', 'beta2_power', 'w/Adam', 'w/Adam_1']\n"
+    );
+}

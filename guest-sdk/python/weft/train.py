@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from . import dtypes, ops
 from ._host import call, wit_device
 from .errors import InvalidArgumentError
-from .framework import Operation, Tensor, control_dependencies, get_default_graph, name_scope
+from .framework import Operation, Tensor, control_dependencies, device, get_default_graph, name_scope
 from .variables import Variable, trainable_variables
 
 
@@ -100,8 +100,15 @@ class Optimizer:
             raise InvalidArgumentError("compute_gradients: no variables to optimize")
         return list(zip(ops.gradients(loss, var_list), var_list))
 
+    def _create_slots(self, var: Variable) -> None:
+        """Creates ``var``'s slots (beside it, outside name scopes), if it has none yet."""
+
     def _apply_dense(self, grad: Tensor, var: Variable) -> Operation:
         raise NotImplementedError
+
+    def _finish(self, updates: List[Operation]) -> Operation:
+        """The op that completes a step, after every update."""
+        return ops.group(*updates, name="update")
 
     def apply_gradients(self, grads_and_vars: Sequence[Tuple[Optional[Tensor], Variable]], global_step: Optional[Variable] = None) -> Operation:
         """One op applying every update, then adding one to ``global_step``."""
@@ -109,12 +116,14 @@ class Optimizer:
         if not present:
             names = ", ".join(v.name for _, v in grads_and_vars)
             raise InvalidArgumentError(f"no gradients for any variable ({names}): check that the loss depends on them")
+        for _, var in present:
+            self._create_slots(var)
         with name_scope(self.name):
             updates = []
             for grad, var in present:
                 with name_scope("update_" + var.name.replace("/", "_")):
                     updates.append(self._apply_dense(grad, var))
-            done = ops.group(*updates, name="update")
+            done = self._finish(updates)
         if global_step is None:
             return done
         with control_dependencies([done]):
@@ -123,6 +132,24 @@ class Optimizer:
     def minimize(self, loss: Tensor, global_step: Optional[Variable] = None, var_list: Optional[Sequence[Variable]] = None) -> Operation:
         """``apply_gradients(compute_gradients(loss, var_list), global_step)``."""
         return self.apply_gradients(self.compute_gradients(loss, var_list), global_step)
+
+
+def _scalar(value: float, like: Variable) -> Tensor:
+    with like.graph.as_default():
+        return ops.constant(value, like.dtype)
+
+
+def _slot(var: Variable, suffix: str, init: float) -> Variable:
+    """A slot of ``var``: ``<var>/<suffix>``, its shape and dtype, filled
+    with ``init``, on its device (not where a device setter would put it),
+    named as TensorFlow names it so that every worker shares it."""
+    if var.dtype not in (dtypes.float32, dtypes.float64):
+        raise InvalidArgumentError(
+            f"cannot optimize variable '{var.name}': it is {var.dtype.name}; optimizers train float32 and float64 variables"
+        )
+    with var.graph.as_default(), device(var.op.device):
+        initial = ops.fill([d or 1 for d in var.shape], _scalar(init, var))
+        return Variable(initial, name=f"{var.name}/{suffix}", trainable=False)
 
 
 class GradientDescentOptimizer(Optimizer):
@@ -138,6 +165,78 @@ class GradientDescentOptimizer(Optimizer):
         with g.as_default():
             lr = ops.constant(self.learning_rate, var.dtype, name="learning_rate")
         return g.add_op("ApplyGradientDescent", [var._node, lr, grad])
+
+
+class MomentumOptimizer(Optimizer):
+    """``accum = momentum * accum + grad; var -= lr * accum`` (Nesterov if asked); slot ``<var>/Momentum``."""
+
+    name = "Momentum"
+
+    def __init__(self, learning_rate: float, momentum: float, use_nesterov: bool = False) -> None:
+        self.learning_rate, self.momentum, self.use_nesterov = learning_rate, momentum, use_nesterov
+        self._slots: Dict[str, Variable] = {}
+
+    def _create_slots(self, var: Variable) -> None:
+        if var.name not in self._slots:
+            self._slots[var.name] = _slot(var, "Momentum", 0.0)
+
+    def _apply_dense(self, grad: Tensor, var: Variable) -> Operation:
+        accum = self._slots[var.name]
+        inputs = [var._node, accum._node, _scalar(self.learning_rate, var), grad, _scalar(self.momentum, var)]
+        return var.graph.add_op("ApplyMomentum", inputs, {"use_nesterov": self.use_nesterov})
+
+
+class RMSPropOptimizer(Optimizer):
+    """RMSProp; slots ``<var>/RMSProp`` (mean square, from 1) and ``<var>/RMSProp_1`` (momentum)."""
+
+    name = "RMSProp"
+
+    def __init__(self, learning_rate: float, decay: float = 0.9, momentum: float = 0.0, epsilon: float = 1e-10) -> None:
+        self.learning_rate, self.decay, self.momentum, self.epsilon = learning_rate, decay, momentum, epsilon
+        self._slots: Dict[str, Tuple[Variable, Variable]] = {}
+
+    def _create_slots(self, var: Variable) -> None:
+        if var.name not in self._slots:
+            self._slots[var.name] = (_slot(var, "RMSProp", 1.0), _slot(var, "RMSProp_1", 0.0))
+
+    def _apply_dense(self, grad: Tensor, var: Variable) -> Operation:
+        ms, mom = self._slots[var.name]
+        hyper = [_scalar(x, var) for x in (self.learning_rate, self.decay, self.momentum, self.epsilon)]
+        return var.graph.add_op("ApplyRMSProp", [var._node, ms._node, mom._node, *hyper, grad])
+
+
+class AdamOptimizer(Optimizer):
+    """Adam; slots ``<var>/Adam`` and ``<var>/Adam_1``, and ``beta1_power`` / ``beta2_power``."""
+
+    name = "Adam"
+
+    def __init__(self, learning_rate: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8) -> None:
+        self.learning_rate, self.beta1, self.beta2, self.epsilon = learning_rate, beta1, beta2, epsilon
+        self._slots: Dict[str, Tuple[Variable, Variable]] = {}
+        self._powers: Optional[Tuple[Variable, Variable]] = None
+
+    def _create_slots(self, var: Variable) -> None:
+        if self._powers is None:
+            with var.graph.as_default(), device(var.op.device):
+                b1 = Variable(self.beta1, name="beta1_power", trainable=False, dtype=var.dtype)
+                b2 = Variable(self.beta2, name="beta2_power", trainable=False, dtype=var.dtype)
+            self._powers = (b1, b2)
+        if var.name not in self._slots:
+            self._slots[var.name] = (_slot(var, "Adam", 0.0), _slot(var, "Adam_1", 0.0))
+
+    def _apply_dense(self, grad: Tensor, var: Variable) -> Operation:
+        m, v = self._slots[var.name]
+        b1p, b2p = self._powers  # type: ignore[misc]
+        hyper = [_scalar(x, var) for x in (self.learning_rate, self.beta1, self.beta2, self.epsilon)]
+        inputs = [var._node, m._node, v._node, b1p.value(), b2p.value(), *hyper, grad]
+        return var.graph.add_op("ApplyAdam", inputs)
+
+    def _finish(self, updates: List[Operation]) -> Operation:
+        b1p, b2p = self._powers  # type: ignore[misc]
+        with control_dependencies(updates):
+            a = b1p.assign(b1p.value() * self.beta1).op
+            b = b2p.assign(b2p.value() * self.beta2).op
+            return ops.group(a, b, name="update")
 
 
 from .training import Saver, TrainingSession  # noqa: E402  (uses the optimizers' neighbours above)

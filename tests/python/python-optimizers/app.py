@@ -1,0 +1,30 @@
+"""Each optimizer of the Python SDK minimizes ``(w - 3)^2`` from 0 for 300
+steps; prints ``w``, the global step and the slot variables it made, for
+tests/all/python.rs."""
+
+import weft
+
+
+def main(args):
+    optimizers = [
+        weft.train.GradientDescentOptimizer(0.1),
+        weft.train.MomentumOptimizer(0.05, 0.9),
+        weft.train.RMSPropOptimizer(0.05),
+        weft.train.AdamOptimizer(0.1),
+    ]
+    for opt in optimizers:
+        g = weft.Graph()
+        with g.as_default():
+            w = weft.Variable(0.0, name="w")
+            step = weft.train.get_or_create_global_step()
+            loss = weft.square(w - 3.0)
+            train = opt.minimize(loss, global_step=step)
+            sess = weft.Session()
+            sess.run(weft.global_variables_initializer())
+            for _ in range(300):
+                sess.run(train)
+            slots = sorted(v.name for v in weft.global_variables() if v.name not in ("w", "global_step"))
+            print(f"{opt.name}: w={sess.run(w):.2f} step={sess.run(step)} slots={slots}")
+
+
+WitWorld = weft.worker(main)
