@@ -167,6 +167,10 @@ fn bad_input_from_python_gets_named_errors_and_the_host_carries_on() {
     assert!(out.starts_with("FailedPreconditionError: variable 'v' on /job:localhost"), "{out}");
     let out = say("feed");
     assert!(out.starts_with("InvalidArgumentError: feed for 'Placeholder' is f32[3]"), "{out}");
+    let out = say("int-float");
+    assert!(out.starts_with("InvalidArgumentError: cannot make a int64 tensor of 0.5: it holds non-integral floats"), "{out}");
+    let out = say("two-graphs");
+    assert!(out.starts_with("InvalidArgumentError: tensor Const:0 is from another graph"), "{out}");
 
     let escaped = host.run(&wasm, &["escape"]).unwrap();
     let status = format!("{:?}", escaped.status);
@@ -383,9 +387,16 @@ fn python_optimizers_train_and_name_their_slots_as_tensorflow() {
     let out = host.run(python("tests/python/python-optimizers"), &[]).unwrap();
     assert_eq!(
         ok(&out),
-        "GradientDescent: w=3.00 step=300 slots=[]\n\
+        // One step from w = 0 (gradient -6): GD 0.1 * 6; Momentum 0.05 * 6;
+        // RMSProp 0.05 * 6 / sqrt(0.9 * 1 + 0.1 * 36); Adam exactly its
+        // rate, its powers then at 0.9^2 and 0.999^2.
+        "GradientDescent: after one step w=0.6000\n\
+         GradientDescent: w=3.00 step=300 slots=[]\n\
+         Momentum: after one step w=0.3000\n\
          Momentum: w=3.00 step=300 slots=['w/Momentum']\n\
+         RMSProp: after one step w=0.1414\n\
          RMSProp: w=3.00 step=300 slots=['w/RMSProp', 'w/RMSProp_1']\n\
+         Adam: after one step w=0.1000 beta powers=0.8100 0.998001\n\
          Adam: w=3.00 step=300 slots=['beta1_power', 'beta2_power', 'w/Adam', 'w/Adam_1']\n"
     );
 }

@@ -79,7 +79,9 @@ from .variables import (
     trainable_variables,
 )
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [
+    name for name in dir() if not name.startswith("_") and name not in ("annotations", "Callable", "List")
+]
 
 
 def worker(main: Callable[[List[str]], None]) -> type:

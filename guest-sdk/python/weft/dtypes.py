@@ -66,16 +66,24 @@ def infer(value: Any) -> DType:
     return float32
 
 
-def to_tensor(value: Any, dtype: DType | None = None) -> Any:
-    """A host tensor holding ``value`` (of ``dtype``, else inferred)."""
+def to_tensor(value: Any, dtype: DType | None = None, cast: bool = False) -> Any:
+    """A host tensor holding ``value`` (of ``dtype``, else inferred). A
+    non-integral float for an integer dtype is an error (TensorFlow's
+    ``TypeError``) unless ``cast`` (a feed, which truncates as NumPy does)."""
     dtype = dtype or infer(value)
     shape, items = _shape_and_items(value)
     if dtype is string:
         data = bytearray()
         for x in items:
-            b = x.encode() if isinstance(x, str) else bytes(x)
+            if not isinstance(x, (str, bytes)):
+                raise InvalidArgumentError(f"cannot make a string tensor of {value!r}: it holds {type(x).__name__}")
+            b = x.encode() if isinstance(x, str) else x
             data += struct.pack("<I", len(b)) + b
         return wit_types.Tensor(dtype=dtype.wit, shape=shape, data=bytes(data))
+    if dtype is not string and any(isinstance(x, (str, bytes)) for x in items):
+        raise InvalidArgumentError(f"cannot make a {dtype.name} tensor of {value!r}: it holds strings")
+    if dtype in (int32, int64) and not cast and any(isinstance(x, float) and not x.is_integer() for x in items):
+        raise InvalidArgumentError(f"cannot make a {dtype.name} tensor of {value!r}: it holds non-integral floats")
     try:
         if dtype in (int32, int64):
             items = [int(x) for x in items]

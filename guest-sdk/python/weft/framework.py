@@ -223,6 +223,11 @@ class Tensor:
 
         return ops.divide(self, other)
 
+    def __rtruediv__(self, other: Any) -> "Tensor":
+        from . import ops
+
+        return ops.divide(other, self)
+
     def __matmul__(self, other: Any) -> "Tensor":
         from . import ops
 
@@ -245,15 +250,35 @@ def device(spec: Any) -> Iterator[None]:
     scope = setter.worker_device if setter else spec
     if scope:
         call(wit_device.push_scope, g._wit, scope)
-    # The innermost scope decides, as in TensorFlow: a plain device inside
-    # a setter's block places its variables where it says.
-    g._device_functions.append(setter)
+    # What variables consult: the setter, or the plain spec (see
+    # `setter_for_variables`).
+    g._device_functions.append(setter if setter else (spec or ""))
     try:
         yield
     finally:
         g._device_functions.pop()
         if scope:
             call(wit_device.pop_scope, g._wit)
+
+
+def _job_of(spec: str) -> Optional[str]:
+    if "/job:" not in spec:
+        return None
+    return spec.split("/job:", 1)[1].split("/")[0]
+
+
+def setter_for_variables(g: Graph) -> Any:
+    """The innermost ``replica_device_setter`` in force for a variable made
+    now, unless a plain device scope inside it names another job than its
+    ps job (TensorFlow's rule)."""
+    inner_jobs = []
+    for entry in reversed(g._device_functions):
+        if hasattr(entry, "variable_device"):
+            return None if any(j != entry.ps_job for j in inner_jobs) else entry
+        job = _job_of(entry)
+        if job is not None:
+            inner_jobs.append(job)
+    return None
 
 
 @contextlib.contextmanager
@@ -263,7 +288,7 @@ def name_scope(name: str) -> Iterator[str]:
     g = get_default_graph()
     prefix = g._wit.push_name_scope(name)
     try:
-        yield prefix
+        yield prefix + "/"
     finally:
         call(g._wit.pop_name_scope)
 

@@ -183,14 +183,12 @@ def fill(dims: Sequence[int], value: Any, name: Optional[str] = None) -> Tensor:
 
 def zeros(shape: Sequence[int], dtype: dtypes.DType = dtypes.float32, name: Optional[str] = None) -> Tensor:
     """Zeros of ``shape``."""
-    with get_default_graph().as_default():
-        return fill(shape, constant(0, dtype), name)
+    return fill(shape, constant(0, dtype), name)
 
 
 def ones(shape: Sequence[int], dtype: dtypes.DType = dtypes.float32, name: Optional[str] = None) -> Tensor:
     """Ones of ``shape``."""
-    with get_default_graph().as_default():
-        return fill(shape, constant(1, dtype), name)
+    return fill(shape, constant(1, dtype), name)
 
 
 def _random(op_type: str, shape: Sequence[int], a: tuple, b: tuple, seed: Optional[int], name: Optional[str]) -> Tensor:
@@ -224,18 +222,16 @@ def group(*inputs: Any, name: Optional[str] = None) -> Operation:
 def gradients(ys: Any, xs: Any, grad_ys: Any = None, stop_gradients: Sequence[Any] = ()) -> List[Optional[Tensor]]:
     """``tf.gradients``: for each x, the sum over ``ys`` of dy/dx, computed
     on the host; ``None`` where no y depends on x."""
-    ys = [convert_to_tensor(y) for y in (ys if isinstance(ys, (list, tuple)) else [ys])]
-    # A variable's gradient is taken at the variable itself, not its read.
-    xs = [getattr(x, "_node", None) or convert_to_tensor(x) for x in (xs if isinstance(xs, (list, tuple)) else [xs])]
-    g = _graph(*ys, *xs)
-    weights = None if grad_ys is None else [convert_to_tensor(w)._wit for w in grad_ys]
     from ._host import call
 
-    found = call(
-        g._wit.gradients,
-        [y._wit for y in ys],
-        [x._wit for x in xs],
-        weights,
-        [convert_to_tensor(s)._wit for s in stop_gradients],
-    )
+    ys = list(ys) if isinstance(ys, (list, tuple)) else [ys]
+    xs = list(xs) if isinstance(xs, (list, tuple)) else [xs]
+    g = _graph(*ys, *xs)
+    with g.as_default():
+        ys = [g._own(convert_to_tensor(y)) for y in ys]
+        # A variable's gradient is taken at the variable itself, not its read.
+        xs = [g._own(getattr(x, "_node", None) or convert_to_tensor(x)) for x in xs]
+        weights = None if grad_ys is None else [g._own(convert_to_tensor(w))._wit for w in grad_ys]
+        stops = [g._own(convert_to_tensor(s))._wit for s in stop_gradients]
+    found = call(g._wit.gradients, [y._wit for y in ys], [x._wit for x in xs], weights, stops)
     return [None if o is None else Tensor(g, o.node, o.index) for o in found]

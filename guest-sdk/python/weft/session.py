@@ -64,6 +64,7 @@ class Session:
         self.graph = graph or get_default_graph()
         options = wit_session.SessionOptions(timeout_ms=timeout_ms, place_on_own_task=False)
         self._wit = call(wit_session.Session.open, target, self.graph._wit, options)
+        self._closed = False
 
     @property
     def target(self) -> str:
@@ -77,8 +78,10 @@ class Session:
         self.close()
 
     def close(self) -> None:
-        """Releases the session (its engine, for a local one)."""
-        self._wit.__exit__(None, None, None)
+        """Releases the session (its engine, for a local one); again, nothing."""
+        if not self._closed:
+            self._closed = True
+            self._wit.__exit__(None, None, None)
 
     def _resolve(self, fetch: Any) -> Any:
         if isinstance(fetch, str):
@@ -86,7 +89,7 @@ class Session:
                 return self.graph.get_tensor_by_name(fetch)
             return self.graph.get_operation_by_name(fetch)
         if isinstance(fetch, Variable):  # fetching a variable reads it
-            return fetch._node
+            fetch = fetch._node
         if isinstance(fetch, (Tensor, Operation)):
             if fetch.graph is not self.graph:
                 from .errors import InvalidArgumentError
@@ -107,6 +110,10 @@ class Session:
         outputs (placeholders), and returns the fetched values in the shape
         of ``fetches``. With ``options.trace_level`` ``FULL_TRACE``,
         ``run_metadata.step_stats`` says which device ran which node."""
+        if self._closed:
+            from .errors import FailedPreconditionError
+
+            raise FailedPreconditionError("this session was closed")
         outputs: List[Tensor] = []
         targets: List[int] = []
 
@@ -128,9 +135,9 @@ class Session:
             t = self._resolve(key)
             if isinstance(t, Operation):
                 t = t.outputs[0]
-            feeds.append(wit_session.Feed(target=t._wit, value=dtypes.to_tensor(value, t.dtype)))
+            feeds.append(wit_session.Feed(target=t._wit, value=dtypes.to_tensor(value, t.dtype, cast=True)))
         trace = options is not None and options.trace_level >= RunOptions.FULL_TRACE
-        if options is not None and options.timeout_in_ms is not None:
+        if options is not None and options.timeout_in_ms:  # 0: no limit, as in TensorFlow
             timeout_ms = options.timeout_in_ms
         level = wit_session.TraceLevel.FULL if trace else wit_session.TraceLevel.NONE
         wit_options = wit_session.RunOptions(trace_level=level, timeout_ms=timeout_ms)

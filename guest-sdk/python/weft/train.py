@@ -4,10 +4,10 @@ fused update ops run on each variable's task (atomic there)."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import dtypes, ops
-from ._host import call, wit_device
+from ._host import wit_device
 from .errors import InvalidArgumentError
 from .framework import Operation, Tensor, control_dependencies, device, get_default_graph, name_scope
 from .variables import Variable, trainable_variables
@@ -62,18 +62,32 @@ def task_identity() -> Tuple[str, int]:
 class replica_device_setter:  # noqa: N801  (TensorFlow's name)
     """``with weft.device(weft.train.replica_device_setter(ps_tasks=2)):``
     puts variables on ``/job:ps/task:k`` round-robin in creation order, and
-    every other op on ``worker_device``."""
+    every other op on ``worker_device`` (by default this program's task).
+    With no ps tasks it places nothing. An inner ``weft.device`` naming
+    another job places the variables inside it itself, as in TensorFlow."""
 
-    def __init__(self, ps_tasks: int = 0, ps_device: str = "/job:ps", worker_device: str = "", cluster: Optional[ClusterSpec] = None) -> None:
+    def __init__(
+        self,
+        ps_tasks: int = 0,
+        ps_device: str = "/job:ps",
+        worker_device: Optional[str] = None,
+        cluster: Optional[ClusterSpec] = None,
+    ) -> None:
+        self.ps_job = ps_device.split("/job:", 1)[-1].split("/")[0] if "/job:" in ps_device else "ps"
         if cluster is not None:
-            ps_tasks = cluster.num_tasks(ps_device.split(":", 1)[-1].split("/")[0])
-        self.ps_tasks = max(1, ps_tasks)
+            ps_tasks = cluster.num_tasks(self.ps_job)
+        self.ps_tasks = ps_tasks
         self.ps_device = ps_device
+        if worker_device is None:
+            job, task = task_identity()
+            worker_device = f"/job:{job}/task:{task}"
         self.worker_device = worker_device
         self._next = 0
 
-    def variable_device(self, nbytes: int) -> str:
-        """The device of the next variable (of ``nbytes`` bytes)."""
+    def variable_device(self) -> Optional[str]:
+        """The device of the next variable; ``None`` with no ps tasks."""
+        if self.ps_tasks <= 0:
+            return None
         task = self._next % self.ps_tasks
         self._next += 1
         return f"{self.ps_device}/task:{task}"
@@ -89,7 +103,11 @@ def get_or_create_global_step() -> Variable:
 
 
 class Optimizer:
-    """What every optimizer does; subclasses add one fused update op."""
+    """What every optimizer does; subclasses add one fused update op.
+
+    Build optimizers (and ``get_or_create_global_step``) outside name
+    scopes: a scope would prefix the names of the slots and the global step
+    that every worker shares by name."""
 
     name = "Optimizer"
 
@@ -226,17 +244,19 @@ class AdamOptimizer(Optimizer):
 
     def _apply_dense(self, grad: Tensor, var: Variable) -> Operation:
         m, v = self._slots[var.name]
-        b1p, b2p = self._powers  # type: ignore[misc]
+        assert self._powers is not None, "created with the slots"
+        b1p, b2p = self._powers
         hyper = [_scalar(x, var) for x in (self.learning_rate, self.beta1, self.beta2, self.epsilon)]
         inputs = [var._node, m._node, v._node, b1p.value(), b2p.value(), *hyper, grad]
         return var.graph.add_op("ApplyAdam", inputs)
 
     def _finish(self, updates: List[Operation]) -> Operation:
-        b1p, b2p = self._powers  # type: ignore[misc]
+        assert self._powers is not None, "created with the slots"
+        b1p, b2p = self._powers
         with control_dependencies(updates):
             a = b1p.assign(b1p.value() * self.beta1).op
             b = b2p.assign(b2p.value() * self.beta2).op
             return ops.group(a, b, name="update")
 
 
-from .training import Saver, TrainingSession  # noqa: E402  (uses the optimizers' neighbours above)
+from .training import Saver, TrainingSession  # noqa: E402,F401  (re-exported as weft.train.*)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 from . import dtypes, ops
 from .errors import (
     AbortedError,
+    DeadlineExceededError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -121,6 +122,7 @@ class TrainingSession:
         is_chief: bool = True,
         checkpoint_prefix: Optional[str] = None,
         save_every_steps: Optional[int] = None,
+        save_every_secs: Optional[float] = 600.0,
         global_step: Optional[Variable] = None,
         saved_variables: Optional[Sequence[Variable]] = None,
         local_init: Optional[Operation] = None,
@@ -130,7 +132,10 @@ class TrainingSession:
         self.session = Session(target, self.graph)
         self.is_chief = is_chief
         self.save_every_steps = save_every_steps
+        self.save_every_secs = save_every_secs
         self.recovery_timeout = recovery_timeout
+        self._last_save = time.monotonic()
+        self._stop = False
         self.global_step = global_step
         self._steps_since_save = 0
         self._report = report_uninitialized_variables()
@@ -179,7 +184,7 @@ class TrainingSession:
         while missing:
             if time.monotonic() > deadline:
                 names = ", ".join(m.decode() for m in missing)
-                raise FailedPreconditionError(f"variables still uninitialized after {self.recovery_timeout} s: {names}")
+                raise DeadlineExceededError(f"variables still uninitialized after {self.recovery_timeout} s: {names}")
             time.sleep(0.2)
             missing = self._retry(deadline, lambda s: s.run(self._report))
 
@@ -221,18 +226,42 @@ class TrainingSession:
         """``session.run`` with recovery; the chief then saves if a save is due."""
         out = self._retry(time.monotonic() + self.recovery_timeout, lambda s: s.run(fetches, feed_dict=feed_dict))
         self._steps_since_save += 1
-        if self.is_chief and self.saver is not None and self.save_every_steps and self._steps_since_save >= self.save_every_steps:
+        by_steps = bool(self.save_every_steps) and self._steps_since_save >= (self.save_every_steps or 0)
+        by_time = self.save_every_secs is not None and time.monotonic() - self._last_save >= self.save_every_secs
+        if self.is_chief and self.saver is not None and (by_steps or by_time):
             try:
                 self.save()
             except OpError as e:
                 print(f"TrainingSession: saving a checkpoint failed, will try again: {e}")
                 self._steps_since_save = 0
+                self._last_save = time.monotonic()
         return out
+
+    def request_stop(self) -> None:
+        """Makes :meth:`should_stop` true (``MonitoredTrainingSession``'s loop condition)."""
+        self._stop = True
+
+    def should_stop(self) -> bool:
+        """Whether :meth:`request_stop` was called or the session closed."""
+        return self._stop
+
+    def close(self) -> None:
+        """Ends the session."""
+        self._stop = True
+        self.session.close()
+
+    def __enter__(self) -> "TrainingSession":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def save(self) -> str:
         """Saves a checkpoint now."""
         if self.saver is None:
             raise FailedPreconditionError("no checkpoint_prefix")
-        name = self._retry(time.monotonic() + self.recovery_timeout, lambda s: self.saver.save(s))
+        saver = self.saver
+        name = self._retry(time.monotonic() + self.recovery_timeout, lambda s: saver.save(s))
         self._steps_since_save = 0
+        self._last_save = time.monotonic()
         return name

@@ -8,24 +8,15 @@ from typing import Any, List, Optional
 
 from . import dtypes
 from ._host import call, wit_variable
-from .framework import Graph, Operation, Tensor, get_default_graph
+from .framework import Graph, Operation, Tensor, get_default_graph, setter_for_variables
 
 
-def _operand(value: Any, dtype: Optional[dtypes.DType]) -> Any:
+def _operand(g: Graph, value: Any, dtype: Optional[dtypes.DType]) -> Any:
     if isinstance(value, Variable):
         value = value._tensor
     if isinstance(value, Tensor):
-        return wit_variable.Operand_Node(value._wit)
+        return wit_variable.Operand_Node(g._own(value)._wit)
     return wit_variable.Operand_Literal(dtypes.to_tensor(value, dtype))
-
-
-def _bytes_of(value: Any, dtype: Optional[dtypes.DType]) -> int:
-    if isinstance(value, Tensor):
-        count = 1
-        for d in value.shape:
-            count *= d or 1
-        return count * 4
-    return len(dtypes.to_tensor(value, dtype).data)
 
 
 class Variable:
@@ -40,13 +31,12 @@ class Variable:
         dtype: Optional[dtypes.DType] = None,
     ) -> None:
         g = get_default_graph()
-        device = None
-        if g._device_functions and g._device_functions[-1] is not None:
-            device = g._device_functions[-1].variable_device(_bytes_of(initial_value, dtype))
+        setter = setter_for_variables(g)
+        device = setter.variable_device() if setter is not None else None
         options = wit_variable.VariableOptions(name=name, device=device, trainable=trainable)
         self.graph: Graph = g
         self.trainable = trainable
-        self._wit = call(wit_variable.Variable.create, g._wit, _operand(initial_value, dtype), options)
+        self._wit = call(wit_variable.Variable.create, g._wit, _operand(g, initial_value, dtype), options)
         out = self._wit.node()
         self._node = Tensor(g, out.node, out.index)
         read = self._wit.value()
@@ -83,7 +73,7 @@ class Variable:
         return self._tensor
 
     def _update(self, method: Any, value: Any) -> Tensor:
-        out = call(method, _operand(value, self.dtype))
+        out = call(method, _operand(self.graph, value, self.dtype))
         return Tensor(self.graph, out.node, out.index)
 
     def assign(self, value: Any) -> Tensor:
@@ -123,6 +113,9 @@ class Variable:
 
     def __matmul__(self, other: Any) -> Tensor:
         return self._tensor @ other
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return self._tensor / other
 
     def __neg__(self) -> Tensor:
         return -self._tensor

@@ -56,6 +56,25 @@ impl Drop for Scratch {
     }
 }
 
+/// A new directory of this user's alone (mode 0700 on Unix) under the
+/// temporary directory: never one that already exists, which another user
+/// could have planted modules or links in.
+fn scratch_dir() -> std::io::Result<PathBuf> {
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    let mut tries = 0;
+    loop {
+        let suffix: u64 = rand::random();
+        let dir = std::env::temp_dir().join(format!("weft-build-python-{}-{suffix:016x}", std::process::id()));
+        match builder.create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 8 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn write_all(dir: &Path, files: &[(&str, &str)]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     for (name, text) in files {
@@ -73,7 +92,13 @@ pub(super) fn build_python(args: BuildPythonArgs) -> ExitCode {
         let name = args.app_dir.canonicalize().ok().and_then(|d| d.file_name().map(|n| n.to_owned()));
         PathBuf::from(name.unwrap_or_else(|| "app".into())).with_extension("wasm")
     });
-    let scratch = Scratch(std::env::temp_dir().join(format!("weft-build-python-{}", std::process::id())));
+    let scratch = match scratch_dir() {
+        Ok(dir) => Scratch(dir),
+        Err(e) => {
+            super::say::error(format_args!("making a scratch directory under {}: {e}", std::env::temp_dir().display()));
+            return ExitCode::from(2);
+        }
+    };
     let (wit, sdk) = (scratch.0.join("wit"), scratch.0.join("sdk"));
     if let Err(e) = write_all(&wit, WIT).and_then(|()| write_all(&sdk.join("weft"), SDK)) {
         super::say::error(format_args!("writing the WIT and SDK under {}: {e}", scratch.0.display()));

@@ -31,6 +31,14 @@ def main(args):
     elif mode == "feed":
         x = weft.placeholder(weft.float32, shape=[2])
         caught(lambda: weft.Session().run(x * 2.0, feed_dict={x: [1.0, 2.0, 3.0]}))
+    elif mode == "int-float":
+        step = weft.Variable(0, name="step", dtype=weft.int64)
+        caught(lambda: step.assign_add(0.5))
+    elif mode == "two-graphs":
+        other = weft.Graph()
+        with other.as_default():
+            foreign = weft.constant(1.0)
+        caught(lambda: weft.Variable(0.0, name="v").assign(foreign))
     elif mode == "escape":
         v = weft.Variable(1.0, name="v")
         weft.Session().run(v)

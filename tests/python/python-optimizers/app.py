@@ -1,5 +1,6 @@
-"""Each optimizer of the Python SDK minimizes ``(w - 3)^2`` from 0 for 300
-steps; prints ``w``, the global step and the slot variables it made, for
+"""Each optimizer of the Python SDK minimizes ``(w - 3)^2`` from 0: prints
+``w`` after its first step (which the update rule fixes exactly), then
+after 300 steps, the global step and the slot variables it made, for
 tests/all/python.rs."""
 
 import weft
@@ -21,7 +22,13 @@ def main(args):
             train = opt.minimize(loss, global_step=step)
             sess = weft.Session()
             sess.run(weft.global_variables_initializer())
-            for _ in range(300):
+            sess.run(train)
+            first = f"{opt.name}: after one step w={sess.run(w):.4f}"
+            if isinstance(opt, weft.train.AdamOptimizer):
+                powers = sess.run(["beta1_power:0", "beta2_power:0"])
+                first += " beta powers=%.4f %.6f" % tuple(powers)
+            print(first)
+            for _ in range(299):
                 sess.run(train)
             slots = sorted(v.name for v in weft.global_variables() if v.name not in ("w", "global_step"))
             print(f"{opt.name}: w={sess.run(w):.2f} step={sess.run(step)} slots={slots}")
