@@ -47,7 +47,10 @@ fn python(dir: &str) -> PathBuf {
             .is_ok_and(|built| inputs.iter().all(|d| newest(d) < built));
         if !fresh {
             let app = root.join(dir);
-            let argv = ["build-python", app.to_str().unwrap(), "-o", out.to_str().unwrap()];
+            // Built beside, then renamed: a build cut short leaves no
+            // partial component that a later run would take as fresh.
+            let part = out.with_extension("wasm.part");
+            let argv = ["build-python", app.to_str().unwrap(), "-o", part.to_str().unwrap()];
             let built = run(weft(&argv, &out_dir), LIMIT);
             assert!(
                 built.status.success(),
@@ -55,6 +58,7 @@ fn python(dir: &str) -> PathBuf {
                  (`python3 -m pip install componentize-py==0.25.1`)\n{}",
                 built.stderr
             );
+            std::fs::rename(&part, &out).unwrap();
         }
         out
     })
@@ -168,7 +172,10 @@ fn bad_input_from_python_gets_named_errors_and_the_host_carries_on() {
     let out = say("feed");
     assert!(out.starts_with("InvalidArgumentError: feed for 'Placeholder' is f32[3]"), "{out}");
     let out = say("int-float");
-    assert!(out.starts_with("InvalidArgumentError: cannot make a int64 tensor of 0.5: it holds non-integral floats"), "{out}");
+    assert!(
+        out.starts_with("InvalidArgumentError: cannot make a int64 tensor of 0.5: it holds non-integral floats"),
+        "{out}"
+    );
     let out = say("two-graphs");
     assert!(out.starts_with("InvalidArgumentError: tensor Const:0 is from another graph"), "{out}");
 
@@ -257,7 +264,7 @@ fn python_training_session_restores_a_restarted_ps_from_its_checkpoint() {
     let files = weft_host::testing::HostFiles { checkpoint_dir: Some(dir.0.clone()), ..Default::default() };
     let host = TestHost::grpc_cluster_with_files(&[("ps", 1), ("worker", 2)], files).unwrap().with_timeout(LIMIT);
     let wasm = python("examples/python/ps-linear-regression");
-    let args: &[&str] = &["0.0", "400", "20", "32", "--checkpoint", "model.ckpt", "--save-every", "20"];
+    let args: &[&str] = &["0.0", "400", "20", "64", "--checkpoint", "model.ckpt", "--save-every", "20"];
     let state = dir.0.join("ps-0/checkpoint");
     let outs = std::thread::scope(|s| {
         let workers = s.spawn(|| {
