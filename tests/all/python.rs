@@ -386,6 +386,25 @@ fn python_s8_one_task_initializes_the_other_waits() {
     );
 }
 
+/// More of the Python op library, each op's result exact.
+#[test]
+fn python_ops_compute_what_tensorflow_computes() {
+    let host = TestHost::new().unwrap().with_timeout(LIMIT);
+    let out = host.run(python("tests/python/python-optimizers"), &["ops"]).unwrap();
+    assert_eq!(
+        ok(&out),
+        "relu [0.0, 2.0]
+         sigmoid tanh [0.5, 0.0]
+         softmax [0.5, 0.5]
+         argmax 1
+         concat [1.0, 2.0, 3.0]
+         filled [[7.0, 7.0], [7.0, 7.0]]
+         reshaped [[1, 2], [3, 4]]
+         same op True found
+"
+    );
+}
+
 /// Every Python optimizer trains (fused update ops on the host), bumps the
 /// global step once per step, and names its slots as TensorFlow does.
 #[test]

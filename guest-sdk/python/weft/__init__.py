@@ -38,7 +38,9 @@ from .framework import (
 )
 from .ops import (
     add,
+    argmax,
     cast,
+    concat,
     constant,
     convert_to_tensor,
     divide,
@@ -51,6 +53,7 @@ from .ops import (
     identity,
     less,
     log,
+    log_softmax,
     matmul,
     maximum,
     minimum,
@@ -63,11 +66,15 @@ from .ops import (
     random_uniform,
     reduce_mean,
     reduce_sum,
+    relu,
     reshape,
+    sigmoid,
+    softmax,
     sqrt,
     square,
     stop_gradient,
     subtract,
+    tanh,
     zeros,
 )
 from .session import RunMetadata, RunOptions, Session

@@ -155,6 +155,12 @@ class Operation:
     def __repr__(self) -> str:
         return f"<weft.Operation '{self.name}' type={self.type}>"
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Operation) and other.graph is self.graph and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash((id(self.graph), self.id))
+
 
 class Tensor:
     """One output of a node (``tf.Tensor``): fetchable, feedable, and an
@@ -187,6 +193,12 @@ class Tensor:
 
     def __repr__(self) -> str:
         return f"<weft.Tensor '{self.name}' shape={self.shape} dtype={self.dtype.name}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Tensor) and other.graph is self.graph and other._wit == self._wit
+
+    def __hash__(self) -> int:
+        return hash((id(self.graph), self._wit.node, self._wit.index))
 
     def __add__(self, other: Any) -> "Tensor":
         from . import ops

@@ -46,10 +46,16 @@ def _unary(op_type: str, x: Any, name: Optional[str], attrs: Optional[dict] = No
     return g.add_op(op_type, [t], attrs=attrs, name=name).outputs[0]
 
 
-def constant(value: Any, dtype: Optional[dtypes.DType] = None, name: Optional[str] = None) -> Tensor:
-    """A ``Const`` holding ``value`` (``tf.constant``)."""
+def constant(
+    value: Any, dtype: Optional[dtypes.DType] = None, shape: Optional[Sequence[int]] = None, name: Optional[str] = None
+) -> Tensor:
+    """A ``Const`` holding ``value`` (``tf.constant``); with ``shape``, a
+    scalar ``value`` fills it and a list is reshaped to it."""
     g = get_default_graph()
-    return g.add_op("Const", attrs={"value": dtypes.to_tensor(value, dtype)}, name=name).outputs[0]
+    if shape is not None and not isinstance(value, (list, tuple)):
+        return fill(list(shape), constant(value, dtype), name=name)
+    out = g.add_op("Const", attrs={"value": dtypes.to_tensor(value, dtype)}, name=None if shape else name).outputs[0]
+    return reshape(out, list(shape), name=name) if shape is not None else out
 
 
 def placeholder(dtype: dtypes.DType, shape: Optional[Sequence[Optional[int]]] = None, name: Optional[str] = None) -> Tensor:
@@ -137,6 +143,44 @@ def exp(x: Any, name: Optional[str] = None) -> Tensor:
 def log(x: Any, name: Optional[str] = None) -> Tensor:
     """The natural logarithm of ``x``."""
     return _unary("Log", x, name)
+
+
+def relu(x: Any, name: Optional[str] = None) -> Tensor:
+    """``max(x, 0)``."""
+    return _unary("Relu", x, name)
+
+
+def sigmoid(x: Any, name: Optional[str] = None) -> Tensor:
+    """``1 / (1 + e^-x)``."""
+    return _unary("Sigmoid", x, name)
+
+
+def tanh(x: Any, name: Optional[str] = None) -> Tensor:
+    """The hyperbolic tangent."""
+    return _unary("Tanh", x, name)
+
+
+def softmax(logits: Any, name: Optional[str] = None) -> Tensor:
+    """Softmax over the last axis."""
+    return _unary("Softmax", logits, name)
+
+
+def log_softmax(logits: Any, name: Optional[str] = None) -> Tensor:
+    """Log-softmax over the last axis, computed stably."""
+    return _unary("LogSoftmax", logits, name)
+
+
+def argmax(x: Any, axis: int = 0, name: Optional[str] = None) -> Tensor:
+    """The index of the largest value along ``axis`` (int64)."""
+    return _unary("ArgMax", x, name, {"axis": int(axis)})
+
+
+def concat(values: Sequence[Any], axis: int, name: Optional[str] = None) -> Tensor:
+    """``values`` joined along ``axis``."""
+    g = _graph(*values)
+    with g.as_default():
+        tensors = [convert_to_tensor(v) for v in values]
+    return g.add_op("Concat", tensors, attrs={"axis": int(axis)}, name=name).outputs[0]
 
 
 def identity(x: Any, name: Optional[str] = None) -> Tensor:

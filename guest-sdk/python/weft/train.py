@@ -4,6 +4,7 @@ fused update ops run on each variable's task (atomic there)."""
 
 from __future__ import annotations
 
+import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import dtypes, ops
@@ -51,6 +52,13 @@ class Server:
         self.task_index = task_index
         me = wit_device.identity()
         self.target = "" if (me.job, me.task) == (job_name, task_index) else f"/job:{job_name}/task:{task_index}"
+
+    def join(self) -> None:
+        """Blocks for good, as a TensorFlow ps program's last line does: the
+        host keeps serving the task; stop the program (``weft kill``,
+        SIGTERM to ``weft run``) to end it."""
+        while True:
+            time.sleep(3600)
 
 
 def task_identity() -> Tuple[str, int]:

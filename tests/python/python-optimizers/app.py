@@ -6,7 +6,24 @@ tests/all/python.rs."""
 import weft
 
 
+def ops():
+    """More of the op library: each result printed."""
+    sess = weft.Session()
+    t = weft.constant([-1.0, 2.0])
+    print("relu", sess.run(weft.relu(t)))
+    print("sigmoid tanh", sess.run([weft.sigmoid(0.0), weft.tanh(0.0)]))
+    print("softmax", sess.run(weft.softmax(weft.constant([0.0, 0.0]))))
+    print("argmax", sess.run(weft.argmax(weft.constant([1.0, 3.0, 2.0]))))
+    print("concat", sess.run(weft.concat([weft.constant([1.0]), weft.constant([2.0, 3.0])], axis=0)))
+    print("filled", sess.run(weft.constant(7.0, shape=[2, 2])))
+    print("reshaped", sess.run(weft.constant([1, 2, 3, 4], shape=[2, 2])))
+    print("same op", t.op == t.op, {t: "found"}[weft.Tensor(t.graph, t.op.id, 0)])
+
+
 def main(args):
+    if args == ["ops"]:
+        ops()
+        return
     optimizers = [
         weft.train.GradientDescentOptimizer(0.1),
         weft.train.MomentumOptimizer(0.05, 0.9),
