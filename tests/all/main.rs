@@ -12,7 +12,7 @@
 //! - `metrics`: `/metrics` scraped from real hosts while a cluster trains and on a shared host.
 //! - `multiprocess`: S6, S7, S9 with real `weft` processes.
 //! - `netns`: hosts in separate network namespaces joined by veth pairs (a cable pulled mid-training).
-//! - `python`: a Python guest built with componentize-py, so the contract stays usable from Python.
+//! - `python`: Python workers built with `weft build-python`: the seed's programs, training, beside Rust workers, hosted.
 //! - `recovery`: checkpoints, and a ps restarted (or SIGKILLed) mid-training restored from them.
 //! - `scenarios`: the seed's S2-S9 on in-process clusters talking gRPC.
 //! - `soak`: eight tenants, each a parameter-server job beside a hostile program, on one host.

@@ -393,15 +393,14 @@ fn python_ops_compute_what_tensorflow_computes() {
     let out = host.run(python("tests/python/python-optimizers"), &["ops"]).unwrap();
     assert_eq!(
         ok(&out),
-        "relu [0.0, 2.0]
-         sigmoid tanh [0.5, 0.0]
-         softmax [0.5, 0.5]
-         argmax 1
-         concat [1.0, 2.0, 3.0]
-         filled [[7.0, 7.0], [7.0, 7.0]]
-         reshaped [[1, 2], [3, 4]]
-         same op True found
-"
+        "relu [0.0, 2.0]\n\
+         sigmoid tanh [0.5, 0.0]\n\
+         softmax [0.5, 0.5]\n\
+         argmax 1\n\
+         concat [1.0, 2.0, 3.0]\n\
+         filled [[7.0, 7.0], [7.0, 7.0]]\n\
+         reshaped [[1, 2], [3, 4]]\n\
+         same op True found\n"
     );
 }
 
