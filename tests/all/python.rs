@@ -99,14 +99,7 @@ fn python_s1_local_sessions_print_what_the_seed_prints() {
 fn python_s2_sessions_on_two_tasks_share_var() {
     let host = TestHost::grpc_cluster(&[("local", 2)]).unwrap().with_timeout(LIMIT);
     let out = host.run_on("/job:local/task:1", python("examples/python/shared-variable"), &[]).unwrap();
-    assert_eq!(
-        ok(&out),
-        "Initial value of var in session 1: 0.0\n\
-         Initial value of var in session 2: 0.0\n\
-         Incremented var in session 1\n\
-         Value of var in session 1: 1.0\n\
-         Value of var in session 2: 1.0\n"
-    );
+    assert_eq!(ok(&out), crate::scenarios::S2_OUTPUT);
     assert!(host.variable_on("/job:local/task:0", "var").unwrap().is_some());
     assert_eq!(host.variable_on("/job:local/task:1", "var").unwrap(), None);
 }
@@ -349,18 +342,7 @@ fn a_python_module_compiles_once_per_host_and_its_memory_counts_against_its_limi
 fn python_s3_traces_show_which_device_ran_which_node() {
     let host = TestHost::grpc_cluster(&[("local", 2)]).unwrap().with_timeout(LIMIT);
     let out = host.run_on("/job:local/task:0", python("examples/python/placement"), &[]).unwrap();
-    let t0 = "/job:local/replica:0/task:0/device:CPU:0";
-    let t1 = "/job:local/replica:0/task:1/device:CPU:0";
-    let expected = format!(
-        "# sess1.run(var)\n{t0}\n   _SOURCE\n   var\n\
-         # sess1.run(var.assign_add(1.0))\n{t0}\n   _SOURCE\n   AssignAdd_1/value\n   var\n   AssignAdd_1\n\
-         # sess2.run(var)\n{t1}\n   _SOURCE\n{t0}\n   _SOURCE\n   var\n\
-         # sess1.run(var1)\n{t0}\n   _SOURCE\n   var1\n\
-         # sess1.run(var2)\n{t0}\n   _SOURCE\n{t1}\n   _SOURCE\n   var2\n\
-         # sess2.run(var2)\n{t1}\n   _SOURCE\n   var2\n\
-         # sess2.run(var1)\n{t1}\n   _SOURCE\n{t0}\n   _SOURCE\n   var1\n"
-    );
-    assert_eq!(ok(&out), expected);
+    assert_eq!(ok(&out), crate::scenarios::s3_traces());
 }
 
 /// S8 in Python: task 0 waits on `report_uninitialized_variables` until

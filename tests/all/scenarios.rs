@@ -17,19 +17,34 @@ fn f32_var(host: &TestHost, task: &str, name: &str) -> Vec<f32> {
     host.variable_on(task, name).unwrap().unwrap_or_else(|| panic!("{name} on {task}")).as_f32_vec().unwrap()
 }
 
+/// What S2 prints, in Rust and in Python (the seed's output).
+pub(crate) const S2_OUTPUT: &str = "Initial value of var in session 1: 0.0\n\
+     Initial value of var in session 2: 0.0\n\
+     Incremented var in session 1\n\
+     Value of var in session 1: 1.0\n\
+     Value of var in session 2: 1.0\n";
+
+/// What S3 prints, in Rust and in Python: the seed's traces, device by device.
+pub(crate) fn s3_traces() -> String {
+    let t0 = "/job:local/replica:0/task:0/device:CPU:0";
+    let t1 = "/job:local/replica:0/task:1/device:CPU:0";
+    format!(
+        "# sess1.run(var)\n{t0}\n   _SOURCE\n   var\n\
+         # sess1.run(var.assign_add(1.0))\n{t0}\n   _SOURCE\n   AssignAdd_1/value\n   var\n   AssignAdd_1\n\
+         # sess2.run(var)\n{t1}\n   _SOURCE\n{t0}\n   _SOURCE\n   var\n\
+         # sess1.run(var1)\n{t0}\n   _SOURCE\n   var1\n\
+         # sess1.run(var2)\n{t0}\n   _SOURCE\n{t1}\n   _SOURCE\n   var2\n\
+         # sess2.run(var2)\n{t1}\n   _SOURCE\n   var2\n\
+         # sess2.run(var1)\n{t1}\n   _SOURCE\n{t0}\n   _SOURCE\n   var1\n"
+    )
+}
+
 /// S2: run from task 1, so `var` (on task 0) is read and updated over gRPC.
 #[test]
 fn s2_sessions_on_two_tasks_share_var() {
     let host = TestHost::grpc_cluster(&[("local", 2)]).unwrap();
     let out = host.run_on("/job:local/task:1", example("shared-variable"), &[]).unwrap();
-    assert_eq!(
-        ok(&out),
-        "Initial value of var in session 1: 0.0\n\
-         Initial value of var in session 2: 0.0\n\
-         Incremented var in session 1\n\
-         Value of var in session 1: 1.0\n\
-         Value of var in session 2: 1.0\n"
-    );
+    assert_eq!(ok(&out), S2_OUTPUT);
     assert_eq!(f32_var(&host, "/job:local/task:0", "var"), vec![1.0]);
     assert_eq!(host.variable_on("/job:local/task:1", "var").unwrap(), None);
 }
@@ -52,18 +67,7 @@ fn big_tensors_stream_between_tasks_in_chunks() {
 fn s3_placement_traces_match_the_seed() {
     let host = TestHost::grpc_cluster(&[("local", 2)]).unwrap();
     let out = host.run_on("/job:local/task:0", example("placement"), &[]).unwrap();
-    let t0 = "/job:local/replica:0/task:0/device:CPU:0";
-    let t1 = "/job:local/replica:0/task:1/device:CPU:0";
-    let expected = format!(
-        "# sess1.run(var)\n{t0}\n   _SOURCE\n   var\n\
-         # sess1.run(var.assign_add(1.0))\n{t0}\n   _SOURCE\n   AssignAdd_1/value\n   var\n   AssignAdd_1\n\
-         # sess2.run(var)\n{t1}\n   _SOURCE\n{t0}\n   _SOURCE\n   var\n\
-         # sess1.run(var1)\n{t0}\n   _SOURCE\n   var1\n\
-         # sess1.run(var2)\n{t0}\n   _SOURCE\n{t1}\n   _SOURCE\n   var2\n\
-         # sess2.run(var2)\n{t1}\n   _SOURCE\n   var2\n\
-         # sess2.run(var1)\n{t1}\n   _SOURCE\n{t0}\n   _SOURCE\n   var1\n"
-    );
-    assert_eq!(ok(&out), expected);
+    assert_eq!(ok(&out), s3_traces());
 }
 
 /// S3, beyond the seed: the same trace as Chrome trace JSON.

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from . import dtypes, ops
 from ._host import wit_device
 from .errors import InvalidArgumentError
-from .framework import Operation, Tensor, control_dependencies, device, get_default_graph, name_scope
+from .framework import Operation, Tensor, _job_of, control_dependencies, device, get_default_graph, name_scope
 from .variables import Variable, trainable_variables
 
 
@@ -81,7 +81,7 @@ class replica_device_setter:  # noqa: N801  (TensorFlow's name)
         worker_device: Optional[str] = None,
         cluster: Optional[ClusterSpec] = None,
     ) -> None:
-        self.ps_job = ps_device.split("/job:", 1)[-1].split("/")[0] if "/job:" in ps_device else "ps"
+        self.ps_job = _job_of(ps_device) or "ps"
         if cluster is not None:
             ps_tasks = cluster.num_tasks(self.ps_job)
         self.ps_tasks = ps_tasks

@@ -40,7 +40,6 @@ class _Shard:
         with g.as_default(), device(device_name):
             step_value = step.value() if step is not None else ops.constant(-1, dtypes.int64)
             self.save = g.add_op("SaveV2", nodes + [step_value], {"prefix": prefix, "max_to_keep": keep}).outputs[0]
-            self.restore_latest = g.add_op("RestoreV2", nodes, {"prefix": prefix, "only_if_uninitialized": False}).outputs[0]
             self.restore_if_lost = g.add_op("RestoreV2", nodes, {"prefix": prefix, "only_if_uninitialized": True}).outputs[0]
             self.steps = g.add_op("CheckpointSteps", attrs={"prefix": prefix}).outputs[0]
 
